@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "dmsnap",
+      "sources": [
+        "native/addon.cc",
+        "native/block_device.cc",
+        "native/block_device_binding.cc",
+        "native/control_binding.cc",
+        "native/dm_control.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

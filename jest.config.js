@@ -1,0 +1,10 @@
+// Unit tests: run on the host with ts-jest, against the fake binding (and the real
+// addon where no device-mapper is needed). The VM suite has its own config.
+/** @type {import('jest').Config} */
+module.exports = {
+  displayName: 'unit',
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test/unit'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
+};

@@ -1,0 +1,67 @@
+/**
+ * What every CLI command shares: how it is described, how it writes, and the exit codes.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { NativeBinding } from '../native';
+
+/** Exit codes, documented in `dmsnap --help` and the README. */
+export const ExitCode = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  snapshotInvalid: 3,
+  busy: 4,
+} as const;
+
+/** A mistake in the command line: printed with the command's usage, exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** Where a command reads and writes, and (for tests) which native binding it uses. */
+export interface CliContext {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  stdin: NodeJS.ReadableStream;
+  binding?: NativeBinding;
+}
+
+export interface Command {
+  /** The words that name it, e.g. ['dm', 'version']. */
+  name: string[];
+  summary: string;
+  /** Usage lines after the command name, e.g. 'NAME [--json]'. */
+  usage: string;
+  /** Longer help: options and an example. */
+  help: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  allowPositionals?: boolean;
+  run(args: ParsedArgs, io: CliContext): Promise<number>;
+}
+
+export interface ParsedArgs {
+  values: Record<string, string | boolean | string[] | boolean[] | undefined>;
+  positionals: string[];
+}
+
+/** Parses a command's arguments with Node's own parser; mistakes become UsageErrors. */
+export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: command.allowPositionals ?? false,
+      strict: true,
+    });
+    return { values, positionals };
+  } catch (error) {
+    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
+  }
+}
+
+export function writeLine(stream: NodeJS.WritableStream, text = ''): void {
+  stream.write(`${text}\n`);
+}

@@ -1,0 +1,68 @@
+#include "block_device.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "sys_error.h"
+
+namespace dmsnap {
+
+namespace {
+
+// Closes the descriptor on every path out of QueryBlockDevice.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+BlockDeviceInfo QueryBlockDevice(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (fd.get() < 0) throw SysError(errno, "open", "", path);
+
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw SysError(errno, "fstat", "", path);
+  if (!S_ISBLK(st.st_mode)) throw SysError(ENOTBLK, "open", "", path);
+
+  BlockDeviceInfo info{};
+  uint64_t size = 0;
+  if (::ioctl(fd.get(), BLKGETSIZE64, &size) != 0) throw SysError(errno, "ioctl", "BLKGETSIZE64", path);
+  int logical = 0;
+  if (::ioctl(fd.get(), BLKSSZGET, &logical) != 0) throw SysError(errno, "ioctl", "BLKSSZGET", path);
+  unsigned int physical = 0;
+  if (::ioctl(fd.get(), BLKPBSZGET, &physical) != 0) throw SysError(errno, "ioctl", "BLKPBSZGET", path);
+  int ro = 0;
+  if (::ioctl(fd.get(), BLKROGET, &ro) != 0) throw SysError(errno, "ioctl", "BLKROGET", path);
+
+  info.size_bytes = size;
+  info.logical_sector_size = static_cast<uint32_t>(logical);
+  info.physical_sector_size = physical;
+  info.read_only = ro != 0;
+  info.major = ::major(st.st_rdev);
+  info.minor = ::minor(st.st_rdev);
+  return info;
+}
+
+DeviceNumber StatBlockDevice(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) throw SysError(errno, "stat", "", path);
+  if (!S_ISBLK(st.st_mode)) throw SysError(ENOTBLK, "stat", "", path);
+  return DeviceNumber{::major(st.st_rdev), ::minor(st.st_rdev)};
+}
+
+}  // namespace dmsnap

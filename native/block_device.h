@@ -1,0 +1,30 @@
+// Queries on block devices: size, sector sizes, read-only flag and device number.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dmsnap {
+
+struct BlockDeviceInfo {
+  uint64_t size_bytes;             // BLKGETSIZE64
+  uint32_t logical_sector_size;    // BLKSSZGET
+  uint32_t physical_sector_size;   // BLKPBSZGET
+  bool read_only;                  // BLKROGET
+  uint32_t major;
+  uint32_t minor;
+};
+
+// Opens the path read-only (never exclusively, never for writing) and asks the kernel.
+// Throws SysError; a path that is not a block device fails with ENOTBLK.
+BlockDeviceInfo QueryBlockDevice(const std::string& path);
+
+struct DeviceNumber {
+  uint32_t major;
+  uint32_t minor;
+};
+
+// major:minor of a block device node, from stat(2); no open. ENOTBLK if not a block device.
+DeviceNumber StatBlockDevice(const std::string& path);
+
+}  // namespace dmsnap

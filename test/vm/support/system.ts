@@ -1,0 +1,84 @@
+/**
+ * Helpers for tests that run as root inside the VM test bed: shell commands, loop
+ * devices that clean up after themselves, and a picture of the kernel's device state
+ * for leak checks.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const inVm = process.env.DMSNAP_VM === '1';
+export const withUdev = process.env.DMSNAP_VM_UDEV === '1';
+
+/** Runs a program and returns its stdout; throws with its stderr if it fails. */
+export function run(program: string, args: string[], options: { input?: string } = {}): string {
+  const result = spawnSync(program, args, { encoding: 'utf8', input: options.input });
+  if (result.error) throw result.error;
+  if (result.status !== 0) {
+    throw new Error(`${program} ${args.join(' ')} exited ${result.status}: ${result.stderr.trim()}`);
+  }
+  return result.stdout;
+}
+
+let scratch: string | undefined;
+/** A folder on the guest's tmpfs for backing files. */
+export function scratchDir(): string {
+  scratch ??= mkdtempSync('/tmp/dmsnap-test-');
+  return scratch;
+}
+
+const loops: { path: string; file: string }[] = [];
+
+/** Attaches a new loop device over a sparse file of the given size. */
+export function createLoopDevice(sizeBytes: number, options: { sectorSize?: number } = {}): string {
+  const file = join(scratchDir(), `loop-${loops.length}-${process.pid}.img`);
+  writeFileSync(file, '');
+  truncateSync(file, sizeBytes);
+  const args = ['--find', '--show'];
+  if (options.sectorSize) args.push('--sector-size', String(options.sectorSize));
+  const path = run('losetup', [...args, file]).trim();
+  loops.push({ path, file });
+  return path;
+}
+
+/** Detaches every loop device this process created and removes their files. */
+export function detachLoopDevices(): void {
+  while (loops.length > 0) {
+    const { path, file } = loops.pop()!;
+    spawnSync('losetup', ['--detach', path]);
+    rmSync(file, { force: true });
+  }
+}
+
+export interface DeviceState {
+  dm: string[];
+  loops: string[];
+  mounts: string[];
+}
+
+/** The device-mapper devices, attached loop devices and block-device mounts that exist now. */
+export function deviceState(): DeviceState {
+  const block = readdirSync('/sys/block');
+  const dm = block
+    .filter((name) => name.startsWith('dm-'))
+    .map((name) => readFileSync(`/sys/block/${name}/dm/name`, 'utf8').trim())
+    .sort();
+  const loopsNow = block
+    .filter((name) => name.startsWith('loop') && existsSync(`/sys/block/${name}/loop/backing_file`))
+    .map((name) => `${name}=${readFileSync(`/sys/block/${name}/loop/backing_file`, 'utf8').trim()}`)
+    .sort();
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' - ')[1]?.split(' ')[1])
+    .filter((source): source is string => !!source && /^\/dev\/(mapper\/|dm-|loop|md)/.test(source))
+    .sort();
+  return { dm, loops: loopsNow, mounts };
+}
+
+/** Runs a snippet of JavaScript as an unprivileged user (nobody) and returns its stdout. */
+export function runAsNobody(script: string): string {
+  return execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], {
+    encoding: 'utf8',
+    cwd: process.cwd(),
+  });
+}
