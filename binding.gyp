@@ -7,7 +7,10 @@
         "native/block_device.cc",
         "native/block_device_binding.cc",
         "native/control_binding.cc",
-        "native/dm_control.cc"
+        "native/dm_control.cc",
+        "native/event_poll.cc",
+        "native/udev_binding.cc",
+        "native/udev_cookie.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

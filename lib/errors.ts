@@ -65,6 +65,7 @@ export class DmError extends SyscallError {
 // Linux errno values that libuv (and so Node) does not name.
 const LINUX_ONLY_ERRNO: Record<number, [string, string]> = {
   15: ['ENOTBLK', 'block device required'],
+  43: ['EIDRM', 'identifier removed'],
   61: ['ENODATA', 'no data available'],
   62: ['ETIME', 'timer expired'],
   77: ['EBADFD', 'file descriptor in bad state'],

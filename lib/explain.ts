@@ -22,7 +22,25 @@ function advice(failure: SyscallFailure, code: string): string | undefined {
   }
   if (code === 'ENOTBLK') return 'name a block device such as /dev/sdb1, /dev/md2 or /dev/loop0';
   if (code === 'ENOENT' && !failure.ioctl) return 'check the path';
-  if (code === 'ENXIO' && failure.device) return `no device-mapper device named "${failure.device}" exists`;
+  if (code === 'ENXIO' && failure.device) return `no device-mapper device ${failure.device.startsWith('uuid ') ? 'with ' : 'named '}${failure.device.startsWith('uuid ') ? failure.device : `"${failure.device}"`} exists`;
+  if (code === 'EBUSY') {
+    switch (failure.ioctl) {
+      case 'DM_DEV_REMOVE':
+        return 'the device is in use (mounted, held open, or used by another device-mapper table): unmount it or remove its users first, or remove it deferred';
+      case 'DM_DEV_CREATE':
+        return 'a device with that name or uuid already exists';
+      case 'DM_DEV_RENAME':
+        return 'a device with the new name or uuid already exists';
+      default:
+        return undefined;
+    }
+  }
+  if (code === 'EINVAL' && failure.ioctl === 'DM_DEV_RENAME') {
+    return 'the device already has a uuid, and a uuid cannot be changed';
+  }
+  if ((code === 'ENOTTY' || code === 'EINVAL') && failure.ioctl === 'DM_DEV_ARM_POLL') {
+    return 'this kernel has no DM_DEV_ARM_POLL (device-mapper 4.36 or later needed)';
+  }
   return undefined;
 }
 
@@ -31,4 +49,14 @@ export function explainFailure(failure: SyscallFailure): string {
   const reason = code === 'ENOTBLK' ? 'not a block device' : errnoText(failure.errno);
   const hint = advice(failure, code);
   return `${subject(failure)} failed: ${reason} (${code})${hint ? `; ${hint}` : ''}`;
+}
+
+/**
+ * Adds what only the caller knows (the table text, the message sent) to an error's
+ * message and stack.
+ */
+export function appendHint(error: Error, hint: string): void {
+  const old = error.message;
+  error.message = `${old}; ${hint}`;
+  if (error.stack?.includes(old)) error.stack = error.stack.replace(old, error.message);
 }

@@ -2,9 +2,37 @@
  * dmsnap: consistent block-level snapshots of live Linux filesystems through the
  * kernel's device-mapper, without LVM and without dmsetup.
  */
-export { DeviceMapper, DEFAULT_CONTROL_PATH, type DeviceMapperOptions, type DriverVersion } from './dm/device-mapper';
+export {
+  DeviceMapper,
+  DEFAULT_CONTROL_PATH,
+  type DeviceMapperOptions,
+  type DriverVersion,
+  type DeviceRef,
+  type DeviceInfo,
+  type DeviceListEntry,
+  type TargetVersion,
+  type CreateOptions,
+  type SuspendOptions,
+  type ResumeOptions,
+  type RemoveOptions,
+  type WaitOptions,
+} from './dm/device-mapper';
+export { MAX_NAME_LENGTH, MAX_UUID_LENGTH, checkDeviceName, checkDeviceUuid } from './dm/names';
+export { UdevFlags, udevIsRunning, DEFAULT_DEV_DIR, DEFAULT_UDEV_TIMEOUT_MS } from './dm/udev';
+export { parseTable, formatTargetLine, formatTable, checkTable, type TargetLine, type TargetExtent, type SectorCount } from './dm/table';
+export * from './targets';
 export { blockDeviceInfo, deviceNumber, type BlockDeviceInfo, type BlockDeviceOptions } from './block-device';
 export { DmsnapError, DmError, SyscallError, InvalidArgumentError, type SyscallFailure } from './errors';
 export { SECTOR_BYTES, sectors, bytes, bytesToSectors, sectorsToBytes, type Sectors, type Bytes } from './units';
-export type { NativeBinding, NativeControl, NativeBlockDeviceInfo } from './native';
+export type {
+  NativeBinding,
+  NativeControl,
+  NativeBlockDeviceInfo,
+  NativeDeviceRef,
+  NativeDeviceInfo,
+  NativeTarget,
+  NativeListEntry,
+  NativeTargetVersion,
+  NativeUdevCookie,
+} from './native';
 export { VERSION } from './version';

@@ -6,12 +6,109 @@
 import { DmError, DmsnapError, SyscallError, type SyscallFailure } from './errors';
 import { explainFailure } from './explain';
 
-/** An open /dev/mapper/control descriptor. */
+/**
+ * Which device a call is about. Exactly one of name, uuid or major+minor is used, in
+ * that order of preference, as the kernel's struct dm_ioctl allows.
+ */
+export interface NativeDeviceRef {
+  name?: string;
+  uuid?: string;
+  major?: number;
+  minor?: number;
+}
+
+/**
+ * The header of a struct dm_ioctl as the kernel returned it. `flags` is the raw flag
+ * word (DM_SUSPEND_FLAG, DM_READONLY_FLAG, DM_ACTIVE_PRESENT_FLAG, …: see `constants`).
+ */
+export interface NativeDeviceInfo {
+  name: string;
+  uuid: string;
+  major: number;
+  minor: number;
+  openCount: number;
+  eventNr: number;
+  targetCount: number;
+  flags: number;
+}
+
+/** One line of a table: sectors, target type and its parameters (or status) text. */
+export interface NativeTarget {
+  start: number;
+  length: number;
+  type: string;
+  params: string;
+}
+
+/** One device from DM_LIST_DEVICES. eventNr and uuid are absent where the kernel does not report them. */
+export interface NativeListEntry {
+  name: string;
+  major: number;
+  minor: number;
+  eventNr?: number;
+  uuid?: string;
+}
+
+/** One target type from DM_LIST_VERSIONS. */
+export interface NativeTargetVersion {
+  name: string;
+  version: [number, number, number];
+}
+
+/**
+ * An open /dev/mapper/control descriptor. Every method is one ioctl (retried with a
+ * larger buffer when the kernel sets DM_BUFFER_FULL_FLAG) run on the libuv thread pool;
+ * arguments are positional and unchecked: lib/dm validates them first.
+ * `flags` arguments are OR-ed into the request's flag word; `eventNr` is the request's
+ * event_nr field, which carries the udev cookie for RESUME, REMOVE and RENAME.
+ */
 export interface NativeControl {
   readonly path: string;
   readonly closed: boolean;
   /** DM_VERSION: [major, minor, patch] of the kernel's ioctl interface. */
   version(): Promise<[number, number, number]>;
+  /** DM_LIST_DEVICES (asks for uuids with DM_UUID_FLAG). */
+  listDevices(): Promise<NativeListEntry[]>;
+  /** DM_LIST_VERSIONS. */
+  listVersions(): Promise<NativeTargetVersion[]>;
+  /** DM_DEV_CREATE: a device with no table. */
+  create(name: string, uuid: string, flags: number): Promise<NativeDeviceInfo>;
+  /** DM_DEV_REMOVE (flags: DM_DEFERRED_REMOVE). */
+  remove(ref: NativeDeviceRef, flags: number, eventNr: number): Promise<NativeDeviceInfo>;
+  /** DM_DEV_RENAME: a new name, or with DM_UUID_FLAG a uuid for a device that has none. */
+  rename(ref: NativeDeviceRef, newNameOrUuid: string, flags: number, eventNr: number): Promise<NativeDeviceInfo>;
+  /** DM_DEV_SUSPEND with DM_SUSPEND_FLAG (flags: DM_SKIP_LOCKFS_FLAG, DM_NOFLUSH_FLAG). */
+  suspend(ref: NativeDeviceRef, flags: number): Promise<NativeDeviceInfo>;
+  /** DM_DEV_SUSPEND without DM_SUSPEND_FLAG: resume, swapping in the inactive table if any. */
+  resume(ref: NativeDeviceRef, flags: number, eventNr: number): Promise<NativeDeviceInfo>;
+  /** DM_DEV_STATUS (flags: DM_QUERY_INACTIVE_TABLE_FLAG). */
+  info(ref: NativeDeviceRef, flags: number): Promise<NativeDeviceInfo>;
+  /**
+   * DM_DEV_WAIT: blocks a thread-pool thread until the device's event counter differs
+   * from eventNr. Only a fallback for kernels without DM_DEV_ARM_POLL.
+   */
+  waitEvent(ref: NativeDeviceRef, eventNr: number): Promise<NativeDeviceInfo>;
+  /** DM_TABLE_LOAD into the inactive slot (flags: DM_READONLY_FLAG). */
+  load(ref: NativeDeviceRef, targets: NativeTarget[], flags: number): Promise<NativeDeviceInfo>;
+  /** DM_TABLE_CLEAR: drops the inactive table. */
+  clear(ref: NativeDeviceRef): Promise<NativeDeviceInfo>;
+  /** DM_TABLE_DEPS (flags: DM_QUERY_INACTIVE_TABLE_FLAG): the devices the table uses. */
+  deps(ref: NativeDeviceRef, flags: number): Promise<{ info: NativeDeviceInfo; devices: [number, number][] }>;
+  /**
+   * DM_TABLE_STATUS: each target's status text, or with DM_STATUS_TABLE_FLAG its table
+   * parameters (flags also: DM_QUERY_INACTIVE_TABLE_FLAG, DM_NOFLUSH_FLAG).
+   */
+  tableStatus(ref: NativeDeviceRef, flags: number): Promise<{ info: NativeDeviceInfo; targets: NativeTarget[] }>;
+  /** DM_TARGET_MSG: returns the target's reply when it gives one (DM_DATA_OUT_FLAG). */
+  message(ref: NativeDeviceRef, sector: number, message: string): Promise<string | null>;
+  /** DM_DEV_ARM_POLL: the next device-mapper event makes this descriptor readable. */
+  armPoll(): Promise<void>;
+  /**
+   * Waits on the event loop (no thread) until the descriptor is readable; resolves true
+   * then, or false when cancelled by cancelPoll() or close().
+   */
+  pollReadable(): Promise<boolean>;
+  cancelPoll(): void;
   /** Closes the descriptor once every call in flight has finished. */
   close(): void;
 }
@@ -25,12 +122,34 @@ export interface NativeBlockDeviceInfo {
   minor: number;
 }
 
+/** A SysV semaphore for the udev cookie protocol of libdevmapper and 95-dm-notify.rules. */
+export interface NativeUdevCookie {
+  /** The cookie's low 16 bits plus the DM_COOKIE_MAGIC key; put (flags << 16) | base in event_nr. */
+  base: number;
+  semid: number;
+}
+
 export interface NativeBinding {
+  /** Numbers from <linux/dm-ioctl.h>: DM_*_FLAG, DM_NAME_LEN, DM_UUID_LEN, DM_MAX_TYPE_NAME, … */
+  readonly constants: Readonly<Record<string, number>>;
   openControl(path: string): Promise<NativeControl>;
   /** BLKGETSIZE64, BLKSSZGET, BLKPBSZGET, BLKROGET and the device number of a block device. */
   queryBlockDevice(path: string): Promise<NativeBlockDeviceInfo>;
   /** major:minor of a block device node (stat only, no open). */
   statBlockDevice(path: string): Promise<{ major: number; minor: number }>;
+  /** mknod(2) a block device node (the no-udev fallback for /dev/mapper/NAME). */
+  makeBlockNode(path: string, major: number, minor: number, mode: number): Promise<void>;
+  /** Creates a udev cookie semaphore with value 0. */
+  udevCookieCreate(): NativeUdevCookie;
+  /** +1 before an ioctl that may send a uevent; -1 if the kernel says it sent none. */
+  udevCookieAdd(semid: number, delta: 1 | -1): void;
+  /**
+   * Waits (on a thread-pool thread, at most timeoutMs) until udev has processed every
+   * uevent (the semaphore reaches 0), then removes the semaphore. Resolves false on timeout.
+   */
+  udevCookieWait(semid: number, timeoutMs: number): Promise<boolean>;
+  /** Removes the semaphore without waiting. */
+  udevCookieDestroy(semid: number): void;
 }
 
 interface LoadedAddon extends NativeBinding {

@@ -22,5 +22,11 @@ Napi::Value SafeNumber(Napi::Env env, uint64_t value);
 
 void RegisterControl(Napi::Env env, Napi::Object exports);
 void RegisterBlockDevice(Napi::Env env, Napi::Object exports);
+void RegisterUdevCookie(Napi::Env env, Napi::Object exports);
+
+// Argument helpers shared by the binding files: they throw TypeError on a mismatch.
+std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* name);
+uint32_t Uint32Arg(const Napi::CallbackInfo& info, size_t index, const char* name);
+double NumberArg(const Napi::CallbackInfo& info, size_t index, const char* name);
 
 }  // namespace dmsnap

@@ -66,3 +66,15 @@ DeviceNumber StatBlockDevice(const std::string& path) {
 }
 
 }  // namespace dmsnap
+
+namespace dmsnap {
+
+void MakeBlockNode(const std::string& path, uint32_t major, uint32_t minor, uint32_t mode) {
+  if (::mknod(path.c_str(), S_IFBLK | (mode & 07777), ::makedev(major, minor)) != 0) {
+    throw SysError(errno, "mknod", "", path);
+  }
+  // mknod applies the umask; the node gets exactly the mode asked for.
+  if (::chmod(path.c_str(), mode & 07777) != 0) throw SysError(errno, "chmod", "", path);
+}
+
+}  // namespace dmsnap

@@ -28,3 +28,11 @@ struct DeviceNumber {
 DeviceNumber StatBlockDevice(const std::string& path);
 
 }  // namespace dmsnap
+
+namespace dmsnap {
+
+// mknod(2) of a block device node with the given permission bits. Throws SysError
+// (EEXIST when something is already there: the caller decides what to do with it).
+void MakeBlockNode(const std::string& path, uint32_t major, uint32_t minor, uint32_t mode);
+
+}  // namespace dmsnap

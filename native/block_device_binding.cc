@@ -7,10 +7,9 @@ namespace dmsnap {
 
 namespace {
 
-std::string PathArgument(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "path must be a string");
-  return info[0].As<Napi::String>().Utf8Value();
-}
+std::string PathArgument(const Napi::CallbackInfo& info) { return StringArg(info, 0, "path"); }
+
+struct Nothing {};
 
 Napi::Value QueryBlockDeviceJs(const Napi::CallbackInfo& info) {
   std::string path = PathArgument(info);
@@ -40,11 +39,26 @@ Napi::Value StatBlockDeviceJs(const Napi::CallbackInfo& info) {
       });
 }
 
+Napi::Value MakeBlockNodeJs(const Napi::CallbackInfo& info) {
+  std::string path = PathArgument(info);
+  uint32_t major = Uint32Arg(info, 1, "major");
+  uint32_t minor = Uint32Arg(info, 2, "minor");
+  uint32_t mode = Uint32Arg(info, 3, "mode");
+  return PromiseWork<Nothing>::Run(
+      info.Env(), "dmsnap.makeBlockNode",
+      [=] {
+        MakeBlockNode(path, major, minor, mode);
+        return Nothing{};
+      },
+      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+}
+
 }  // namespace
 
 void RegisterBlockDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("queryBlockDevice", Napi::Function::New(env, QueryBlockDeviceJs, "queryBlockDevice"));
   exports.Set("statBlockDevice", Napi::Function::New(env, StatBlockDeviceJs, "statBlockDevice"));
+  exports.Set("makeBlockNode", Napi::Function::New(env, MakeBlockNodeJs, "makeBlockNode"));
 }
 
 }  // namespace dmsnap

@@ -1,12 +1,15 @@
 // The device-mapper control node (/dev/mapper/control): owns its descriptor and
-// marshals struct dm_ioctl requests. Plain C++, no N-API types: the glue in addon.cc
-// runs these calls on worker threads. Every method is safe to call from several
-// threads at once: each call builds its own request buffer and the descriptor is
-// only read.
+// marshals struct dm_ioctl requests. Plain C++, no N-API types: the glue in
+// control_binding.cc runs these calls on worker threads. Every method may be called
+// from several threads at once: each call builds its own request buffer, and the
+// descriptor itself is only read.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace dmsnap {
 
@@ -14,6 +17,59 @@ struct DmVersion {
   uint32_t major;
   uint32_t minor;
   uint32_t patch;
+};
+
+// Which device a request is about: the name if set, else the uuid, else major:minor.
+struct DeviceRef {
+  std::string name;
+  std::string uuid;
+  bool has_dev = false;
+  uint32_t major = 0;
+  uint32_t minor = 0;
+
+  std::string Describe() const;  // for error messages
+};
+
+// The dm_ioctl header as the kernel returned it.
+struct DeviceInfo {
+  std::string name;
+  std::string uuid;
+  uint32_t major = 0;
+  uint32_t minor = 0;
+  int32_t open_count = 0;
+  uint32_t event_nr = 0;
+  uint32_t target_count = 0;
+  uint32_t flags = 0;
+};
+
+struct Target {
+  uint64_t start = 0;
+  uint64_t length = 0;
+  std::string type;
+  std::string params;
+};
+
+struct ListEntry {
+  std::string name;
+  uint32_t major = 0;
+  uint32_t minor = 0;
+  std::optional<uint32_t> event_nr;  // absent on kernels that do not report it
+  std::optional<std::string> uuid;   // absent when the device has none (or the kernel does not say)
+};
+
+struct TargetVersion {
+  std::string name;
+  uint32_t version[3];
+};
+
+struct TableResult {
+  DeviceInfo info;
+  std::vector<Target> targets;
+};
+
+struct DepsResult {
+  DeviceInfo info;
+  std::vector<std::pair<uint32_t, uint32_t>> devices;
 };
 
 class DmControl {
@@ -25,9 +81,24 @@ class DmControl {
   DmControl& operator=(const DmControl&) = delete;
 
   const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
 
-  // DM_VERSION: the version of the kernel's ioctl interface.
   DmVersion Version() const;
+  std::vector<ListEntry> ListDevices() const;
+  std::vector<TargetVersion> ListVersions() const;
+  DeviceInfo Create(const std::string& name, const std::string& uuid, uint32_t flags) const;
+  DeviceInfo Remove(const DeviceRef& ref, uint32_t flags, uint32_t event_nr) const;
+  DeviceInfo Rename(const DeviceRef& ref, const std::string& new_value, uint32_t flags, uint32_t event_nr) const;
+  DeviceInfo Suspend(const DeviceRef& ref, uint32_t flags) const;
+  DeviceInfo Resume(const DeviceRef& ref, uint32_t flags, uint32_t event_nr) const;
+  DeviceInfo Info(const DeviceRef& ref, uint32_t flags) const;
+  DeviceInfo WaitEvent(const DeviceRef& ref, uint32_t event_nr) const;
+  DeviceInfo Load(const DeviceRef& ref, const std::vector<Target>& targets, uint32_t flags) const;
+  DeviceInfo Clear(const DeviceRef& ref) const;
+  DepsResult Deps(const DeviceRef& ref, uint32_t flags) const;
+  TableResult TableStatus(const DeviceRef& ref, uint32_t flags) const;
+  std::optional<std::string> Message(const DeviceRef& ref, uint64_t sector, const std::string& message) const;
+  void ArmPoll() const;
 
  private:
   int fd_;

@@ -29,7 +29,10 @@ describe('makeSyscallError', () => {
     expect(error).toBeInstanceOf(SyscallError);
     expect(error).toBeInstanceOf(DmsnapError);
     expect(error).toMatchObject({ name: 'DmError', code: 'EBUSY', errno: -16, syscall: 'ioctl', ioctl: 'DM_DEV_REMOVE', device: 'md2' });
-    expect(error.message).toBe('DM_DEV_REMOVE on device-mapper device "md2" failed: resource busy or locked (EBUSY)');
+    expect(error.message).toBe(
+      'DM_DEV_REMOVE on device-mapper device "md2" failed: resource busy or locked (EBUSY); the device is in use ' +
+        '(mounted, held open, or used by another device-mapper table): unmount it or remove its users first, or remove it deferred',
+    );
   });
 
   it('makes a SyscallError for block-device calls', () => {

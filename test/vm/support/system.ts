@@ -82,3 +82,30 @@ export function runAsNobody(script: string): string {
     cwd: process.cwd(),
   });
 }
+
+/** Runs the dmsnap CLI (the compiled one, as users run it) and collects its output. */
+export function cli(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
+  const result = spawnSync(process.execPath, [join(process.cwd(), 'dist/lib/cli/main.js'), ...args], {
+    encoding: 'utf8',
+    input: options.input ?? '',
+    env: { ...process.env, ...options.env },
+  });
+  if (result.error) throw result.error;
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Runs dmsetup, failing the test if it fails. Without udev, nodes need `dmsetup mknodes`. */
+export function dmsetup(...args: string[]): string {
+  return run('dmsetup', args);
+}
+
+/** Every device-mapper device with its live table and suspended flag, as dmsetup sees them. */
+export function dmsetupState(): string {
+  const names = run('dmsetup', ['ls'])
+    .split('\n')
+    .filter((l) => l && l !== 'No devices found')
+    .map((l) => l.split('\t')[0]);
+  return names
+    .map((name) => `${name}\n${run('dmsetup', ['table', name])}${run('dmsetup', ['info', '-c', '--noheadings', '-o', 'name,attr', name])}`)
+    .join('');
+}
