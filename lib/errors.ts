@@ -69,6 +69,7 @@ const LINUX_ONLY_ERRNO: Record<number, [string, string]> = {
   61: ['ENODATA', 'no data available'],
   62: ['ETIME', 'timer expired'],
   77: ['EBADFD', 'file descriptor in bad state'],
+  116: ['ESTALE', 'stale file handle'],
   121: ['EREMOTEIO', 'remote I/O error'],
 };
 

@@ -36,3 +36,4 @@ export type {
   NativeUdevCookie,
 } from './native';
 export { VERSION } from './version';
+export * from './snapshot';

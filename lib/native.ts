@@ -122,6 +122,23 @@ export interface NativeBlockDeviceInfo {
   minor: number;
 }
 
+/**
+ * One signature libblkid recognises on a device: a filesystem, RAID or LVM member, LUKS
+ * header or partition table. Backup copies (GPT, LUKS2, FAT) are separate entries.
+ */
+export interface NativeSignature {
+  /** blkid's TYPE or PTTYPE: 'ext4', 'xfs', 'swap', 'crypto_LUKS', 'LVM2_member', 'dos', 'gpt', … */
+  type: string;
+  /** 'filesystem', 'raid', 'crypto', 'partition_table' or 'other' (swap, bcache, …). */
+  usage: string;
+  /** The label, or '' when there is none. */
+  label: string;
+  /** UUID (PTUUID for a partition table), or '' when there is none. */
+  uuid: string;
+  /** Byte offset of the signature's magic on the device. */
+  offset: number;
+}
+
 /** A SysV semaphore for the udev cookie protocol of libdevmapper and 95-dm-notify.rules. */
 export interface NativeUdevCookie {
   /** The cookie's low 16 bits plus the DM_COOKIE_MAGIC key; put (flags << 16) | base in event_nr. */
@@ -137,6 +154,29 @@ export interface NativeBinding {
   queryBlockDevice(path: string): Promise<NativeBlockDeviceInfo>;
   /** major:minor of a block device node (stat only, no open). */
   statBlockDevice(path: string): Promise<{ major: number; minor: number }>;
+  /**
+   * Every signature libblkid finds on a block device or image file, as wipefs lists them
+   * (several filesystems at once included). Opens read-only, never exclusively.
+   */
+  probeSignatures(path: string): Promise<NativeSignature[]>;
+  /**
+   * Opens the block device with O_EXCL and closes it: fails with EBUSY while it is
+   * mounted or held by device-mapper, md or another exclusive opener.
+   */
+  checkExclusive(path: string): Promise<void>;
+  /**
+   * Writes lengthBytes zeros at the start of the block device, opened with O_EXCL, after
+   * checking it is still major:minor (ESTALE otherwise); then fdatasync.
+   */
+  zeroDeviceStart(path: string, major: number, minor: number, lengthBytes: number): Promise<void>;
+  /** mount(2). flags are MS_* bits; data the filesystem's option string. */
+  mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
+  /** umount2(2). */
+  unmount(target: string, flags: number): Promise<void>;
+  /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when someone else holds it. */
+  tryLock(fd: number): boolean;
+  /** flock(fd, LOCK_UN). */
+  unlock(fd: number): void;
   /** mknod(2) a block device node (the no-udev fallback for /dev/mapper/NAME). */
   makeBlockNode(path: string, major: number, minor: number, mode: number): Promise<void>;
   /** Creates a udev cookie semaphore with value 0. */

@@ -119,6 +119,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterControl(env, exports);
   RegisterBlockDevice(env, exports);
   RegisterUdevCookie(env, exports);
+  RegisterSignatureProbe(env, exports);
+  RegisterSystem(env, exports);
   return exports;
 }
 

@@ -8,6 +8,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "sys_error.h"
 
 namespace dmsnap {
@@ -75,6 +77,37 @@ void MakeBlockNode(const std::string& path, uint32_t major, uint32_t minor, uint
   }
   // mknod applies the umask; the node gets exactly the mode asked for.
   if (::chmod(path.c_str(), mode & 07777) != 0) throw SysError(errno, "chmod", "", path);
+}
+
+}  // namespace dmsnap
+
+namespace dmsnap {
+
+void CheckExclusive(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK));
+  if (fd.get() < 0) throw SysError(errno, "open", "", path);
+}
+
+void ZeroDeviceStart(const std::string& path, uint32_t major, uint32_t minor, uint64_t length) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC));
+  if (fd.get() < 0) throw SysError(errno, "open", "", path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw SysError(errno, "fstat", "", path);
+  if (!S_ISBLK(st.st_mode)) throw SysError(ENOTBLK, "open", "", path);
+  // The path was checked earlier; make sure it still names the same device.
+  if (::major(st.st_rdev) != major || ::minor(st.st_rdev) != minor) throw SysError(ESTALE, "open", "", path);
+  static const char zeros[64 * 1024] = {};
+  uint64_t done = 0;
+  while (done < length) {
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(sizeof(zeros), length - done));
+    ssize_t n = ::pwrite(fd.get(), zeros, chunk, static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError(errno, "pwrite", "", path);
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  if (::fdatasync(fd.get()) != 0) throw SysError(errno, "fdatasync", "", path);
 }
 
 }  // namespace dmsnap

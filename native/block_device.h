@@ -36,3 +36,16 @@ namespace dmsnap {
 void MakeBlockNode(const std::string& path, uint32_t major, uint32_t minor, uint32_t mode);
 
 }  // namespace dmsnap
+
+namespace dmsnap {
+
+// Opens the block device exclusively (O_EXCL: fails with EBUSY while it is mounted, held
+// by device-mapper, md or another exclusive opener) and closes it again.
+void CheckExclusive(const std::string& path);
+
+// Writes `length` zero bytes at the start of the block device, opened exclusively, after
+// checking that the path still names major:minor; then fdatasync, so that the kernel
+// reads the zeros (dm-snapshot reads the COW header past the page cache).
+void ZeroDeviceStart(const std::string& path, uint32_t major, uint32_t minor, uint64_t length);
+
+}  // namespace dmsnap

@@ -53,12 +53,40 @@ Napi::Value MakeBlockNodeJs(const Napi::CallbackInfo& info) {
       [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
 }
 
+Napi::Value CheckExclusiveJs(const Napi::CallbackInfo& info) {
+  std::string path = PathArgument(info);
+  return PromiseWork<Nothing>::Run(
+      info.Env(), "dmsnap.checkExclusive",
+      [=] {
+        CheckExclusive(path);
+        return Nothing{};
+      },
+      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+}
+
+Napi::Value ZeroDeviceStartJs(const Napi::CallbackInfo& info) {
+  std::string path = PathArgument(info);
+  uint32_t major = Uint32Arg(info, 1, "major");
+  uint32_t minor = Uint32Arg(info, 2, "minor");
+  double length = NumberArg(info, 3, "lengthBytes");
+  if (length < 0 || length > 1073741824.0) throw Napi::RangeError::New(info.Env(), "lengthBytes must be from 0 to 1 GiB");
+  return PromiseWork<Nothing>::Run(
+      info.Env(), "dmsnap.zeroDeviceStart",
+      [=] {
+        ZeroDeviceStart(path, major, minor, static_cast<uint64_t>(length));
+        return Nothing{};
+      },
+      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+}
+
 }  // namespace
 
 void RegisterBlockDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("queryBlockDevice", Napi::Function::New(env, QueryBlockDeviceJs, "queryBlockDevice"));
   exports.Set("statBlockDevice", Napi::Function::New(env, StatBlockDeviceJs, "statBlockDevice"));
   exports.Set("makeBlockNode", Napi::Function::New(env, MakeBlockNodeJs, "makeBlockNode"));
+  exports.Set("checkExclusive", Napi::Function::New(env, CheckExclusiveJs, "checkExclusive"));
+  exports.Set("zeroDeviceStart", Napi::Function::New(env, ZeroDeviceStartJs, "zeroDeviceStart"));
 }
 
 }  // namespace dmsnap

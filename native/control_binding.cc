@@ -324,13 +324,18 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
   struct PollJob {
     std::shared_ptr<PollWait> wait;
     std::thread thread;
+    bool torn_down = false;  // main thread only: the environment went away first
   };
 
+  // Runs on the main thread while the environment shuts down. The thread's queued
+  // completion (if it is still delivered) sees torn_down and touches nothing.
   static void CleanupPollJob(void* arg) {
     auto* holder = static_cast<std::shared_ptr<PollJob>*>(arg);
-    (*holder)->wait->Cancel();
-    if ((*holder)->thread.joinable()) (*holder)->thread.join();
+    std::shared_ptr<PollJob> job = *holder;
     delete holder;
+    job->torn_down = true;
+    job->wait->Cancel();
+    if (job->thread.joinable()) job->thread.join();
   }
 
   Napi::Value PollReadable(const Napi::CallbackInfo& info) {
@@ -359,6 +364,7 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
       // Runs on the main thread, unless the environment is shutting down first (then
       // the cleanup hook has joined this thread and the call is dropped).
       done.BlockingCall([this, job, deferred, outcome, hook_arg](Napi::Env env, Napi::Function) {
+        if (job->torn_down) return;
         napi_remove_env_cleanup_hook(env, CleanupPollJob, hook_arg);
         delete hook_arg;
         if (job->thread.joinable()) job->thread.join();

@@ -19,7 +19,7 @@ import { sectors, type Sectors } from '../units';
 import { check, checkInteger, checkPath, checkString } from '../validate';
 import { checkDeviceName, checkDeviceUuid } from './names';
 import { checkTable, formatTable, parseTable, type TargetLine } from './table';
-import { NodeSync, type NodeSyncOptions } from './udev';
+import { NodeSync, type NodeSyncOptions, type UdevBatch } from './udev';
 
 /** The default path of the device-mapper control node. */
 export const DEFAULT_CONTROL_PATH = '/dev/mapper/control';
@@ -106,6 +106,11 @@ export interface SuspendOptions {
 
 export interface ResumeOptions extends SuspendOptions {
   udevFlags?: number;
+  /**
+   * Share a udev cookie with other calls and wait for udev once, at `batch.finish()`
+   * (see `DeviceMapper.udevBatch`). Used where nothing may wait between ioctls.
+   */
+  batch?: UdevBatch;
 }
 
 export interface RemoveOptions {
@@ -159,6 +164,11 @@ export class DeviceMapper {
 
   get closed(): boolean {
     return this.control.closed;
+  }
+
+  /** @internal The native binding this client uses (for the lifecycle's block-device calls). */
+  get nativeBinding(): NativeBinding {
+    return this.binding;
   }
 
   /** Whether this client synchronises with udev (else it manages /dev/mapper nodes itself). */
@@ -248,11 +258,22 @@ export class DeviceMapper {
   async resume(ref: DeviceRef, options: ResumeOptions = {}): Promise<DeviceInfo> {
     const nativeRef = this.ref(ref);
     const flags = this.suspendFlags(options);
-    const { info, udevSynced } = await this.nodes.withCookie(options.udevFlags ?? 0, (eventNr) =>
-      this.call(() => this.control.resume(nativeRef, flags, eventNr)),
+    const { info, udevSynced } = await this.nodes.withCookie(
+      options.udevFlags ?? 0,
+      (eventNr) => this.call(() => this.control.resume(nativeRef, flags, eventNr)),
+      options.batch,
     );
-    await this.nodes.ensureNode(info.name, info.major, info.minor, udevSynced);
+    if (options.batch) options.batch.ensureNodeLater(info.name, info.major, info.minor);
+    else await this.nodes.ensureNode(info.name, info.major, info.minor, udevSynced);
     return this.toInfo(info);
+  }
+
+  /**
+   * Starts a batch of resumes that share one udev cookie; `finish()` waits for udev once.
+   * Without udev, finish() only makes the /dev/mapper nodes.
+   */
+  udevBatch(): UdevBatch {
+    return this.nodes.batch();
   }
 
   /** DM_DEV_REMOVE. Fails with EBUSY while the device is open (mounted, or used by another table). */

@@ -72,31 +72,45 @@ export class NodeSync {
   /**
    * Runs an ioctl that may send a uevent (RESUME, REMOVE, RENAME) with a udev cookie,
    * then waits for udev to finish with it. Returns whether udev answered in time
-   * (always true without udev).
+   * (always true without udev). Within a batch, the wait is left to the batch's end.
    */
-  async withCookie(extraFlags: number, op: (eventNr: number) => Promise<NativeDeviceInfo>): Promise<{ info: NativeDeviceInfo; udevSynced: boolean }> {
+  async withCookie(
+    extraFlags: number,
+    op: (eventNr: number) => Promise<NativeDeviceInfo>,
+    batch?: UdevBatch,
+  ): Promise<{ info: NativeDeviceInfo; udevSynced: boolean }> {
     if (!this.udev) return { info: await op(0), udevSynced: true };
-    const { binding } = this;
-    const cookie = binding.udevCookieCreate();
-    let info: NativeDeviceInfo;
-    try {
-      binding.udevCookieAdd(cookie.semid, 1);
-      const flags = UdevFlags.primarySource | UdevFlags.disableLibraryFallback | extraFlags;
-      info = await op(((flags << 16) | cookie.base) >>> 0);
-    } catch (error) {
-      binding.udevCookieDestroy(cookie.semid);
-      throw error;
-    }
-    if (!(info.flags & binding.constants.DM_UEVENT_GENERATED_FLAG)) binding.udevCookieAdd(cookie.semid, -1);
-    const udevSynced = await callNative(() => binding.udevCookieWait(cookie.semid, this.udevTimeoutMs));
-    if (!udevSynced) {
-      process.emitWarning(
-        `udev did not confirm the uevent of device-mapper device "${info.name}" within ${this.udevTimeoutMs} ms; ` +
-          `check that the dm udev rules (95-dm-notify.rules) are installed. dmsnap manages ${this.nodePath(info.name)} itself this time.`,
-        { code: 'DMSNAP_UDEV_TIMEOUT' },
-      );
-    }
-    return { info, udevSynced };
+    const own = batch ?? this.batch();
+    const info = await own.run(extraFlags, op);
+    if (batch) return { info, udevSynced: true };
+    return { info, udevSynced: await own.finish() };
+  }
+
+  /**
+   * A cookie shared by several ioctls whose uevents are waited for once, at the end, as
+   * libdevmapper does for a whole activation: nothing waits for udev between them.
+   */
+  batch(): UdevBatch {
+    return new UdevBatch(this);
+  }
+
+  /** @internal */
+  waitCookie(semid: number, names: string[]): Promise<boolean> {
+    return callNative(() => this.binding.udevCookieWait(semid, this.udevTimeoutMs)).then((synced) => {
+      if (!synced) {
+        process.emitWarning(
+          `udev did not confirm the uevents of device-mapper device ${names.map((n) => `"${n}"`).join(', ')} within ${this.udevTimeoutMs} ms; ` +
+            `check that the dm udev rules (95-dm-notify.rules) are installed. dmsnap manages the /dev/mapper nodes itself this time.`,
+          { code: 'DMSNAP_UDEV_TIMEOUT' },
+        );
+      }
+      return synced;
+    });
+  }
+
+  /** @internal */
+  get nativeBinding(): NativeBinding {
+    return this.binding;
   }
 
   /**
@@ -125,6 +139,52 @@ export class NodeSync {
     if (existing && (existing.isBlockDevice() || existing.isSymbolicLink())) {
       await fs.unlink(path).catch(() => undefined);
     }
+  }
+}
+
+/** One udev cookie across several ioctls; see NodeSync.batch(). */
+export class UdevBatch {
+  private cookie?: { base: number; semid: number };
+  private readonly names: string[] = [];
+  private readonly pendingNodes: { name: string; major: number; minor: number }[] = [];
+
+  constructor(private readonly nodes: NodeSync) {}
+
+  /** Runs one ioctl under the batch's cookie (no waiting). */
+  async run(extraFlags: number, op: (eventNr: number) => Promise<NativeDeviceInfo>): Promise<NativeDeviceInfo> {
+    if (!this.nodes.udev) return op(0);
+    const binding = this.nodes.nativeBinding;
+    this.cookie ??= binding.udevCookieCreate();
+    const { base, semid } = this.cookie;
+    binding.udevCookieAdd(semid, 1);
+    let info: NativeDeviceInfo;
+    try {
+      const flags = UdevFlags.primarySource | UdevFlags.disableLibraryFallback | extraFlags;
+      info = await op(((flags << 16) | base) >>> 0);
+    } catch (error) {
+      binding.udevCookieAdd(semid, -1);
+      throw error;
+    }
+    if (!(info.flags & binding.constants.DM_UEVENT_GENERATED_FLAG)) binding.udevCookieAdd(semid, -1);
+    this.names.push(info.name);
+    return info;
+  }
+
+  /** A node to make after the wait, if udev does not (see NodeSync.ensureNode). */
+  ensureNodeLater(name: string, major: number, minor: number): void {
+    this.pendingNodes.push({ name, major, minor });
+  }
+
+  /** Waits once for udev to process every uevent of the batch; then makes pending nodes. */
+  async finish(): Promise<boolean> {
+    let synced = true;
+    if (this.cookie) {
+      const { semid } = this.cookie;
+      this.cookie = undefined;
+      synced = await this.nodes.waitCookie(semid, this.names);
+    }
+    for (const node of this.pendingNodes.splice(0)) await this.nodes.ensureNode(node.name, node.major, node.minor, synced);
+    return synced;
   }
 }
 

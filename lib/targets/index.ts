@@ -8,7 +8,7 @@ export {
   parseSnapshotStatus,
   MIN_CHUNK_SECTORS,
   MAX_CHUNK_SECTORS,
-  type SnapshotOptions,
+  type SnapshotTargetOptions,
   type SnapshotParams,
   type SnapshotStatus,
   type SnapshotPersistence,

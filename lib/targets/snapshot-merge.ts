@@ -10,7 +10,7 @@ import {
   parseSnapshotParams,
   parseSnapshotStatus,
   snapshot,
-  type SnapshotOptions,
+  type SnapshotTargetOptions,
   type SnapshotParams,
   type SnapshotStatus,
 } from './snapshot';
@@ -19,7 +19,7 @@ import {
  * A snapshot-merge target line, with the same params as {@link snapshot}. Only a
  * persistent exception store can be merged.
  */
-export function snapshotMerge(options: SnapshotOptions): TargetLine {
+export function snapshotMerge(options: SnapshotTargetOptions): TargetLine {
   const line = snapshot(options);
   check(options.persistent !== false, 'persistent', 'true for snapshot-merge, which needs a persistent COW device', options.persistent);
   return { ...line, type: 'snapshot-merge' };

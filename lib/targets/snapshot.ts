@@ -24,14 +24,14 @@ export const MAX_CHUNK_SECTORS = 2 ** 21;
 /**
  * How the exception store is kept: P persistent (survives reboots; the COW device holds
  * metadata), PO persistent and able to report "Overflow" (see
- * {@link SnapshotOptions.overflow}), N transient (metadata in memory only).
+ * {@link SnapshotTargetOptions.overflow}), N transient (metadata in memory only).
  */
 export type SnapshotPersistence = 'P' | 'PO' | 'N';
 
 /** The snapshot target's optional features, as the kernel names them. */
 export type SnapshotFeature = 'discard_zeroes_cow' | 'discard_passdown_origin';
 
-export interface SnapshotOptions extends TargetExtent {
+export interface SnapshotTargetOptions extends TargetExtent {
   /** The origin device (usually the `NAME-real` linear mapping): a path or MAJOR:MINOR. */
   origin: string;
   /** The copy-on-write device that receives the origin's old chunks. */
@@ -98,7 +98,7 @@ export type SnapshotStatus =
  * a feature is on. The origin's own table must be switched to snapshot-origin for the
  * snapshot to stay consistent.
  */
-export function snapshot(options: SnapshotOptions): TargetLine {
+export function snapshot(options: SnapshotTargetOptions): TargetLine {
   const extent = checkExtent(options);
   const { origin, cow, chunkSectors } = options;
   checkDevice(origin, 'origin');

@@ -14,6 +14,7 @@ import {
   type NativeDeviceInfo,
   type NativeDeviceRef,
   type NativeListEntry,
+  type NativeSignature,
   type NativeTarget,
   type NativeTargetVersion,
   type NativeUdevCookie,
@@ -73,6 +74,11 @@ export interface FakeSystem {
   blockDevices: Map<string, FakeBlockDevice>;
   /** Other paths that exist but are not block devices. */
   otherFiles: Set<string>;
+  /**
+   * What probeSignatures (libblkid) finds, by path: a block device without an entry is
+   * blank. A path with an entry but no block device stands for an image file.
+   */
+  signatures: Map<string, NativeSignature[]>;
   /** Number of control descriptors currently open. */
   openControls: number;
 
@@ -119,6 +125,10 @@ export interface FakeSystem {
   zeroDevice(nameOrPath: string): void;
   /** Resolves once the fake's deferred work (udev replies, deferred removals) has run. */
   settle(): Promise<void>;
+  /** Filesystems "mounted" through the binding: target → source. */
+  mounts: Map<string, string>;
+  /** Bytes zeroed by zeroDeviceStart, per path. */
+  zeroed: Map<string, number>;
 }
 
 const EPERM = 1;
@@ -132,6 +142,7 @@ const EBUSY = 16;
 const EEXIST = 17;
 const ENODEV = 19;
 const EINVAL = 22;
+const ESTALE = 116;
 const EIDRM = 43;
 const EOVERFLOW = 75;
 
@@ -317,6 +328,7 @@ export function createFakeSystem(): FakeSystem {
   const cowMetadata = new Map<string, SnapshotStore>();
   /** Opens by programs (not by tables): count and how many are exclusive. */
   const externalOpens = new Map<string, { count: number; exclusive: number }>();
+  const mountClosers = new Map<string, () => void>();
   const cookieBases = new Map<number, number>();
   const cookieWaiters = new Map<number, { done: (result: boolean | Error) => void }[]>();
   let globalEventNr = 0;
@@ -330,6 +342,7 @@ export function createFakeSystem(): FakeSystem {
     driverVersion: [4, 47, 0],
     blockDevices: new Map(),
     otherFiles: new Set(['/dev/null', '/etc/passwd']),
+    signatures: new Map(),
     openControls: 0,
     binding: undefined as unknown as NativeBinding,
     constants,
@@ -349,6 +362,8 @@ export function createFakeSystem(): FakeSystem {
     openBlockDevice,
     zeroDevice,
     settle,
+    mounts: new Map(),
+    zeroed: new Map(),
   };
 
   // ---- block devices -------------------------------------------------------------
@@ -1372,6 +1387,14 @@ export function createFakeSystem(): FakeSystem {
       if (found === 'other') return failOpen(ENOTBLK, 'stat', path);
       return { major: found.major, minor: found.minor };
     },
+    async probeSignatures(path: string) {
+      const known = system.signatures.get(path);
+      const found = lookupDevicePath(path);
+      if (!found && !known) return failOpen(ENOENT, 'open', path);
+      if (found === 'other' && !known) return failOpen(ENOTBLK, 'open', path);
+      if (system.unprivileged) return failOpen(EACCES, 'open', path);
+      return (known ?? []).map((signature) => ({ ...signature }));
+    },
     async makeBlockNode(path: string, major: number, minor: number, mode: number) {
       if (system.unprivileged) failOpen(EPERM, 'mknod', path);
       if (lookupPath(path)) failOpen(EEXIST, 'mknod', path);
@@ -1381,6 +1404,37 @@ export function createFakeSystem(): FakeSystem {
     udevCookieAdd,
     udevCookieWait,
     udevCookieDestroy: (semid: number) => destroyCookie(semid, true),
+    async checkExclusive(path: string) {
+      const found = lookupPath(path);
+      if (!found) return failOpen(ENOENT, 'open', path);
+      if (found === 'other') return failOpen(ENOTBLK, 'open', path);
+      if (system.unprivileged) return failOpen(EACCES, 'open', path);
+      if (claimedByTables(found.key) || (externalOpens.get(found.key)?.exclusive ?? 0) > 0) failOpen(EBUSY, 'open', path);
+    },
+    async zeroDeviceStart(path: string, major: number, minor: number, lengthBytes: number) {
+      await system.binding.checkExclusive(path);
+      const found = lookupPath(path) as DevNumber;
+      if (found.major !== major || found.minor !== minor) failOpen(ESTALE, 'open', path);
+      zeroDevice(path);
+      system.zeroed.set(path, lengthBytes);
+    },
+    async mount(source: string, target: string) {
+      if (system.unprivileged) failOpen(EPERM, 'mount', target);
+      if (system.mounts.has(target)) failOpen(EBUSY, 'mount', target);
+      const close = openBlockDevice(source, { exclusive: true });
+      mountClosers.set(target, close);
+      system.mounts.set(target, source);
+    },
+    async unmount(target: string) {
+      const close = mountClosers.get(target);
+      if (!close) return failOpen(EINVAL, 'umount2', target);
+      close();
+      mountClosers.delete(target);
+      system.mounts.delete(target);
+    },
+    // Advisory locks are plain files: the real flock works on this machine too.
+    tryLock: (fd: number) => loadBinding().tryLock(fd),
+    unlock: (fd: number) => loadBinding().unlock(fd),
   };
   return system;
 }

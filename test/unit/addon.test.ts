@@ -14,6 +14,12 @@ describe('native addon', () => {
     expect(typeof binding.statBlockDevice).toBe('function');
   });
 
+  it('exposes probeSignatures (libblkid is linked)', async () => {
+    const binding = loadBinding();
+    expect(typeof binding.probeSignatures).toBe('function');
+    await expect(binding.probeSignatures('/dev/dmsnap-missing')).rejects.toMatchObject({ code: 'ENOENT', syscall: 'open' });
+  });
+
   it('answers with a promise, never synchronously', async () => {
     const binding = loadBinding();
     let settled = false;

@@ -18,6 +18,8 @@ beforeEach(() => {
   devDir = mkdtempSync(join(tmpdir(), 'dmsnap-nodes-'));
   const makeBlockNode = system.binding.makeBlockNode.bind(system.binding);
   system.binding.makeBlockNode = async (path, major, minor, mode) => {
+    // The client unlinks nodes with fs; the fake's record of them follows the disk.
+    system.nodes.delete(path);
     await makeBlockNode(path, major, minor, mode);
     symlinkSync(`/dev/fake-${major}-${minor}`, path);
   };

@@ -13,7 +13,7 @@ import {
   snapshotMerge,
   snapshotOrigin,
   zeroTarget,
-  type SnapshotOptions,
+  type SnapshotTargetOptions,
 } from '../../lib/targets';
 import { bytes, sectors } from '../../lib/units';
 import {
@@ -141,7 +141,7 @@ describe('snapshot-origin', () => {
 });
 
 describe('snapshot', () => {
-  const base: SnapshotOptions = { length: 131072, origin: '254:1', cow: '7:1', chunkSectors: 32 };
+  const base: SnapshotTargetOptions = { length: 131072, origin: '254:1', cow: '7:1', chunkSectors: 32 };
 
   it('builds the captured table lines', () => {
     expect(formatTargetLine(snapshot(base))).toBe(TABLE_SNAPSHOT_PERSISTENT);
@@ -166,7 +166,7 @@ describe('snapshot', () => {
     expectInvalid(() => snapshot({ ...base, chunkSectors }), `chunkSectors must be a power of two from 8 to 2097152; got ${chunkSectors}`);
   });
 
-  it.each<[Partial<SnapshotOptions>, string]>([
+  it.each<[Partial<SnapshotTargetOptions>, string]>([
     [{ origin: '' }, 'origin must be a device path or MAJOR:MINOR without whitespace; got ""'],
     [{ cow: '/dev/a b' }, 'cow must be a device path or MAJOR:MINOR without whitespace; got "/dev/a b"'],
     [{ cow: '254:1' }, 'cow must be a device other than the origin; got "254:1"'],
@@ -314,7 +314,7 @@ describe('snapshot status', () => {
 });
 
 describe('snapshot-merge', () => {
-  const base: SnapshotOptions = { length: 131072, origin: '254:1', cow: '7:1', chunkSectors: 32 };
+  const base: SnapshotTargetOptions = { length: 131072, origin: '254:1', cow: '7:1', chunkSectors: 32 };
 
   it('builds and reads the captured table line', () => {
     expect(formatTargetLine(snapshotMerge(base))).toBe(TABLE_SNAPSHOT_MERGE);

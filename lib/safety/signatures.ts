@@ -1,0 +1,180 @@
+/**
+ * What a device holds before dmsnap overwrites it. Zeroing the first chunk of the COW
+ * device is the only write dmsnap makes to a user's device, so a COW that carries a
+ * filesystem, RAID or LVM member, LUKS header or partition table is refused unless the
+ * caller forces it. Signatures come from libblkid (through the addon); the dm-snapshot
+ * header of an old COW, which blkid does not know, is read here and never refused.
+ */
+import { open } from 'node:fs/promises';
+import { DmsnapError } from '../errors';
+import { callNative, loadBinding, makeSyscallError, type NativeBinding } from '../native';
+import { check, checkPath } from '../validate';
+
+/** One signature found on a device. */
+export interface DeviceSignature {
+  /** blkid's type ('ext4', 'xfs', 'swap', 'crypto_LUKS', 'LVM2_member', 'dos', 'gpt', …), or 'dm-snapshot'. */
+  type: string;
+  /** 'filesystem', 'raid', 'crypto', 'partition_table', 'other', or 'snapshot-cow' for a dm-snapshot header. */
+  usage: string;
+  label?: string;
+  uuid?: string;
+  /** Byte offset of the signature's magic on the device. */
+  offsetBytes: number;
+}
+
+export interface SignatureOptions {
+  /** The native binding to use; tests inject a fake one. */
+  binding?: NativeBinding;
+}
+
+export interface CheckCowOptions extends SignatureOptions {
+  /** Overwrite the COW even if it holds data (forceWipe / --force-wipe). */
+  force?: boolean;
+}
+
+/** The COW device holds data that zeroing its first chunk would destroy. */
+export class CowHasDataError extends DmsnapError {
+  readonly path: string;
+  /** What was found, the dm-snapshot header of an old COW excepted. */
+  readonly signatures: DeviceSignature[];
+
+  constructor(path: string, signatures: DeviceSignature[]) {
+    super(
+      `COW device ${path} holds ${describeSignatures(signatures)}; dmsnap zeroes the start of the COW device, ` +
+        `which would destroy it: check that this is the device you meant, or pass forceWipe / --force-wipe to overwrite it`,
+      'ERR_DMSNAP_COW_HAS_DATA',
+    );
+    this.path = path;
+    this.signatures = signatures;
+  }
+}
+
+/** SNAP_MAGIC of drivers/md/dm-snap-persistent.c ("SnAp" little-endian), at byte 0 of a persistent COW. */
+const SNAP_MAGIC = 0x70416e53;
+/** struct disk_header: magic, valid, version, chunk_size (all __le32). */
+const SNAP_HEADER_BYTES = 16;
+
+const SNAPSHOT_COW_USAGE = 'snapshot-cow';
+
+/**
+ * All signatures on the device: what libblkid recognises, plus the dm-snapshot header of
+ * an old COW (type 'dm-snapshot', usage 'snapshot-cow'), which is excluded from blocking
+ * by checkCowIsBlank. Works on block devices and image files; opens read-only, never
+ * exclusively, and writes nothing.
+ */
+export async function probeSignatures(path: string, options: SignatureOptions = {}): Promise<DeviceSignature[]> {
+  checkPath(path, 'path');
+  const binding = options.binding ?? loadBinding();
+  const found = await callNative(() => binding.probeSignatures(path));
+  const signatures = found.map(
+    (s): DeviceSignature => ({
+      type: s.type,
+      usage: s.usage,
+      ...(s.label ? { label: s.label } : {}),
+      ...(s.uuid ? { uuid: s.uuid } : {}),
+      offsetBytes: s.offset,
+    }),
+  );
+  if (await hasSnapshotHeader(path)) {
+    signatures.unshift({ type: 'dm-snapshot', usage: SNAPSHOT_COW_USAGE, offsetBytes: 0 });
+  }
+  return signatures;
+}
+
+/**
+ * Refuses a COW device that holds data: throws CowHasDataError (code
+ * 'ERR_DMSNAP_COW_HAS_DATA') naming every signature found, unless there is none or
+ * options.force is set. The dm-snapshot header of an old COW never blocks: reusing a COW
+ * is the normal case. Returns what was found, that header included.
+ */
+export async function checkCowIsBlank(path: string, options: CheckCowOptions = {}): Promise<DeviceSignature[]> {
+  check(options.force === undefined || typeof options.force === 'boolean', 'options.force', 'a boolean', options.force);
+  const signatures = await probeSignatures(path, options);
+  const blocking = signatures.filter((s) => s.usage !== SNAPSHOT_COW_USAGE);
+  if (blocking.length > 0 && !options.force) throw new CowHasDataError(path, blocking);
+  return signatures;
+}
+
+/** Whether the device starts with a dm-snapshot persistent header. */
+async function hasSnapshotHeader(path: string): Promise<boolean> {
+  let header: Buffer;
+  try {
+    const file = await open(path, 'r');
+    try {
+      const buffer = Buffer.alloc(SNAP_HEADER_BYTES);
+      const { bytesRead } = await file.read(buffer, 0, SNAP_HEADER_BYTES, 0);
+      header = buffer.subarray(0, bytesRead);
+    } finally {
+      await file.close();
+    }
+  } catch (error) {
+    const failure = error as NodeJS.ErrnoException;
+    if (typeof failure.errno !== 'number' || typeof failure.syscall !== 'string') throw error;
+    // The header never blocks, so a path the probe could open but the file system cannot
+    // (an injected binding's device, or one that just vanished) simply has none.
+    if (failure.code === 'ENOENT' || failure.code === 'ENXIO' || failure.code === 'ENODEV') return false;
+    throw makeSyscallError({ errno: Math.abs(failure.errno), syscall: failure.syscall, path });
+  }
+  return header.length >= 4 && header.readUInt32LE(0) === SNAP_MAGIC;
+}
+
+/** "an ext4 filesystem (label "home", UUID …) at offset 1080 and a GPT partition table (gpt) at offsets 512 and 8388096". */
+export function describeSignatures(signatures: readonly DeviceSignature[]): string {
+  // Backup copies of one signature (GPT, LUKS2, FAT) are named once, with all their offsets.
+  const groups = new Map<string, { signature: DeviceSignature; offsets: number[] }>();
+  for (const signature of signatures) {
+    const key = JSON.stringify([signature.type, signature.usage, signature.label ?? '', signature.uuid ?? '']);
+    const group = groups.get(key);
+    if (group) group.offsets.push(signature.offsetBytes);
+    else groups.set(key, { signature, offsets: [signature.offsetBytes] });
+  }
+  const parts = [...groups.values()].map(({ signature, offsets }) => {
+    const noun = KNOWN_TYPES[signature.type] ?? genericNoun(signature);
+    const details = [
+      ...(noun.includes(signature.type) ? [] : [signature.type]),
+      ...(signature.label ? [`label ${JSON.stringify(signature.label)}`] : []),
+      ...(signature.uuid ? [`UUID ${signature.uuid}`] : []),
+    ];
+    const where = offsets.length === 1 ? `at offset ${offsets[0]}` : `at offsets ${joinWords(offsets.map(String))}`;
+    return `${withArticle(noun)}${details.length ? ` (${details.join(', ')})` : ''} ${where}`;
+  });
+  return joinWords(parts);
+}
+
+/** Plain names for the signatures a COW candidate most often carries. */
+const KNOWN_TYPES: Record<string, string> = {
+  linux_raid_member: 'md RAID member superblock',
+  LVM2_member: 'LVM2 physical volume',
+  crypto_LUKS: 'LUKS encryption header',
+  swap: 'swap area',
+  bcache: 'bcache superblock',
+  dos: 'MBR (dos) partition table',
+  gpt: 'GPT partition table',
+  PMBR: 'GPT protective MBR',
+  'dm-snapshot': 'dm-snapshot COW header',
+};
+
+function genericNoun(signature: DeviceSignature): string {
+  switch (signature.usage) {
+    case 'filesystem':
+      return `${signature.type} filesystem`;
+    case 'raid':
+      return `${signature.type} RAID member`;
+    case 'crypto':
+      return `${signature.type} encryption header`;
+    case 'partition_table':
+      return `${signature.type} partition table`;
+    default:
+      return `${signature.type} signature`;
+  }
+}
+
+function withArticle(noun: string): string {
+  // By sound: "an ext4", "an xfs", "an MBR", "an LVM2", "an md", but "a udf", "a GPT", "a LUKS".
+  return /^([aeio]|MBR|LVM|md\b|xfs|ntfs|hfs|f2fs)/i.test(noun) ? `an ${noun}` : `a ${noun}`;
+}
+
+function joinWords(words: string[]): string {
+  if (words.length <= 1) return words.join('');
+  return `${words.slice(0, -1).join(', ')} and ${words.at(-1)}`;
+}

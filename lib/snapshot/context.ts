@@ -1,0 +1,28 @@
+/**
+ * What every lifecycle call needs: a device-mapper client (one per process unless the
+ * caller passes its own) and the lock settings.
+ */
+import { DeviceMapper } from '../dm/device-mapper';
+import type { LockOptions } from './lock';
+
+export interface LifecycleOptions extends LockOptions {
+  /** The client to use; by default one shared client per process, opened on first use. */
+  dm?: DeviceMapper;
+}
+
+let shared: Promise<DeviceMapper> | undefined;
+
+/** The process-wide client (its control descriptor holds no event-loop handle open). */
+export function sharedDeviceMapper(): Promise<DeviceMapper> {
+  if (!shared) {
+    shared = DeviceMapper.open();
+    shared.catch(() => {
+      shared = undefined;
+    });
+  }
+  return shared;
+}
+
+export async function clientOf(options: LifecycleOptions): Promise<DeviceMapper> {
+  return options.dm ?? sharedDeviceMapper();
+}

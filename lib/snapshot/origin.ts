@@ -1,0 +1,508 @@
+/**
+ * The snapshot lifecycle: prepare an origin (step 0), take snapshots of it (step 1),
+ * read their status (step 4), drop them (step 5) and release the origin. Each call is a
+ * transaction under the origin's lock, and the origin is never left suspended.
+ */
+import { basename } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { blockDeviceInfo, type BlockDeviceInfo } from '../block-device';
+import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
+import { checkDeviceName } from '../dm/names';
+import { UdevFlags } from '../dm/udev';
+import { DmError, DmsnapError, SyscallError } from '../errors';
+import { callNative } from '../native';
+import { linear } from '../targets/linear';
+import { parseLinearParams } from '../targets/linear';
+import { MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS, snapshot as snapshotTarget } from '../targets/snapshot';
+import { snapshotOrigin } from '../targets/snapshot-origin';
+import { sectors, SECTOR_BYTES } from '../units';
+import { check, checkPath } from '../validate';
+import { clientOf, type LifecycleOptions } from './context';
+import { scanGroups, type OriginGroup } from './discover';
+import { lockOrigin } from './lock';
+import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
+import { deviceStack, devicePathOf, devKey, type DevNumber } from './stack';
+import { environmentStepHook, type Step, type StepHook } from './steps';
+import { formatTag, newOriginId, newSnapId, parseTag } from './tags';
+
+/** udev must not probe the private layers: they hold the same filesystem as the origin. */
+const HIDDEN_LAYER = UdevFlags.disableDiskRules | UdevFlags.disableOtherRules | UdevFlags.disableSubsystemRules;
+
+/** The header chunk, a metadata chunk and room for data: the smallest useful persistent COW. */
+const MIN_COW_CHUNKS = 4;
+
+export interface PrepareOptions extends LifecycleOptions {
+  /** The wrapper's name (/dev/mapper/NAME). Default: the device's base name (md2 for /dev/md2). */
+  name?: string;
+}
+
+export interface SnapshotOptions {
+  /** The block device that receives the origin's old blocks. Its first chunk is zeroed. */
+  cow: string;
+  /** Chunk size in 512-byte sectors: a power of two from 8 to 2^21. Default 32 (16 KiB). */
+  chunkSectors?: number;
+  /** Persistent snapshot (P, survives reactivation) or transient (N). Default true. */
+  persistent?: boolean;
+  /** Name of the snapshot device. Default NAME-snap. */
+  name?: string;
+  /** Overwrite a COW device that carries a filesystem or other signature. Default false. */
+  forceWipe?: boolean;
+  /** @internal Test hook called after each step. */
+  onStep?: StepHook;
+}
+
+export interface OriginStatus {
+  name: string;
+  /** /dev/mapper/NAME, where the filesystem is mounted. */
+  device: string;
+  /** The block device under the origin (null if sysfs does not name it). */
+  backing: string | null;
+  sizeBytes: number;
+  suspended: boolean;
+  snapshots: (SnapshotStatusReport & { cow: string; chunkSectors: number; persistent: boolean })[];
+}
+
+/** A device prepared by dmsnap: NAME (the wrapper the filesystem lives on) and NAME-real. */
+export class Origin implements SnapshotOwner {
+  /** @internal */
+  constructor(
+    private readonly dm: DeviceMapper,
+    private readonly options: LifecycleOptions,
+    readonly name: string,
+    readonly originId: string,
+    /** The block device under the origin. */
+    readonly backing: DevNumber & { path: string | null },
+    readonly sizeSectors: number,
+  ) {}
+
+  /** /dev/mapper/NAME: mount this, not the backing device. */
+  get devicePath(): string {
+    return this.dm.devicePath(this.name);
+  }
+
+  get realName(): string {
+    return `${this.name}-real`;
+  }
+
+  get sizeBytes(): number {
+    return this.sizeSectors * SECTOR_BYTES;
+  }
+
+  /** The snapshots of this origin that exist now, read from the kernel. */
+  async snapshots(): Promise<Snapshot[]> {
+    const group = (await scanGroups(this.dm)).get(this.originId);
+    const result: Snapshot[] = [];
+    for (const device of group?.snaps ?? []) {
+      const [line] = await this.dm.table(device.name);
+      if (!line || (line.type !== 'snapshot' && line.type !== 'snapshot-merge')) continue;
+      result.push(new Snapshot(this.dm, this, snapshotInfoFromTable(device.name, this.name, line.type, line.params)));
+    }
+    return result.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /** The origin and each of its snapshots, with usage. */
+  async status(): Promise<OriginStatus> {
+    const info = await this.dm.info(this.name);
+    const snapshots = [];
+    for (const snap of await this.snapshots()) {
+      const report = await snap.status();
+      snapshots.push({
+        ...report,
+        cow: snap.info.cow.path ?? `${snap.info.cow.major}:${snap.info.cow.minor}`,
+        chunkSectors: snap.info.chunkSectors,
+        persistent: snap.info.persistent,
+      });
+    }
+    return { name: this.name, device: this.devicePath, backing: this.backing.path, sizeBytes: this.sizeBytes, suspended: info.suspended, snapshots };
+  }
+
+  /**
+   * Takes a snapshot (step 1). Everything that can be done before the freeze is: checks,
+   * zeroing the COW header, creating the snapshot device and loading both new tables.
+   * The freeze is three ioctls: suspend the origin (flushing and freezing its
+   * filesystem), resume the snapshot, resume the origin with `snapshot-origin`. If any
+   * step fails, the origin is resumed with its previous table, the devices this call
+   * created are removed, and the error names the step.
+   */
+  async snapshot(options: SnapshotOptions): Promise<Snapshot> {
+    check(typeof options === 'object' && options !== null, 'options', 'an object with at least { cow }', options);
+    checkPath(options.cow, 'cow');
+    const chunkSectors = options.chunkSectors ?? 32;
+    check(
+      Number.isSafeInteger(chunkSectors) && chunkSectors >= MIN_CHUNK_SECTORS && chunkSectors <= MAX_CHUNK_SECTORS && (chunkSectors & (chunkSectors - 1)) === 0,
+      'chunkSectors',
+      `a power of two from ${MIN_CHUNK_SECTORS} to ${MAX_CHUNK_SECTORS}`,
+      chunkSectors,
+    );
+    const persistent = options.persistent ?? true;
+    check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
+    const name = options.name ?? `${this.name}-snap`;
+    checkDeviceName(name, 'name');
+    const hooks = [options.onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
+    const after = async (step: Step) => {
+      for (const hook of hooks) await hook(step);
+    };
+
+    const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
+    try {
+      const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true);
+      await after('validate');
+      return await this.takeSnapshot(plan, name, chunkSectors, persistent, after);
+    } finally {
+      release();
+    }
+  }
+
+  /** Drops every snapshot of this origin, then removes NAME and NAME-real. EBUSY while mounted. */
+  async release(): Promise<void> {
+    const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
+    try {
+      const snaps = await this.snapshots();
+      if (snaps.length > 0) {
+        throw new DmsnapError(
+          `${this.name} still has ${snaps.length} snapshot(s) (${snaps.map((s) => s.name).join(', ')}); drop them first`,
+          'ERR_DMSNAP_HAS_SNAPSHOTS',
+        );
+      }
+      try {
+        await this.dm.remove(this.name, { retry: false });
+      } catch (error) {
+        if (error instanceof DmError && error.code === 'EBUSY') {
+          throw new DmsnapError(
+            `${this.devicePath} is mounted or in use; unmount it before releasing ${this.name}`,
+            'EBUSY',
+            { cause: error },
+          );
+        }
+        throw error;
+      }
+      await this.dm.remove(this.realName);
+    } finally {
+      release();
+    }
+  }
+
+  /** @internal Drops one snapshot; restores the linear table when it was the last. */
+  async dropSnapshot(snap: Snapshot, onStep?: StepHook): Promise<void> {
+    const hooks = [onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
+    const after = async (step: Step) => {
+      for (const hook of hooks) await hook(step);
+    };
+    const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
+    try {
+      const info = await this.dm.find(snap.name);
+      if (info && info.openCount > 0) {
+        throw new DmsnapError(
+          `snapshot ${snap.name} is mounted or open (open count ${info.openCount}); unmount it or close it first`,
+          'EBUSY',
+        );
+      }
+      const others = (await this.snapshots()).filter((s) => s.name !== snap.name);
+      const [wrapperLine] = await this.dm.table(this.name);
+      const restoreLinear = others.length === 0 && wrapperLine?.type === 'snapshot-origin';
+      if (!info && !restoreLinear) return;
+      if (restoreLinear) {
+        await this.dm.load(this.name, await this.dm.table(this.realName));
+        await after('load-linear-table');
+      }
+      // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
+      await this.dm.suspend(this.name, { skipLockfs: true });
+      try {
+        await after('suspend-origin');
+        if (info) {
+          await this.dm.remove(snap.name, { retry: true });
+          await after('remove-snapshot');
+        }
+      } catch (error) {
+        if (restoreLinear) await this.dm.clear(this.name).catch(() => undefined);
+        await this.dm.resume(this.name);
+        throw error;
+      }
+      await this.dm.resume(this.name);
+      await after('resume-origin');
+    } finally {
+      release();
+    }
+  }
+
+  private async checkSnapshot(cow: string, name: string, chunkSectors: number, forceWipe: boolean): Promise<SnapshotPlan> {
+    const wrapper = await this.dm.info(this.name);
+    if (wrapper.suspended) {
+      throw new DmsnapError(
+        `${this.name} is suspended (an interrupted dmsnap run?); run "dmsnap recover" before taking a snapshot`,
+        'ERR_DMSNAP_SUSPENDED',
+      );
+    }
+    const real = await this.dm.info(this.realName);
+    if (await this.dm.find(name)) {
+      throw new DmsnapError(`a device-mapper device named "${name}" already exists; choose another snapshot name`, 'EEXIST');
+    }
+    let cowInfo: BlockDeviceInfo;
+    try {
+      cowInfo = await blockDeviceInfo(cow, { binding: this.dm.nativeBinding });
+    } catch (error) {
+      if (error instanceof SyscallError) throw new DmsnapError(`cannot use ${cow} as the COW device: ${error.message}`, error.code, { cause: error });
+      throw error;
+    }
+    if (cowInfo.readOnly) throw new DmsnapError(`the COW device ${cow} is read-only; name a writable block device`, 'EROFS');
+    const stack = deviceStack([wrapper, real, this.backing]);
+    if (stack.has(devKey(cowInfo))) {
+      throw new DmsnapError(
+        `${cow} is the origin ${this.name} or shares blocks with it (it is in its device stack); ` +
+          'the COW must be a separate device, or the snapshot would overwrite what it copies',
+        'ERR_DMSNAP_COW_IN_ORIGIN',
+      );
+    }
+    try {
+      await callNative(() => this.dm.nativeBinding.checkExclusive(cow));
+    } catch (error) {
+      if (error instanceof SyscallError && error.code === 'EBUSY') {
+        throw new DmsnapError(`the COW device ${cow} is in use (mounted, or held by md, device-mapper or another program); name an unused device`, 'EBUSY', { cause: error });
+      }
+      throw error;
+    }
+    const minimum = chunkSectors * MIN_COW_CHUNKS;
+    if (cowInfo.sizeSectors < minimum) {
+      throw new DmsnapError(
+        `the COW device ${cow} has ${cowInfo.sizeSectors} sectors; with ${chunkSectors}-sector chunks it needs at least ${minimum} (header, metadata and data)`,
+        'ERR_DMSNAP_COW_TOO_SMALL',
+      );
+    }
+    const chunkBytes = chunkSectors * SECTOR_BYTES;
+    if (chunkBytes % cowInfo.logicalSectorSize !== 0) {
+      throw new DmsnapError(`a ${chunkBytes}-byte chunk is not a multiple of ${cow}'s ${cowInfo.logicalSectorSize}-byte sectors; choose a larger chunk`, 'ERR_INVALID_ARG_VALUE');
+    }
+    void forceWipe; // the signature check comes with the safety work (see checkCowIsBlank)
+    return { cow: cowInfo, wrapper, real, chunkBytes };
+  }
+
+  private async takeSnapshot(
+    plan: SnapshotPlan,
+    name: string,
+    chunkSectors: number,
+    persistent: boolean,
+    after: (step: Step) => Promise<void>,
+  ): Promise<Snapshot> {
+    const { dm } = this;
+    const size = sectors(this.sizeSectors);
+    const realKey = devKey(plan.real);
+    const cowKey = devKey(plan.cow);
+    let step: Step = 'validate';
+    let created = false;
+    let preloaded = false;
+    let freezeMs: number | undefined;
+    const [wrapperLine] = await dm.table(this.name);
+    const firstSnapshot = wrapperLine?.type !== 'snapshot-origin';
+    try {
+      step = 'zero-cow';
+      // A stale header would revive an old (or invalid) snapshot: zero the first chunk.
+      await callNative(() => dm.nativeBinding.zeroDeviceStart(plan.cow.path, plan.cow.major, plan.cow.minor, plan.chunkBytes));
+      await after(step);
+
+      step = 'create-snapshot-device';
+      await dm.create(name, { uuid: formatTag({ originId: this.originId, role: 'snap', snapId: newSnapId() }) });
+      created = true;
+      await after(step);
+
+      step = 'load-snapshot-table';
+      await dm.load(name, [snapshotTarget({ length: size, origin: realKey, cow: cowKey, persistent, chunkSectors: sectors(chunkSectors) })]);
+      await after(step);
+
+      if (firstSnapshot) {
+        step = 'load-origin-table';
+        await dm.load(this.name, [snapshotOrigin({ length: size, origin: realKey })]);
+        preloaded = true;
+        await after(step);
+      }
+
+      // The freeze: nothing in here waits for udev or does work that could come before.
+      const batch = dm.udevBatch();
+      let suspended = false;
+      const started = performance.now();
+      try {
+        step = 'suspend-origin';
+        await dm.suspend(this.name);
+        suspended = true;
+        await after(step);
+        step = 'resume-snapshot';
+        await dm.resume(name, { batch, udevFlags: HIDDEN_LAYER });
+        await after(step);
+        step = 'resume-origin';
+        await dm.resume(this.name, { batch });
+        suspended = false;
+        preloaded = false;
+        freezeMs = performance.now() - started;
+        await after(step);
+      } finally {
+        if (suspended) {
+          // Never leave the origin frozen: drop the new table, resume the old one.
+          if (preloaded) await dm.clear(this.name).catch(() => undefined);
+          preloaded = false;
+          await dm.resume(this.name, { batch }).catch(() => undefined);
+        }
+        await batch.finish();
+      }
+      const info = snapshotInfoFromTable(name, this.name, 'snapshot', (await dm.table(name))[0].params);
+      return new Snapshot(dm, this, { ...info, cow: { ...info.cow, path: plan.cow.path } }, freezeMs);
+    } catch (error) {
+      await this.rollBack(name, created, preloaded);
+      const reason = error instanceof Error ? error.message : String(error);
+      const code = error instanceof DmsnapError ? error.code : 'ERR_DMSNAP_SNAPSHOT_FAILED';
+      throw new DmsnapError(
+        `snapshot "${name}" of ${this.name} failed at step "${step}": ${reason}. ` +
+          `${this.name} is running with its previous table and the devices this call created were removed`,
+        code,
+        { cause: error },
+      );
+    }
+  }
+
+  /** Undoes a failed snapshot: inactive table cleared, origin live, snapshot device gone. */
+  private async rollBack(name: string, created: boolean, preloaded: boolean): Promise<void> {
+    const { dm } = this;
+    if (preloaded) await dm.clear(this.name).catch(() => undefined);
+    const wrapper = await dm.find(this.name);
+    if (wrapper?.suspended) await dm.resume(this.name).catch(() => undefined);
+    if (created) await dm.remove(name, { retry: true }).catch(() => undefined);
+    // A swap that went through but failed afterwards leaves snapshot-origin with no
+    // snapshot: put the linear table back.
+    const [line] = await dm.table(this.name).catch(() => []);
+    if (line?.type === 'snapshot-origin' && (await this.snapshots()).length === 0) {
+      await dm.load(this.name, await dm.table(this.realName)).catch(() => undefined);
+      await dm.resume(this.name, { skipLockfs: true }).catch(() => undefined);
+    }
+  }
+}
+
+interface SnapshotPlan {
+  cow: BlockDeviceInfo;
+  wrapper: DeviceInfo;
+  real: DeviceInfo;
+  chunkBytes: number;
+}
+
+/** Builds an Origin from its kernel devices; undefined when the group is incomplete. */
+async function originFromGroup(dm: DeviceMapper, options: LifecycleOptions, group: OriginGroup): Promise<Origin | undefined> {
+  if (!group.origin || !group.real) return undefined;
+  const [line] = await dm.table(group.real.name);
+  if (!line || line.type !== 'linear') return undefined;
+  const params = parseLinearParams(line.params);
+  const [major, minor] = params.device.split(':').map(Number);
+  const backing = { major, minor, path: devicePathOf({ major, minor }) ?? null };
+  return new Origin(dm, options, group.origin.name, group.originId, backing, line.length);
+}
+
+/**
+ * Step 0: wraps a block device in a linear device-mapper device NAME, plus the duplicate
+ * NAME-real (the origin of future snapshots). Run it before mounting; then mount
+ * /dev/mapper/NAME. Calling it again for the same device returns the same origin.
+ */
+export async function prepare(device: string, options: PrepareOptions = {}): Promise<Origin> {
+  checkPath(device, 'device');
+  const name = options.name ?? basename(device);
+  checkDeviceName(name, 'name');
+  checkDeviceName(`${name}-real`, 'name (with "-real" appended)');
+  checkDeviceName(`${name}-snap`, 'name (with "-snap" appended)');
+  const dm = await clientOf(options);
+  const release = await lockOrigin(dm.nativeBinding, name, options);
+  try {
+    const disk = await blockDeviceInfo(device, { binding: dm.nativeBinding });
+    const existing = await dm.find(name);
+    if (existing) {
+      const origin = parseTag(existing.uuid)?.role === 'origin' ? await openOriginUnlocked(dm, options, name) : undefined;
+      if (!origin) {
+        throw new DmsnapError(`a device-mapper device named "${name}" exists and dmsnap did not create it; choose another name`, 'EEXIST');
+      }
+      if (origin.backing.major !== disk.major || origin.backing.minor !== disk.minor) {
+        throw new DmsnapError(
+          `${name} already wraps ${origin.backing.path ?? `${origin.backing.major}:${origin.backing.minor}`}, not ${device}; choose another name`,
+          'EEXIST',
+        );
+      }
+      return origin;
+    }
+    const owner = await dm.find({ major: disk.major, minor: disk.minor }).catch(() => undefined);
+    if (owner && parseTag(owner.uuid)) {
+      throw new DmsnapError(`${device} is itself a dmsnap device (${owner.name}); prepare the underlying block device`, 'ERR_INVALID_ARG_VALUE');
+    }
+    try {
+      await callNative(() => dm.nativeBinding.checkExclusive(device));
+    } catch (error) {
+      if (error instanceof SyscallError && error.code === 'EBUSY') {
+        throw new DmsnapError(
+          `${device} is in use (mounted or held by another device): prepare must run before the filesystem is mounted. ` +
+            `Unmount ${device}, run prepare, then mount ${dm.devicePath(name)} instead`,
+          'EBUSY',
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    const originId = newOriginId();
+    const table = [linear({ length: disk.sizeSectors, device: devKey(disk) })];
+    await dm.create(`${name}-real`, { uuid: formatTag({ originId, role: 'real' }), table, udevFlags: HIDDEN_LAYER });
+    try {
+      await dm.create(name, { uuid: formatTag({ originId, role: 'origin' }), table });
+    } catch (error) {
+      await dm.remove(`${name}-real`).catch(() => undefined);
+      throw error;
+    }
+    return new Origin(dm, options, name, originId, { major: disk.major, minor: disk.minor, path: device }, disk.sizeSectors);
+  } finally {
+    release();
+  }
+}
+
+async function openOriginUnlocked(dm: DeviceMapper, options: LifecycleOptions, name: string): Promise<Origin | undefined> {
+  const info = await dm.find(name);
+  const tag = parseTag(info?.uuid);
+  if (!info || tag?.role !== 'origin') return undefined;
+  const group = (await scanGroups(dm)).get(tag.originId);
+  return group ? originFromGroup(dm, options, group) : undefined;
+}
+
+/** The origin named NAME, rebuilt from the kernel. Fails if NAME is not a dmsnap origin. */
+export async function openOrigin(name: string, options: LifecycleOptions = {}): Promise<Origin> {
+  checkDeviceName(name, 'name');
+  const dm = await clientOf(options);
+  const origin = await openOriginUnlocked(dm, options, name);
+  if (!origin) {
+    const exists = await dm.find(name);
+    throw new DmsnapError(
+      exists
+        ? `"${name}" is a device-mapper device that dmsnap did not prepare (or whose NAME-real is missing; try "dmsnap recover")`
+        : `no origin named "${name}"; prepare one with "dmsnap prepare DEVICE --name ${name}"`,
+      exists ? 'ERR_DMSNAP_NOT_AN_ORIGIN' : 'ENXIO',
+    );
+  }
+  return origin;
+}
+
+/** Every origin dmsnap manages, rebuilt from the kernel (no state files). */
+export async function listOrigins(options: LifecycleOptions = {}): Promise<Origin[]> {
+  const dm = await clientOf(options);
+  const origins: Origin[] = [];
+  for (const group of (await scanGroups(dm)).values()) {
+    const origin = await originFromGroup(dm, options, group);
+    if (origin) origins.push(origin);
+  }
+  return origins.sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+/** Undoes prepare for NAME: fails while it has snapshots or is mounted. */
+export async function release(name: string, options: LifecycleOptions = {}): Promise<void> {
+  await (await openOrigin(name, options)).release();
+}
+
+/**
+ * Takes a snapshot, runs `fn` with it, and drops it when `fn` returns or throws
+ * (unmounting it first if `fn` mounted it with `snapshot.mount`).
+ */
+export async function withSnapshot<T>(origin: Origin, options: SnapshotOptions, fn: (snapshot: Snapshot) => Promise<T>): Promise<T> {
+  const snap = await origin.snapshot(options);
+  try {
+    return await fn(snap);
+  } finally {
+    await snap.drop();
+  }
+}

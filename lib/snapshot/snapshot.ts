@@ -1,0 +1,247 @@
+/**
+ * A snapshot: a frozen, read-only view of an origin at one instant, backed by a COW
+ * device that holds the origin's old blocks as they are overwritten.
+ */
+import { createReadStream, mkdirSync, type ReadStream } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DeviceMapper } from '../dm/device-mapper';
+import { DmsnapError } from '../errors';
+import { callNative } from '../native';
+import { parseSnapshotParams, parseSnapshotStatus } from '../targets/snapshot';
+import { check, checkPath } from '../validate';
+import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
+import { devicePathOf, type DevNumber } from './stack';
+
+/** A snapshot's state, as `dmsnap status` reports it. */
+export type SnapshotState = 'active' | 'invalid' | 'overflow' | 'merging' | 'merge-failed' | 'unknown';
+
+/** What the kernel says about a snapshot (step 4 of the procedure). */
+export interface SnapshotStatusReport {
+  name: string;
+  /** /dev/mapper/NAME */
+  device: string;
+  /**
+   * 'invalid': the COW filled up and the snapshot is lost (the origin is unaffected).
+   * 'overflow': a PO snapshot's COW filled up.
+   */
+  state: SnapshotState;
+  /** Sectors of the COW in use (data and metadata); null unless active or merging. */
+  allocatedSectors: number | null;
+  /** Size of the COW in sectors; null unless active or merging. */
+  totalSectors: number | null;
+  metadataSectors: number | null;
+  dataSectors: number | null;
+  /** allocated / total × 100; null unless active or merging. */
+  usedPercent: number | null;
+}
+
+/** Where a snapshot is mounted. */
+export interface SnapshotMount {
+  dir: string;
+  fsType: FilesystemType;
+}
+
+export interface WatchOptions {
+  /** How often usage is sampled, in ms (default 1000). Invalidation is reported at once. */
+  intervalMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface SnapshotInfo {
+  name: string;
+  originName: string;
+  cow: DevNumber & { path: string | null };
+  chunkSectors: number;
+  persistent: boolean;
+  /** 'snapshot', or 'snapshot-merge' while merging back. */
+  targetType: string;
+}
+
+/** @internal What a Snapshot needs from its origin to drop itself. */
+export interface SnapshotOwner {
+  dropSnapshot(snapshot: Snapshot): Promise<void>;
+}
+
+export class Snapshot implements AsyncDisposable {
+  /** Milliseconds the origin was suspended (suspend issued to resume returned), when this call took it. */
+  readonly freezeMs?: number;
+  private mounted?: SnapshotMount;
+
+  /** @internal */
+  constructor(
+    private readonly dm: DeviceMapper,
+    private readonly owner: SnapshotOwner,
+    readonly info: SnapshotInfo,
+    freezeMs?: number,
+  ) {
+    if (freezeMs !== undefined) this.freezeMs = freezeMs;
+  }
+
+  get name(): string {
+    return this.info.name;
+  }
+
+  /** The read-only view: /dev/mapper/NAME. */
+  get devicePath(): string {
+    return this.dm.devicePath(this.info.name);
+  }
+
+  /** Where `mount()` mounted it, if it did. */
+  get mountInfo(): SnapshotMount | undefined {
+    return this.mounted;
+  }
+
+  /** The kernel's view of the snapshot: state and COW usage. */
+  async status(): Promise<SnapshotStatusReport> {
+    const lines = await this.dm.status(this.info.name);
+    const type = lines[0]?.type;
+    const base = { name: this.info.name, device: this.devicePath };
+    const none = { allocatedSectors: null, totalSectors: null, metadataSectors: null, dataSectors: null, usedPercent: null };
+    if (!lines[0] || (type !== 'snapshot' && type !== 'snapshot-merge')) return { ...base, state: 'unknown', ...none };
+    const parsed = parseSnapshotStatus(lines[0].params);
+    if (parsed.state !== 'active') return { ...base, state: parsed.state, ...none };
+    return {
+      ...base,
+      state: type === 'snapshot-merge' ? 'merging' : 'active',
+      allocatedSectors: parsed.allocatedSectors,
+      totalSectors: parsed.totalSectors,
+      metadataSectors: parsed.metadataSectors,
+      dataSectors: parsed.dataSectors,
+      usedPercent: parsed.usedPercent,
+    };
+  }
+
+  /**
+   * Status updates as an async iterator: the current status first, then one whenever
+   * the device raises an event (the kernel raises one when the snapshot becomes
+   * invalid, so that is reported at once) and every `intervalMs` for usage. Ends when
+   * the signal aborts, the loop breaks, or the snapshot goes away.
+   */
+  async *watch(options: WatchOptions = {}): AsyncGenerator<SnapshotStatusReport, void, undefined> {
+    const intervalMs = options.intervalMs ?? 1000;
+    check(Number.isFinite(intervalMs) && intervalMs > 0, 'intervalMs', 'a positive number of milliseconds', intervalMs);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener('abort', onAbort);
+    let eventWait: Promise<unknown> | undefined;
+    try {
+      let eventNr = (await this.dm.info(this.info.name)).eventNr;
+      yield await this.status();
+      while (!stop.signal.aborted) {
+        eventWait ??= this.dm.waitEvent(this.info.name, eventNr, { signal: stop.signal });
+        const tick = new AbortController();
+        const woke = await Promise.race([
+          eventWait.then(
+            () => 'event' as const,
+            () => 'gone' as const,
+          ),
+          sleep(intervalMs, 'tick' as const, { signal: tick.signal }).catch(() => 'stopped' as const),
+          new Promise<'stopped'>((resolve) => stop.signal.addEventListener('abort', () => resolve('stopped'), { once: true })),
+        ]);
+        tick.abort();
+        if (woke === 'stopped' || stop.signal.aborted) return;
+        if (woke === 'gone') {
+          // The wait ended without an event: the device is gone, or the caller stopped.
+          if (!(await this.dm.find(this.info.name))) return;
+          eventWait = undefined;
+          continue;
+        }
+        if (woke === 'event') {
+          eventNr = (await this.dm.info(this.info.name)).eventNr;
+          eventWait = undefined;
+        }
+        let report: SnapshotStatusReport;
+        try {
+          report = await this.status();
+        } catch (error) {
+          if (!(await this.dm.find(this.info.name))) return;
+          throw error;
+        }
+        yield report;
+      }
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      stop.abort();
+      await eventWait?.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Calls `fn` once, as soon as usage reaches `percent` or the snapshot stops being
+   * usable (invalid, overflow). Returns a function that stops watching.
+   */
+  onUsage(percent: number, fn: (report: SnapshotStatusReport) => void, options: WatchOptions = {}): () => void {
+    check(Number.isFinite(percent) && percent > 0 && percent <= 100, 'percent', 'a number above 0 and at most 100', percent);
+    const stop = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+    void (async () => {
+      for await (const report of this.watch({ ...options, signal })) {
+        const unusable = report.state === 'invalid' || report.state === 'overflow' || report.state === 'merge-failed';
+        if (unusable || (report.usedPercent !== null && report.usedPercent >= percent)) {
+          stop.abort();
+          fn(report);
+          return;
+        }
+      }
+    })().catch(() => undefined);
+    return () => stop.abort();
+  }
+
+  /**
+   * Reads the whole snapshot device, in large aligned reads (1 MiB by default), for a
+   * block-level backup.
+   */
+  createReadStream(options: { highWaterMark?: number; start?: number; end?: number } = {}): ReadStream {
+    return createReadStream(this.devicePath, { highWaterMark: 1024 * 1024, ...options });
+  }
+
+  /**
+   * Mounts the snapshot read-only on `dir` (created if missing), with the options its
+   * filesystem needs on a frozen copy (XFS: nouuid,norecovery; ext4: noload). Refuses
+   * Btrfs. Also nosuid, nodev, noexec.
+   */
+  async mount(dir: string): Promise<SnapshotMount> {
+    checkPath(dir, 'dir');
+    if (this.mounted) {
+      throw new DmsnapError(`snapshot ${this.info.name} is already mounted on ${this.mounted.dir}`, 'ERR_DMSNAP_MOUNTED');
+    }
+    const fsType = await detectFilesystem(this.devicePath);
+    const plan = mountPlan(fsType, this.devicePath);
+    mkdirSync(dir, { recursive: true });
+    const binding = this.dm.nativeBinding;
+    await callNative(() => binding.mount(this.devicePath, dir, plan.fstype, plan.flags, plan.data));
+    this.mounted = { dir, fsType: fsType! };
+    return this.mounted;
+  }
+
+  /** Unmounts what `mount()` mounted (or `dir`, for a snapshot mounted by another process). */
+  async unmount(dir?: string): Promise<void> {
+    const target = dir ?? this.mounted?.dir;
+    if (!target) throw new DmsnapError(`snapshot ${this.info.name} is not mounted by this process; name the directory`, 'ERR_DMSNAP_NOT_MOUNTED');
+    const binding = this.dm.nativeBinding;
+    await callNative(() => binding.unmount(target, 0));
+    if (this.mounted?.dir === target) this.mounted = undefined;
+  }
+
+  /**
+   * Removes the snapshot (step 5). When it was the origin's last, the origin goes back
+   * to its linear table. Works on an invalid snapshot too. Fails with EBUSY while the
+   * snapshot is mounted or open.
+   */
+  async drop(): Promise<void> {
+    if (this.mounted) await this.unmount();
+    await this.owner.dropSnapshot(this);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.drop();
+  }
+}
+
+/** Reads a snapshot device's table into a SnapshotInfo. */
+export function snapshotInfoFromTable(name: string, originName: string, type: string, params: string): SnapshotInfo {
+  const parsed = parseSnapshotParams(params);
+  const [major, minor] = parsed.cow.split(':').map(Number);
+  const cow = { major, minor, path: devicePathOf({ major, minor }) ?? null };
+  return { name, originName, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type };
+}

@@ -1,0 +1,104 @@
+/**
+ * The block-device stack around a device, from sysfs: what it is built on (slaves) and
+ * what is built on it (holders), all the way down and up. A COW device must lie outside
+ * the origin's stack: writing to any of those would corrupt the origin.
+ */
+import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+
+export interface DevNumber {
+  major: number;
+  minor: number;
+}
+
+export function devKey(dev: DevNumber): string {
+  return `${dev.major}:${dev.minor}`;
+}
+
+function sysfsDir(key: string): string | undefined {
+  try {
+    return realpathSync(`/sys/dev/block/${key}`);
+  } catch {
+    return undefined;
+  }
+}
+
+function related(dir: string, kind: 'slaves' | 'holders'): string[] {
+  const keys: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(`${dir}/${kind}`);
+  } catch {
+    return keys;
+  }
+  for (const entry of entries) {
+    try {
+      keys.push(readFileSync(`${dir}/${kind}/${entry}/dev`, 'utf8').trim());
+    } catch {
+      // gone in the meantime
+    }
+  }
+  return keys;
+}
+
+/** The parent disk of a partition (sda for sda1), which shares its blocks. */
+function partitionParent(dir: string): string | undefined {
+  try {
+    readFileSync(`${dir}/partition`, 'utf8');
+    return readFileSync(`${dir}/../dev`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Partitions of a disk, which share its blocks. */
+function partitionsOf(dir: string): string[] {
+  const keys: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return keys;
+  }
+  for (const entry of entries) {
+    try {
+      readFileSync(`${dir}/${entry}/partition`, 'utf8');
+      keys.push(readFileSync(`${dir}/${entry}/dev`, 'utf8').trim());
+    } catch {
+      // not a partition
+    }
+  }
+  return keys;
+}
+
+/**
+ * Every device that shares blocks with any of `roots`: the roots, everything below them
+ * (slaves, parent disks), everything above (holders, partitions), transitively.
+ */
+export function deviceStack(roots: DevNumber[]): Set<string> {
+  const seen = new Set<string>();
+  const queue = roots.map(devKey);
+  while (queue.length > 0) {
+    const key = queue.pop()!;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const dir = sysfsDir(key);
+    if (!dir) continue;
+    queue.push(...related(dir, 'slaves'), ...related(dir, 'holders'), ...partitionsOf(dir));
+    const parent = partitionParent(dir);
+    if (parent) queue.push(parent);
+  }
+  return seen;
+}
+
+/** /dev/NAME of a device number, from sysfs (undefined when sysfs does not know it). */
+export function devicePathOf(dev: DevNumber): string | undefined {
+  const dir = sysfsDir(devKey(dev));
+  if (!dir) return undefined;
+  try {
+    const uevent = readFileSync(`${dir}/uevent`, 'utf8');
+    const name = /^DEVNAME=(.+)$/m.exec(uevent)?.[1];
+    return name ? `/dev/${name}` : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * Named steps of taking and dropping a snapshot. Errors say which step failed; tests
+ * can fail or kill the process right after a step (see `stepHook`).
+ */
+export type SnapshotStep =
+  | 'validate'
+  | 'zero-cow'
+  | 'create-snapshot-device'
+  | 'load-snapshot-table'
+  | 'load-origin-table'
+  | 'suspend-origin'
+  | 'resume-snapshot'
+  | 'resume-origin';
+
+export type DropStep = 'load-linear-table' | 'suspend-origin' | 'remove-snapshot' | 'resume-origin';
+
+export type Step = SnapshotStep | DropStep;
+
+/**
+ * Called after each step completes. Only for tests: a hook that throws simulates a
+ * failure right after that step.
+ */
+export type StepHook = (step: Step) => void | Promise<void>;
+
+/**
+ * The hook from the environment, read only when DMSNAP_TEST_SEAMS=1 (a test-only seam):
+ * DMSNAP_TEST_FAIL_AFTER=STEP throws after STEP; DMSNAP_TEST_KILL_AFTER=STEP kills the
+ * process with SIGKILL right after STEP, to prove what survives a crash.
+ */
+export function environmentStepHook(): StepHook | undefined {
+  if (process.env.DMSNAP_TEST_SEAMS !== '1') return undefined;
+  const failAfter = process.env.DMSNAP_TEST_FAIL_AFTER;
+  const killAfter = process.env.DMSNAP_TEST_KILL_AFTER;
+  if (!failAfter && !killAfter) return undefined;
+  return (step) => {
+    if (step === killAfter) process.kill(process.pid, 'SIGKILL');
+    if (step === failAfter) throw new Error(`test seam: failing after step "${step}"`);
+  };
+}

@@ -1,0 +1,45 @@
+/**
+ * How dmsnap tags the device-mapper devices it creates: a uuid with a fixed prefix, the
+ * origin's id and the device's role. Everything dmsnap knows about its devices is read
+ * back from these tags and the kernel's tables, so there are no state files, and a
+ * device without the tag is never modified.
+ *
+ *   DMSNAP-<originId>-origin          the wrapper NAME the filesystem is mounted on
+ *   DMSNAP-<originId>-real            NAME-real, the origin of every snapshot
+ *   DMSNAP-<originId>-snap-<snapId>   a snapshot device
+ */
+import { randomBytes } from 'node:crypto';
+
+export const UUID_PREFIX = 'DMSNAP-';
+
+export type DeviceRole = 'origin' | 'real' | 'snap';
+
+export interface Tag {
+  originId: string;
+  role: DeviceRole;
+  /** Only for role 'snap'. */
+  snapId?: string;
+}
+
+const TAG = /^DMSNAP-([0-9a-f]{16})-(origin|real|snap)(?:-([0-9a-f]{8}))?$/;
+
+export function newOriginId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+export function newSnapId(): string {
+  return randomBytes(4).toString('hex');
+}
+
+export function formatTag(tag: Tag): string {
+  return `${UUID_PREFIX}${tag.originId}-${tag.role}${tag.role === 'snap' ? `-${tag.snapId}` : ''}`;
+}
+
+/** The tag in a device uuid, or undefined for a device dmsnap did not create. */
+export function parseTag(uuid: string | null | undefined): Tag | undefined {
+  const match = uuid ? TAG.exec(uuid) : null;
+  if (!match) return undefined;
+  const [, originId, role, snapId] = match;
+  if ((role === 'snap') !== (snapId !== undefined)) return undefined;
+  return { originId, role: role as DeviceRole, ...(snapId ? { snapId } : {}) };
+}

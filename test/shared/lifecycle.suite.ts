@@ -1,0 +1,353 @@
+/**
+ * The snapshot lifecycle, written once and run against the fake binding (unit) and the
+ * real kernel (VM): prepare, snapshot, status, watch, drop, release, and the
+ * transaction guarantees.
+ */
+import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, withSnapshot, type Origin, type Step } from '../../lib';
+
+export interface LifecycleEnvironment {
+  /** A client for the environment's kernel (fake or real). */
+  openClient(): Promise<DeviceMapper>;
+  /** A block device of the given size that reads as zeros; cleaned up by the environment. */
+  makeBlockDevice(sizeBytes: number): Promise<string>;
+  /** Writes `bytes` of new data through the origin device, starting at `offsetBytes`. */
+  writeThrough(devicePath: string, bytes: number, offsetBytes?: number): Promise<void>;
+  lockDir: string;
+}
+
+const MiB = 1024 * 1024;
+
+export function lifecycleSuite(env: LifecycleEnvironment): void {
+  const prefix = `dmsnap-l${process.pid}-`;
+  let dm: DeviceMapper;
+  let counter = 0;
+  const freshName = () => `${prefix}${counter++}`;
+  const options = () => ({ dm, lockDir: env.lockDir, lockTimeoutMs: 5000 });
+
+  /** The device-mapper state: names, tables and suspended flags. */
+  async function state(): Promise<string[]> {
+    const lines: string[] = [];
+    for (const device of await dm.list()) {
+      if (!device.name.startsWith(prefix)) continue;
+      const info = await dm.info(device.name);
+      const table = (await dm.table(device.name)).map((l) => `${l.start} ${l.length} ${l.type} ${l.params}`).join('|');
+      lines.push(`${device.name} ${info.suspended ? 'suspended' : 'live'} ${info.uuid} ${table}`);
+    }
+    return lines;
+  }
+
+  async function cleanup(): Promise<void> {
+    for (let round = 0; round < 4; round++) {
+      const ours = (await dm.list()).filter((d) => d.name.startsWith(prefix));
+      if (ours.length === 0) return;
+      for (const d of ours) if ((await dm.info(d.name)).suspended) await dm.resume(d.name).catch(() => undefined);
+      // Snapshots first, then wrappers, then -real devices.
+      const rank = (n: string) => (n.endsWith('-real') ? 2 : /-snap|-s\d/.test(n) ? 0 : 1);
+      for (const d of ours.sort((a, b) => rank(a.name) - rank(b.name))) await dm.remove(d.name, { retry: false }).catch(() => undefined);
+    }
+    throw new Error(`could not remove test devices: ${(await state()).join(', ')}`);
+  }
+
+  async function prepared(sizeBytes = 16 * MiB): Promise<Origin> {
+    const device = await env.makeBlockDevice(sizeBytes);
+    return prepare(device, { ...options(), name: freshName() });
+  }
+
+  beforeEach(async () => {
+    dm = await env.openClient();
+  });
+
+  afterEach(async () => {
+    await cleanup();
+    dm.close();
+  });
+
+  describe('prepare and release', () => {
+    it('wraps a device in NAME and NAME-real with the same linear table, tagged as dmsnap devices', async () => {
+      const device = await env.makeBlockDevice(8 * MiB);
+      const name = freshName();
+      const origin = await prepare(device, { ...options(), name });
+      expect(origin.name).toBe(name);
+      expect(origin.devicePath).toBe(dm.devicePath(name));
+      expect(origin.sizeBytes).toBe(8 * MiB);
+      const wrapper = await dm.info(name);
+      const real = await dm.info(`${name}-real`);
+      expect(wrapper.uuid).toBe(`DMSNAP-${origin.originId}-origin`);
+      expect(real.uuid).toBe(`DMSNAP-${origin.originId}-real`);
+      const table = await dm.table(name);
+      expect(table).toEqual(await dm.table(`${name}-real`));
+      expect(table).toEqual([{ start: 0, length: 16384, type: 'linear', params: `${origin.backing.major}:${origin.backing.minor} 0` }]);
+    });
+
+    it('is idempotent for the same device and refuses the name for another', async () => {
+      const device = await env.makeBlockDevice(4 * MiB);
+      const other = await env.makeBlockDevice(4 * MiB);
+      const name = freshName();
+      const first = await prepare(device, { ...options(), name });
+      const again = await prepare(device, { ...options(), name });
+      expect(again.originId).toBe(first.originId);
+      const before = await state();
+      await expect(prepare(other, { ...options(), name })).rejects.toMatchObject({ code: 'EEXIST', message: expect.stringMatching(/already wraps/) });
+      expect(await state()).toEqual(before);
+    });
+
+    it('refuses a name used by a device dmsnap did not create', async () => {
+      const device = await env.makeBlockDevice(4 * MiB);
+      const name = freshName();
+      await dm.create(name, { table: '0 8 zero' });
+      const before = await state();
+      await expect(prepare(device, { ...options(), name })).rejects.toMatchObject({ code: 'EEXIST', message: expect.stringMatching(/did not create/) });
+      expect(await state()).toEqual(before);
+    });
+
+    it('releases an origin without snapshots', async () => {
+      const origin = await prepared();
+      await origin.release();
+      expect(await dm.find(origin.name)).toBeUndefined();
+      expect(await dm.find(origin.realName)).toBeUndefined();
+    });
+
+    it('is found again from the kernel alone', async () => {
+      const origin = await prepared();
+      const snap = await origin.snapshot({ cow: await env.makeBlockDevice(4 * MiB) });
+      const fresh = await env.openClient();
+      try {
+        const found = await openOrigin(origin.name, { dm: fresh, lockDir: env.lockDir });
+        expect(found.originId).toBe(origin.originId);
+        expect(found.backing).toMatchObject({ major: origin.backing.major, minor: origin.backing.minor });
+        expect((await found.snapshots()).map((s) => s.name)).toEqual([snap.name]);
+        const all = (await listOrigins({ dm: fresh })).filter((o) => o.name.startsWith(prefix));
+        expect(all.map((o) => o.name)).toEqual([origin.name]);
+      } finally {
+        fresh.close();
+      }
+      await expect(openOrigin(`${prefix}none`, options())).rejects.toMatchObject({ code: 'ENXIO' });
+    });
+  });
+
+  describe('snapshot and drop', () => {
+    it('takes a snapshot: snapshot-origin on the wrapper, snapshot over NAME-real, and reports usage', async () => {
+      const origin = await prepared();
+      const linearTable = await dm.table(origin.name);
+      const cow = await env.makeBlockDevice(4 * MiB);
+      const snap = await origin.snapshot({ cow });
+      expect(snap.name).toBe(`${origin.name}-snap`);
+      expect(snap.freezeMs).toBeGreaterThanOrEqual(0);
+      const real = await dm.info(origin.realName);
+      const cowNumber = await dm.nativeBinding.statBlockDevice(cow);
+      expect(await dm.table(origin.name)).toEqual([{ start: 0, length: 32768, type: 'snapshot-origin', params: `${real.major}:${real.minor}` }]);
+      expect(await dm.table(snap.name)).toEqual([
+        { start: 0, length: 32768, type: 'snapshot', params: `${real.major}:${real.minor} ${cowNumber.major}:${cowNumber.minor} P 32` },
+      ]);
+      expect((await dm.info(origin.name)).suspended).toBe(false);
+      const status = await snap.status();
+      expect(status).toMatchObject({ name: snap.name, device: dm.devicePath(snap.name), state: 'active', totalSectors: 8192 });
+      expect(status.metadataSectors).toBeGreaterThan(0);
+
+      await env.writeThrough(origin.devicePath, 1 * MiB);
+      const after = await snap.status();
+      expect(after.allocatedSectors!).toBeGreaterThanOrEqual(status.allocatedSectors! + 2048);
+      expect(after.usedPercent).toBeCloseTo((after.allocatedSectors! / 8192) * 100, 6);
+      const originStatus = await origin.status();
+      expect(originStatus.snapshots).toHaveLength(1);
+      expect(originStatus.snapshots[0]).toMatchObject({ name: snap.name, state: 'active', chunkSectors: 32, persistent: true });
+
+      await snap.drop();
+      expect(await dm.find(snap.name)).toBeUndefined();
+      expect(await dm.table(origin.name)).toEqual(linearTable);
+      expect((await dm.info(origin.name)).suspended).toBe(false);
+    });
+
+    it('takes transient snapshots with other chunk sizes', async () => {
+      const origin = await prepared();
+      const snap = await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), persistent: false, chunkSectors: 16, name: `${origin.name}-t` });
+      expect((await dm.table(snap.name))[0].params).toMatch(/ N 16$/);
+      expect(snap.info).toMatchObject({ persistent: false, chunkSectors: 16 });
+      expect((await snap.status()).metadataSectors).toBe(0);
+      await snap.drop();
+    });
+
+    it('keeps several snapshots of one origin, dropped in either order', async () => {
+      for (const order of [[0, 1], [1, 0]]) {
+        const origin = await prepared();
+        const linearTable = await dm.table(origin.name);
+        const snaps = [
+          await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), name: `${origin.name}-s1` }),
+          await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), name: `${origin.name}-s2` }),
+        ];
+        expect((await origin.snapshots()).map((s) => s.name)).toEqual([`${origin.name}-s1`, `${origin.name}-s2`]);
+        await snaps[order[0]].drop();
+        expect((await dm.table(origin.name))[0].type).toBe('snapshot-origin');
+        expect((await snaps[order[1]].status()).state).toBe('active');
+        await snaps[order[1]].drop();
+        expect(await dm.table(origin.name)).toEqual(linearTable);
+        expect(await origin.snapshots()).toEqual([]);
+      }
+    });
+
+    it('drops on scope exit and after withSnapshot, even when it throws', async () => {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(2 * MiB);
+      {
+        await using snap = await origin.snapshot({ cow });
+        expect(await dm.find(snap.name)).toBeDefined();
+      }
+      expect(await origin.snapshots()).toEqual([]);
+      await expect(
+        withSnapshot(origin, { cow }, async (snap) => {
+          expect((await snap.status()).state).toBe('active');
+          throw new Error('backup failed');
+        }),
+      ).rejects.toThrow('backup failed');
+      expect(await origin.snapshots()).toEqual([]);
+      expect((await dm.table(origin.name))[0].type).toBe('linear');
+    });
+
+    it('refuses to release while snapshots exist', async () => {
+      const origin = await prepared();
+      await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB) });
+      await expect(origin.release()).rejects.toMatchObject({ code: 'ERR_DMSNAP_HAS_SNAPSHOTS' });
+      expect(await dm.find(origin.name)).toBeDefined();
+    });
+
+    it('reports a full COW as invalid, keeps the origin working, and still drops', async () => {
+      const origin = await prepared(16 * MiB);
+      const snap = await origin.snapshot({ cow: await env.makeBlockDevice(1 * MiB), chunkSectors: 8 });
+      const controller = new AbortController();
+      const updates = snap.watch({ intervalMs: 60_000, signal: controller.signal });
+      expect((await updates.next()).value).toMatchObject({ state: 'active' });
+      await env.writeThrough(origin.devicePath, 4 * MiB);
+      // The watch wakes on the kernel's event, long before its 60 s interval.
+      const started = Date.now();
+      let last = (await updates.next()).value;
+      while (last && last.state === 'active') last = (await updates.next()).value;
+      expect(last).toMatchObject({ state: 'invalid' });
+      expect(Date.now() - started).toBeLessThan(30_000);
+      controller.abort();
+      expect((await updates.next()).done).toBe(true);
+      expect(await snap.status()).toMatchObject({ state: 'invalid', usedPercent: null });
+      await env.writeThrough(origin.devicePath, 1 * MiB, 8 * MiB);
+      await snap.drop();
+      expect((await dm.table(origin.name))[0].type).toBe('linear');
+    });
+
+    it('calls onUsage when usage passes a threshold', async () => {
+      const origin = await prepared(16 * MiB);
+      const snap = await origin.snapshot({ cow: await env.makeBlockDevice(4 * MiB) });
+      const reached = new Promise<number | null>((resolve) => snap.onUsage(25, (r) => resolve(r.usedPercent), { intervalMs: 50 }));
+      await env.writeThrough(origin.devicePath, 2 * MiB);
+      expect(await reached).toBeGreaterThanOrEqual(25);
+      await snap.drop();
+    });
+  });
+
+  describe('bad input changes nothing', () => {
+    it.each([
+      ['a chunk size that is not a power of two', { chunkSectors: 24 }, InvalidArgumentError, /power of two/],
+      ['a chunk size below 8 sectors', { chunkSectors: 4 }, InvalidArgumentError, /power of two from 8/],
+      ['a snapshot name with a slash', { name: 'a/b' }, InvalidArgumentError, /without '\/'/],
+    ])('refuses %s', async (_what, extra, kind, message) => {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(2 * MiB);
+      const before = await state();
+      const error = await origin.snapshot({ cow, ...extra }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(kind);
+      expect((error as Error).message).toMatch(message);
+      expect(await state()).toEqual(before);
+    });
+
+    it('refuses the origin itself, its backing device or a missing path as the COW', async () => {
+      const origin = await prepared();
+      const before = await state();
+      for (const cow of [origin.devicePath, origin.backing.path!, dm.devicePath(origin.realName)]) {
+        const error = await origin.snapshot({ cow }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(DmsnapError);
+        expect(['ERR_DMSNAP_COW_IN_ORIGIN', 'EBUSY']).toContain((error as DmsnapError).code);
+      }
+      await expect(origin.snapshot({ cow: '/dev/dmsnap-no-such-cow' })).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await state()).toEqual(before);
+    });
+
+    it('refuses a COW too small for header and metadata', async () => {
+      const origin = await prepared();
+      const before = await state();
+      const cow = await env.makeBlockDevice(64 * 1024);
+      await expect(origin.snapshot({ cow, chunkSectors: 64 })).rejects.toMatchObject({ code: 'ERR_DMSNAP_COW_TOO_SMALL' });
+      expect(await state()).toEqual(before);
+    });
+
+    it('refuses a duplicate snapshot name', async () => {
+      const origin = await prepared();
+      await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB) });
+      const before = await state();
+      await expect(origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB) })).rejects.toMatchObject({ code: 'EEXIST' });
+      expect(await state()).toEqual(before);
+    });
+  });
+
+  describe('transaction', () => {
+    const steps: Step[] = ['validate', 'zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot'];
+    it.each(steps)('rolls back a failure right after step "%s"', async (failAfter) => {
+      const origin = await prepared();
+      const before = await state();
+      const cow = await env.makeBlockDevice(2 * MiB);
+      const error = await origin
+        .snapshot({
+          cow,
+          onStep: (step) => {
+            if (step === failAfter) throw new Error(`injected after ${step}`);
+          },
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(Error);
+      expect((error as Error).message).toContain(`injected after ${failAfter}`);
+      if (failAfter !== 'validate') expect((error as Error).message).toMatch(/failed at step/);
+      expect(await state()).toEqual(before);
+      expect((await dm.info(origin.name)).suspended).toBe(false);
+      // The origin takes writes and the next snapshot works.
+      await env.writeThrough(origin.devicePath, 64 * 1024);
+      const snap = await origin.snapshot({ cow });
+      await snap.drop();
+    });
+
+    it('rolls back the second snapshot of an origin without touching the first', async () => {
+      const origin = await prepared();
+      const first = await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), name: `${origin.name}-s1` });
+      const before = await state();
+      const error = await origin
+        .snapshot({
+          cow: await env.makeBlockDevice(2 * MiB),
+          name: `${origin.name}-s2`,
+          onStep: (step) => {
+            if (step === 'resume-snapshot') throw new Error('injected');
+          },
+        })
+        .catch((e: unknown) => e);
+      expect((error as Error).message).toMatch(/failed at step "resume-snapshot"/);
+      expect(await state()).toEqual(before);
+      expect((await first.status()).state).toBe('active');
+    });
+
+    it('serialises two snapshots of one origin and times out on a held lock', async () => {
+      const origin = await prepared();
+      const cows = [await env.makeBlockDevice(2 * MiB), await env.makeBlockDevice(2 * MiB)];
+      const [a, b] = await Promise.all([
+        origin.snapshot({ cow: cows[0], name: `${origin.name}-a` }),
+        origin.snapshot({ cow: cows[1], name: `${origin.name}-b` }),
+      ]);
+      expect([a.name, b.name].sort()).toEqual([`${origin.name}-a`, `${origin.name}-b`]);
+      await a.drop();
+      await b.drop();
+
+      const { lockOrigin } = await import('../../lib/snapshot/lock');
+      const unlock = await lockOrigin(dm.nativeBinding, origin.name, { lockDir: env.lockDir });
+      try {
+        const impatient = await openOrigin(origin.name, { dm, lockDir: env.lockDir, lockTimeoutMs: 200 });
+        const error = await impatient.snapshot({ cow: cows[0] }).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'ERR_DMSNAP_LOCKED' });
+      } finally {
+        unlock();
+      }
+    });
+  });
+}

@@ -1,0 +1,27 @@
+/**
+ * The shared lifecycle suite against the real kernel.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { DeviceMapper } from '../../lib';
+import { lifecycleSuite } from '../shared/lifecycle.suite';
+import { createLoopDevice } from './support/system';
+
+lifecycleSuite({
+  openClient: () => DeviceMapper.open(),
+  makeBlockDevice: async (sizeBytes) => createLoopDevice(sizeBytes),
+  async writeThrough(devicePath, bytes, offsetBytes = 0) {
+    const blockSize = 64 * 1024;
+    execFileSync('dd', [
+      'if=/dev/urandom',
+      `of=${devicePath}`,
+      `bs=${blockSize}`,
+      `count=${Math.ceil(bytes / blockSize)}`,
+      `seek=${Math.floor(offsetBytes / blockSize)}`,
+      'oflag=direct',
+      'conv=notrunc',
+      'status=none',
+    ]);
+  },
+  lockDir: mkdtempSync('/tmp/dmsnap-locks-'),
+});
