@@ -20,6 +20,9 @@ function advice(failure: SyscallFailure, code: string): string | undefined {
   if (code === 'EACCES' || code === 'EPERM') {
     return 'device-mapper and block-device queries need root (CAP_SYS_ADMIN): run as root';
   }
+  if (failure.syscall === 'dlopen') {
+    return 'dmsnap reads device signatures with libblkid: install it (Debian: libblkid1, part of util-linux)';
+  }
   if (code === 'ENOTBLK') return 'name a block device such as /dev/sdb1, /dev/md2 or /dev/loop0';
   if (code === 'ENOENT' && !failure.ioctl) return 'check the path';
   if (code === 'ENXIO' && failure.device) return `no device-mapper device ${failure.device.startsWith('uuid ') ? 'with ' : 'named '}${failure.device.startsWith('uuid ') ? failure.device : `"${failure.device}"`} exists`;

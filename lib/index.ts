@@ -34,6 +34,16 @@ export type {
   NativeListEntry,
   NativeTargetVersion,
   NativeUdevCookie,
+  NativeSignature,
 } from './native';
 export { VERSION } from './version';
 export * from './snapshot';
+export {
+  probeSignatures,
+  checkCowIsBlank,
+  describeSignatures,
+  CowHasDataError,
+  type DeviceSignature,
+  type SignatureOptions,
+  type CheckCowOptions,
+} from './safety/signatures';

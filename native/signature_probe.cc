@@ -1,6 +1,5 @@
 #include "signature_probe.h"
 
-#include <blkid/blkid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "libblkid.h"
 #include "sys_error.h"
 
 namespace dmsnap {
@@ -36,9 +36,9 @@ class Fd {
 };
 
 struct FreeProbe {
-  void operator()(blkid_probe probe) const { blkid_free_probe(probe); }
+  void operator()(BlkidProbe probe) const { Blkid().free_probe(probe); }
 };
-using Probe = std::unique_ptr<std::remove_pointer_t<blkid_probe>, FreeProbe>;
+using Probe = std::unique_ptr<BlkidProbeStruct, FreeProbe>;
 
 // Guards against a probe that keeps matching after its magic was hidden; real devices
 // carry a handful of signatures.
@@ -51,24 +51,24 @@ int ProbeErrno(int rc) {
 }
 
 // A text value of the current result ("" when absent); blkid's lengths count the NUL.
-std::string TextValue(blkid_probe probe, const char* name) {
+std::string TextValue(BlkidProbe probe, const char* name) {
   const char* data = nullptr;
   size_t length = 0;
-  if (blkid_probe_lookup_value(probe, name, &data, &length) != 0 || data == nullptr) return {};
+  if (Blkid().probe_lookup_value(probe, name, &data, &length) != 0 || data == nullptr) return {};
   return std::string(data, ::strnlen(data, length));
 }
 
 // blkid reports magic offsets as decimal text.
-uint64_t OffsetValue(blkid_probe probe, const char* name) {
+uint64_t OffsetValue(BlkidProbe probe, const char* name) {
   std::string text = TextValue(probe, name);
   if (text.empty()) return 0;
   return std::strtoull(text.c_str(), nullptr, 10);
 }
 
-size_t MagicLength(blkid_probe probe, const char* name) {
+size_t MagicLength(BlkidProbe probe, const char* name) {
   const char* data = nullptr;
   size_t length = 0;
-  if (blkid_probe_lookup_value(probe, name, &data, &length) != 0) return 0;
+  if (Blkid().probe_lookup_value(probe, name, &data, &length) != 0) return 0;
   return length;
 }
 
@@ -89,27 +89,27 @@ std::vector<Signature> ProbeSignatures(const std::string& path) {
   if (::fstat(fd.get(), &st) != 0) throw SysError(errno, "fstat", "", path);
   if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) throw SysError(ENOTBLK, "open", "", path);
 
-  Probe probe(blkid_new_probe());
+  Probe probe(Blkid().new_probe());
   if (!probe) throw SysError(ENOMEM, "blkid_new_probe", "", path);
-  blkid_probe pr = probe.get();
+  BlkidProbe pr = probe.get();
 
   errno = 0;
-  int rc = blkid_probe_set_device(pr, fd.get(), 0, 0);
+  int rc = Blkid().probe_set_device(pr, fd.get(), 0, 0);
   if (rc != 0) throw SysError(ProbeErrno(rc), "blkid_probe_set_device", "", path);
 
-  blkid_probe_enable_superblocks(pr, 1);
+  Blkid().probe_enable_superblocks(pr, 1);
   // BADCSUM: a filesystem whose checksum fails still holds the user's data.
-  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE | BLKID_SUBLKS_LABEL |
-                                            BLKID_SUBLKS_UUID | BLKID_SUBLKS_MAGIC | BLKID_SUBLKS_BADCSUM);
-  blkid_probe_enable_partitions(pr, 1);
+  Blkid().probe_set_superblocks_flags(pr, kBlkidSublksType | kBlkidSublksUsage | kBlkidSublksLabel |
+                                            kBlkidSublksUuid | kBlkidSublksMagic | kBlkidSublksBadcsum);
+  Blkid().probe_enable_partitions(pr, 1);
   // FORCE_GPT: report a GPT even when its protective MBR is missing or damaged.
-  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC | BLKID_PARTS_FORCE_GPT);
+  Blkid().probe_set_partitions_flags(pr, kBlkidPartsMagic | kBlkidPartsForceGpt);
 
   std::vector<Signature> found;
   std::set<std::pair<std::string, uint64_t>> seen;
   for (int results = 0; results < kMaxResults; results++) {
     errno = 0;
-    rc = blkid_do_probe(pr);
+    rc = Blkid().do_probe(pr);
     if (rc == 1) break;  // every prober of every chain has run
     if (rc < 0) throw SysError(ProbeErrno(rc), "blkid_do_probe", "", path);
 
@@ -137,8 +137,8 @@ std::vector<Signature> ProbeSignatures(const std::string& path) {
 
     // Hide this magic (in blkid's buffers only, nothing is written) and run the same
     // prober again: that finds the backup copies (GPT, LUKS2, FAT) a wipe would leave.
-    if (magic_length > 0 && blkid_probe_hide_range(pr, found.back().offset, magic_length) == 0) {
-      blkid_probe_step_back(pr);
+    if (magic_length > 0 && Blkid().probe_hide_range(pr, found.back().offset, magic_length) == 0) {
+      Blkid().probe_step_back(pr);
     }
   }
   return found;

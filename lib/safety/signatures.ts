@@ -2,12 +2,11 @@
  * What a device holds before dmsnap overwrites it. Zeroing the first chunk of the COW
  * device is the only write dmsnap makes to a user's device, so a COW that carries a
  * filesystem, RAID or LVM member, LUKS header or partition table is refused unless the
- * caller forces it. Signatures come from libblkid (through the addon); the dm-snapshot
- * header of an old COW, which blkid does not know, is read here and never refused.
+ * caller forces it. Signatures come from libblkid through the addon. The dm-snapshot
+ * header of an old COW is reported but never refused: reusing a COW is the normal case.
  */
-import { open } from 'node:fs/promises';
 import { DmsnapError } from '../errors';
-import { callNative, loadBinding, makeSyscallError, type NativeBinding } from '../native';
+import { callNative, loadBinding, type NativeBinding } from '../native';
 import { check, checkPath } from '../validate';
 
 /** One signature found on a device. */
@@ -49,43 +48,43 @@ export class CowHasDataError extends DmsnapError {
   }
 }
 
-/** SNAP_MAGIC of drivers/md/dm-snap-persistent.c ("SnAp" little-endian), at byte 0 of a persistent COW. */
-const SNAP_MAGIC = 0x70416e53;
-/** struct disk_header: magic, valid, version, chunk_size (all __le32). */
-const SNAP_HEADER_BYTES = 16;
-
+/**
+ * libblkid's name for the header of a persistent dm-snapshot COW: the magic "SnAp" at
+ * byte 0, which is SNAP_MAGIC 0x70416e53 little-endian, the very test the kernel makes
+ * (drivers/md/dm-snap-persistent.c).
+ */
+const BLKID_SNAPSHOT_COW = 'DM_snapshot_cow';
 const SNAPSHOT_COW_USAGE = 'snapshot-cow';
 
 /**
- * All signatures on the device: what libblkid recognises, plus the dm-snapshot header of
- * an old COW (type 'dm-snapshot', usage 'snapshot-cow'), which is excluded from blocking
- * by checkCowIsBlank. Works on block devices and image files; opens read-only, never
- * exclusively, and writes nothing.
+ * All signatures on the device as libblkid finds them, backup copies and several
+ * filesystems at once included. The header of an old dm-snapshot COW comes back as
+ * { type: 'dm-snapshot', usage: 'snapshot-cow' }: checkCowIsBlank never blocks on it.
+ * Works on block devices and image files; opens read-only, never exclusively, and
+ * writes nothing.
  */
 export async function probeSignatures(path: string, options: SignatureOptions = {}): Promise<DeviceSignature[]> {
   checkPath(path, 'path');
   const binding = options.binding ?? loadBinding();
   const found = await callNative(() => binding.probeSignatures(path));
-  const signatures = found.map(
-    (s): DeviceSignature => ({
+  return found.map((s): DeviceSignature => {
+    if (s.type === BLKID_SNAPSHOT_COW && s.offset === 0) return { type: 'dm-snapshot', usage: SNAPSHOT_COW_USAGE, offsetBytes: 0 };
+    return {
       type: s.type,
       usage: s.usage,
       ...(s.label ? { label: s.label } : {}),
       ...(s.uuid ? { uuid: s.uuid } : {}),
       offsetBytes: s.offset,
-    }),
-  );
-  if (await hasSnapshotHeader(path)) {
-    signatures.unshift({ type: 'dm-snapshot', usage: SNAPSHOT_COW_USAGE, offsetBytes: 0 });
-  }
-  return signatures;
+    };
+  });
 }
 
 /**
  * Refuses a COW device that holds data: throws CowHasDataError (code
  * 'ERR_DMSNAP_COW_HAS_DATA') naming every signature found, unless there is none or
- * options.force is set. The dm-snapshot header of an old COW never blocks: reusing a COW
- * is the normal case. Returns what was found, that header included.
+ * options.force is set. The dm-snapshot header of an old COW never blocks; anything else
+ * does, even next to such a header (an old COW later made an md member keeps its "SnAp").
+ * Returns what was found, that header included.
  */
 export async function checkCowIsBlank(path: string, options: CheckCowOptions = {}): Promise<DeviceSignature[]> {
   check(options.force === undefined || typeof options.force === 'boolean', 'options.force', 'a boolean', options.force);
@@ -93,29 +92,6 @@ export async function checkCowIsBlank(path: string, options: CheckCowOptions = {
   const blocking = signatures.filter((s) => s.usage !== SNAPSHOT_COW_USAGE);
   if (blocking.length > 0 && !options.force) throw new CowHasDataError(path, blocking);
   return signatures;
-}
-
-/** Whether the device starts with a dm-snapshot persistent header. */
-async function hasSnapshotHeader(path: string): Promise<boolean> {
-  let header: Buffer;
-  try {
-    const file = await open(path, 'r');
-    try {
-      const buffer = Buffer.alloc(SNAP_HEADER_BYTES);
-      const { bytesRead } = await file.read(buffer, 0, SNAP_HEADER_BYTES, 0);
-      header = buffer.subarray(0, bytesRead);
-    } finally {
-      await file.close();
-    }
-  } catch (error) {
-    const failure = error as NodeJS.ErrnoException;
-    if (typeof failure.errno !== 'number' || typeof failure.syscall !== 'string') throw error;
-    // The header never blocks, so a path the probe could open but the file system cannot
-    // (an injected binding's device, or one that just vanished) simply has none.
-    if (failure.code === 'ENOENT' || failure.code === 'ENXIO' || failure.code === 'ENODEV') return false;
-    throw makeSyscallError({ errno: Math.abs(failure.errno), syscall: failure.syscall, path });
-  }
-  return header.length >= 4 && header.readUInt32LE(0) === SNAP_MAGIC;
 }
 
 /** "an ext4 filesystem (label "home", UUID …) at offset 1080 and a GPT partition table (gpt) at offsets 512 and 8388096". */

@@ -50,15 +50,17 @@ export interface MountPlan {
 
 /**
  * How to mount a frozen copy read-only. XFS: a second filesystem with the same UUID
- * needs `nouuid`, and `norecovery` keeps the log untouched. ext*: `noload` skips the
- * journal, which a read-only copy must not replay. Btrfs is refused: a block-level copy
- * with the same fsid on the same host confuses the kernel's device scan.
+ * needs `nouuid`; a frozen XFS leaves its log covered but not clean, and the read-only
+ * mount replays it into the snapshot (the COW takes the writes), so the backup and any
+ * later xfs_repair see a clean filesystem. ext*: `noload`, since freezing left the
+ * journal empty and a read-only copy must not replay one. Btrfs is refused: a
+ * block-level copy with the same fsid on the same host confuses the kernel's device scan.
  */
 export function mountPlan(type: FilesystemType | undefined, devicePath: string): MountPlan {
   const flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
   switch (type) {
     case 'xfs':
-      return { fstype: 'xfs', flags, data: 'nouuid,norecovery' };
+      return { fstype: 'xfs', flags, data: 'nouuid' };
     case 'ext3':
     case 'ext4':
       return { fstype: type, flags, data: 'noload' };

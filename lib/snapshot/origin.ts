@@ -17,6 +17,7 @@ import { MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS, snapshot as snapshotTarget } from
 import { snapshotOrigin } from '../targets/snapshot-origin';
 import { sectors, SECTOR_BYTES } from '../units';
 import { check, checkPath } from '../validate';
+import { checkCowIsBlank } from '../safety/signatures';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup } from './discover';
 import { lockOrigin } from './lock';
@@ -272,7 +273,9 @@ export class Origin implements SnapshotOwner {
     if (chunkBytes % cowInfo.logicalSectorSize !== 0) {
       throw new DmsnapError(`a ${chunkBytes}-byte chunk is not a multiple of ${cow}'s ${cowInfo.logicalSectorSize}-byte sectors; choose a larger chunk`, 'ERR_INVALID_ARG_VALUE');
     }
-    void forceWipe; // the signature check comes with the safety work (see checkCowIsBlank)
+    // Zeroing the first chunk is the only write dmsnap makes to a user's device: refuse
+    // to destroy a filesystem, RAID member, LUKS header or partition table on it.
+    await checkCowIsBlank(cow, { force: forceWipe, binding: this.dm.nativeBinding });
     return { cow: cowInfo, wrapper, real, chunkBytes };
   }
 

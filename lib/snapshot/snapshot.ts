@@ -197,7 +197,7 @@ export class Snapshot implements AsyncDisposable {
 
   /**
    * Mounts the snapshot read-only on `dir` (created if missing), with the options its
-   * filesystem needs on a frozen copy (XFS: nouuid,norecovery; ext4: noload). Refuses
+   * filesystem needs on a frozen copy (XFS: nouuid; ext4: noload). Refuses
    * Btrfs. Also nosuid, nodev, noexec.
    */
   async mount(dir: string): Promise<SnapshotMount> {

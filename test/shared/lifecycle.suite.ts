@@ -12,6 +12,8 @@ export interface LifecycleEnvironment {
   makeBlockDevice(sizeBytes: number): Promise<string>;
   /** Writes `bytes` of new data through the origin device, starting at `offsetBytes`. */
   writeThrough(devicePath: string, bytes: number, offsetBytes?: number): Promise<void>;
+  /** Puts an ext4 filesystem signature on the device. */
+  formatExt4(path: string): Promise<void>;
   lockDir: string;
 }
 
@@ -266,6 +268,22 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       }
       await expect(origin.snapshot({ cow: '/dev/dmsnap-no-such-cow' })).rejects.toMatchObject({ code: 'ENOENT' });
       expect(await state()).toEqual(before);
+    });
+
+    it('refuses a COW that holds a filesystem unless forced', async () => {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(4 * MiB);
+      await env.formatExt4(cow);
+      const before = await state();
+      const error = await origin.snapshot({ cow }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'ERR_DMSNAP_COW_HAS_DATA' });
+      expect((error as Error).message).toMatch(new RegExp(`${cow} holds an ext4 filesystem.*forceWipe`));
+      expect(await state()).toEqual(before);
+      const snap = await origin.snapshot({ cow, forceWipe: true });
+      expect((await snap.status()).state).toBe('active');
+      await snap.drop();
+      // Its own header now: reusing the COW needs no force.
+      await (await origin.snapshot({ cow })).drop();
     });
 
     it('refuses a COW too small for header and metadata', async () => {

@@ -76,7 +76,9 @@ export interface FakeSystem {
   otherFiles: Set<string>;
   /**
    * What probeSignatures (libblkid) finds, by path: a block device without an entry is
-   * blank. A path with an entry but no block device stands for an image file.
+   * blank, but for the DM_snapshot_cow header of persistent snapshot metadata, which is
+   * added as the kernel leaves it (and gone once zeroDevice forgets it). A path with an
+   * entry but no block device stands for an image file.
    */
   signatures: Map<string, NativeSignature[]>;
   /** Number of control descriptors currently open. */
@@ -1393,7 +1395,13 @@ export function createFakeSystem(): FakeSystem {
       if (!found && !known) return failOpen(ENOENT, 'open', path);
       if (found === 'other' && !known) return failOpen(ENOTBLK, 'open', path);
       if (system.unprivileged) return failOpen(EACCES, 'open', path);
-      return (known ?? []).map((signature) => ({ ...signature }));
+      const signatures = (known ?? []).map((signature) => ({ ...signature }));
+      // libblkid knows the header a persistent snapshot leaves at the start of its COW.
+      const hasHeader = found && found !== 'other' && openable(found) && cowMetadata.has(storageKey(found));
+      if (hasHeader && !signatures.some((s) => s.type === 'DM_snapshot_cow')) {
+        signatures.push({ type: 'DM_snapshot_cow', usage: 'other', label: '', uuid: '', offset: 0 });
+      }
+      return signatures;
     },
     async makeBlockNode(path: string, major: number, minor: number, mode: number) {
       if (system.unprivileged) failOpen(EPERM, 'mknod', path);
@@ -1417,6 +1425,10 @@ export function createFakeSystem(): FakeSystem {
       if (found.major !== major || found.minor !== minor) failOpen(ESTALE, 'open', path);
       zeroDevice(path);
       system.zeroed.set(path, lengthBytes);
+      // Signatures inside the zeroed range are gone, as on a real device.
+      const left = (system.signatures.get(path) ?? []).filter((signature) => signature.offset >= lengthBytes);
+      if (left.length > 0) system.signatures.set(path, left);
+      else system.signatures.delete(path);
     },
     async mount(source: string, target: string) {
       if (system.unprivileged) failOpen(EPERM, 'mount', target);

@@ -34,5 +34,8 @@ lifecycleSuite({
     system.writeOrigin(basename(devicePath), bytes / 512, offsetBytes / 512);
     await system.settle();
   },
+  async formatExt4(path) {
+    system.signatures.set(path, [{ type: 'ext4', usage: 'filesystem', label: '', uuid: '', offset: 1080 }]);
+  },
   lockDir,
 });

@@ -23,5 +23,8 @@ lifecycleSuite({
       'status=none',
     ]);
   },
+  async formatExt4(path) {
+    execFileSync('mkfs.ext4', ['-q', '-F', path]);
+  },
   lockDir: mkdtempSync('/tmp/dmsnap-locks-'),
 });
