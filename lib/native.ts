@@ -169,6 +169,8 @@ export interface NativeBinding {
    * checking it is still major:minor (ESTALE otherwise); then fdatasync.
    */
   zeroDeviceStart(path: string, major: number, minor: number, lengthBytes: number): Promise<void>;
+  /** Reads up to `length` bytes at `offset` of a block device or file (fewer at its end). */
+  readDeviceBytes(path: string, offset: number, length: number): Promise<Buffer>;
   /** mount(2). flags are MS_* bits; data the filesystem's option string. */
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   /** umount2(2). */

@@ -40,19 +40,33 @@ class PromiseWork : public Napi::AsyncWorker {
     }
   }
 
+  // A worker thread being terminated refuses calls into JavaScript, and node-addon-api
+  // then throws from places no caller can catch: nothing is waiting for this result.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::AsyncWorker::OnWorkComplete(env, status);
+    } catch (const Napi::Error&) {
+    }
+  }
+
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    if (sys_error_) {
-      deferred_.Reject(MakeSysError(env, *sys_error_));
-    } else if (!result_) {
-      deferred_.Reject(Napi::Error::New(env, "dmsnap native call failed: " + message_).Value());
-    } else {
-      try {
-        deferred_.Resolve(to_js_(env, *result_));
-      } catch (const Napi::Error& e) {
-        deferred_.Reject(e.Value());
+    // Settling can fail only while a worker thread is being terminated (no more calls
+    // into JavaScript): nothing is waiting then, and nothing may be thrown from here.
+    try {
+      if (sys_error_) {
+        deferred_.Reject(MakeSysError(env, *sys_error_));
+      } else if (!result_) {
+        deferred_.Reject(Napi::Error::New(env, "dmsnap native call failed: " + message_).Value());
+      } else {
+        try {
+          deferred_.Resolve(to_js_(env, *result_));
+        } catch (const Napi::Error& e) {
+          deferred_.Reject(e.Value());
+        }
       }
+    } catch (const Napi::Error&) {
     }
   }
 

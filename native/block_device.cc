@@ -111,3 +111,25 @@ void ZeroDeviceStart(const std::string& path, uint32_t major, uint32_t minor, ui
 }
 
 }  // namespace dmsnap
+
+namespace dmsnap {
+
+std::vector<char> ReadDeviceBytes(const std::string& path, uint64_t offset, uint32_t length) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw SysError(errno, "open", "", path);
+  std::vector<char> bytes(length);
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(fd.get(), bytes.data() + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError(errno, "pread", "", path);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  bytes.resize(done);
+  return bytes;
+}
+
+}  // namespace dmsnap

@@ -49,3 +49,12 @@ void CheckExclusive(const std::string& path);
 void ZeroDeviceStart(const std::string& path, uint32_t major, uint32_t minor, uint64_t length);
 
 }  // namespace dmsnap
+
+#include <vector>
+
+namespace dmsnap {
+
+// Reads up to `length` bytes at `offset` of a block device or file, opened read-only.
+std::vector<char> ReadDeviceBytes(const std::string& path, uint64_t offset, uint32_t length);
+
+}  // namespace dmsnap

@@ -79,6 +79,19 @@ Napi::Value ZeroDeviceStartJs(const Napi::CallbackInfo& info) {
       [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
 }
 
+Napi::Value ReadDeviceBytesJs(const Napi::CallbackInfo& info) {
+  std::string path = PathArgument(info);
+  double offset = NumberArg(info, 1, "offset");
+  uint32_t length = Uint32Arg(info, 2, "length");
+  if (offset < 0 || offset > 9007199254740991.0) throw Napi::RangeError::New(info.Env(), "offset out of range");
+  if (length > 16 * 1024 * 1024) throw Napi::RangeError::New(info.Env(), "length must be at most 16 MiB");
+  return PromiseWork<std::vector<char>>::Run(
+      info.Env(), "dmsnap.readDeviceBytes", [=] { return ReadDeviceBytes(path, static_cast<uint64_t>(offset), length); },
+      [](Napi::Env env, std::vector<char>& bytes) -> Napi::Value {
+        return Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size());
+      });
+}
+
 }  // namespace
 
 void RegisterBlockDevice(Napi::Env env, Napi::Object exports) {
@@ -87,6 +100,7 @@ void RegisterBlockDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("makeBlockNode", Napi::Function::New(env, MakeBlockNodeJs, "makeBlockNode"));
   exports.Set("checkExclusive", Napi::Function::New(env, CheckExclusiveJs, "checkExclusive"));
   exports.Set("zeroDeviceStart", Napi::Function::New(env, ZeroDeviceStartJs, "zeroDeviceStart"));
+  exports.Set("readDeviceBytes", Napi::Function::New(env, ReadDeviceBytesJs, "readDeviceBytes"));
 }
 
 }  // namespace dmsnap

@@ -369,12 +369,17 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
         delete hook_arg;
         if (job->thread.joinable()) job->thread.join();
         polls_.erase(job->wait);
-        if (outcome->second) {
-          deferred->Reject(MakeSysError(env, *outcome->second));
-        } else {
-          deferred->Resolve(Napi::Boolean::New(env, outcome->first));
+        // A worker thread being terminated refuses every call into JavaScript: then
+        // there is nobody left to tell, and nothing may be thrown from here.
+        try {
+          if (outcome->second) {
+            deferred->Reject(MakeSysError(env, *outcome->second));
+          } else {
+            deferred->Resolve(Napi::Boolean::New(env, outcome->first));
+          }
+          Unref();
+        } catch (const Napi::Error&) {
         }
-        Unref();
       });
       done.Release();
     });

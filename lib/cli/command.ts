@@ -27,6 +27,10 @@ export interface CliContext {
   stderr: NodeJS.WritableStream;
   stdin: NodeJS.ReadableStream;
   binding?: NativeBinding;
+  /** -q: no informational messages on stderr. */
+  quiet?: boolean;
+  /** Where per-origin locks live (default /run/lock/dmsnap, or $DMSNAP_LOCK_DIR). */
+  lockDir?: string;
 }
 
 export interface Command {
@@ -52,7 +56,7 @@ export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      options: { ...command.options, help: { type: 'boolean', short: 'h' }, quiet: { type: 'boolean', short: 'q' } },
       allowPositionals: command.allowPositionals ?? false,
       strict: true,
     });

@@ -3,19 +3,21 @@
  * The dmsnap command line. Data goes to stdout, messages to stderr; exit codes are in
  * ExitCode (command.ts).
  */
-import { DmsnapError } from '../errors';
+import { DmsnapError, InvalidArgumentError } from '../errors';
 import { VERSION } from '../version';
 import { type CliContext, type Command, ExitCode, parseCommandArgs, UsageError, writeLine } from './command';
 import { dmCommands } from './dm';
+import { lifecycleCommands } from './lifecycle';
 
-const commands: Command[] = [...dmCommands];
+const commands: Command[] = [...lifecycleCommands, ...dmCommands];
 
 const EXIT_CODES_HELP = `Exit codes:
   0  success
   1  failure
   2  usage error
   3  snapshot invalidated (its COW device filled up)
-  4  busy (lock held or device in use)`;
+  4  busy (lock held or device in use)
+  (backup: COMMAND's own status; 127 if it cannot run; 130/143 after SIGINT/SIGTERM)`;
 
 function commandName(command: Command): string {
   return command.name.join(' ');
@@ -38,7 +40,10 @@ ${list}
 
 Global options:
   -h, --help     show help (also after a command)
+  -q, --quiet    no informational messages on stderr
       --version  print the dmsnap version
+
+Data goes to stdout, messages to stderr.
 
 ${EXIT_CODES_HELP}`;
 }
@@ -82,9 +87,9 @@ export async function main(argv: string[], io: CliContext): Promise<number> {
       writeLine(io.stdout, commandHelp(command));
       return ExitCode.ok;
     }
-    return await command.run(args, io);
+    return await command.run(args, { ...io, quiet: io.quiet || args.values.quiet === true });
   } catch (error) {
-    if (error instanceof UsageError) {
+    if (error instanceof UsageError || error instanceof InvalidArgumentError) {
       writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
       writeLine(io.stderr, `Usage: ${usageLine(command)}  (see --help)`);
       return ExitCode.usage;

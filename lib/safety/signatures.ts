@@ -9,6 +9,9 @@ import { DmsnapError } from '../errors';
 import { callNative, loadBinding, type NativeBinding } from '../native';
 import { check, checkPath } from '../validate';
 
+/** The magic of a persistent dm-snapshot header, "SnAp" read as a little-endian u32. */
+const SNAPSHOT_MAGIC = 0x70416e53;
+
 /** One signature found on a device. */
 export interface DeviceSignature {
   /** blkid's type ('ext4', 'xfs', 'swap', 'crypto_LUKS', 'LVM2_member', 'dos', 'gpt', …), or 'dm-snapshot'. */
@@ -80,16 +83,32 @@ export async function probeSignatures(path: string, options: SignatureOptions = 
 }
 
 /**
+ * Where an old COW's own area begins: after its header chunk and first metadata chunk,
+ * the device holds copies of origin blocks (and more metadata), in which blkid finds the
+ * origin's signatures. Read from the header's chunk size; 0 if the header is not sound.
+ */
+async function oldSnapshotDataStart(path: string, binding: NativeBinding): Promise<number> {
+  const header = await callNative(() => binding.readDeviceBytes(path, 0, 16));
+  if (header.length < 16 || header.readUInt32LE(0) !== SNAPSHOT_MAGIC) return 0;
+  const chunkSectors = header.readUInt32LE(12);
+  const sound = chunkSectors >= 1 && chunkSectors <= 2 ** 21 && (chunkSectors & (chunkSectors - 1)) === 0;
+  return sound ? 2 * chunkSectors * 512 : 0;
+}
+
+/**
  * Refuses a COW device that holds data: throws CowHasDataError (code
  * 'ERR_DMSNAP_COW_HAS_DATA') naming every signature found, unless there is none or
- * options.force is set. The dm-snapshot header of an old COW never blocks; anything else
- * does, even next to such a header (an old COW later made an md member keeps its "SnAp").
- * Returns what was found, that header included.
+ * options.force is set. An old COW (with a dm-snapshot header) is the normal case:
+ * signatures inside its copied blocks are the origin's old data and do not block, but
+ * anything in its header and first metadata chunk does (an old COW later made an LVM PV
+ * or md member keeps its "SnAp" at byte 0). Returns what was found.
  */
 export async function checkCowIsBlank(path: string, options: CheckCowOptions = {}): Promise<DeviceSignature[]> {
   check(options.force === undefined || typeof options.force === 'boolean', 'options.force', 'a boolean', options.force);
   const signatures = await probeSignatures(path, options);
-  const blocking = signatures.filter((s) => s.usage !== SNAPSHOT_COW_USAGE);
+  const isOldCow = signatures.some((s) => s.usage === SNAPSHOT_COW_USAGE);
+  const dataStart = isOldCow ? await oldSnapshotDataStart(path, options.binding ?? loadBinding()) : 0;
+  const blocking = signatures.filter((s) => s.usage !== SNAPSHOT_COW_USAGE && (dataStart === 0 || s.offsetBytes < dataStart));
   if (blocking.length > 0 && !options.force) throw new CowHasDataError(path, blocking);
   return signatures;
 }

@@ -275,7 +275,14 @@ export class Origin implements SnapshotOwner {
     }
     // Zeroing the first chunk is the only write dmsnap makes to a user's device: refuse
     // to destroy a filesystem, RAID member, LUKS header or partition table on it.
-    await checkCowIsBlank(cow, { force: forceWipe, binding: this.dm.nativeBinding });
+    try {
+      await checkCowIsBlank(cow, { force: forceWipe, binding: this.dm.nativeBinding });
+    } catch (error) {
+      if (error instanceof SyscallError) {
+        throw new DmsnapError(`cannot read the COW device ${cow} to check that it holds no data: ${error.message}`, error.code, { cause: error });
+      }
+      throw error;
+    }
     return { cow: cowInfo, wrapper, real, chunkBytes };
   }
 

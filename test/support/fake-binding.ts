@@ -1389,6 +1389,21 @@ export function createFakeSystem(): FakeSystem {
       if (found === 'other') return failOpen(ENOTBLK, 'stat', path);
       return { major: found.major, minor: found.minor };
     },
+    async readDeviceBytes(path: string, offset: number, length: number) {
+      const found = lookupDevicePath(path);
+      if (!found) return failOpen(ENOENT, 'open', path);
+      if (found === 'other') return failOpen(ENOTBLK, 'open', path);
+      const bytes = Buffer.alloc(length);
+      // The persistent snapshot header: magic "SnAp", valid, version 1, chunk size.
+      const store = openable(found) ? cowMetadata.get(storageKey(found)) : undefined;
+      if (store?.persistent && offset === 0 && length >= 16) {
+        bytes.writeUInt32LE(0x70416e53, 0);
+        bytes.writeUInt32LE(store.valid ? 1 : 0, 4);
+        bytes.writeUInt32LE(1, 8);
+        bytes.writeUInt32LE(store.chunkSize, 12);
+      }
+      return bytes;
+    },
     async probeSignatures(path: string) {
       const known = system.signatures.get(path);
       const found = lookupDevicePath(path);

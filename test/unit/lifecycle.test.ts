@@ -39,3 +39,20 @@ lifecycleSuite({
   },
   lockDir,
 });
+
+describe('reusing a COW (fake kernel)', () => {
+  it('ignores signatures in an old snapshot\'s copied blocks, but not in its header chunks', async () => {
+    const dm = await DeviceMapper.open({ binding: system.binding, devDir, udev: false });
+    const { prepare } = await import('../../lib');
+    const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm, lockDir, name: 'reuse' });
+    const cow = system.addLoopDevice(2 * 1024 * 1024);
+    await (await origin.snapshot({ cow })).drop();
+    // blkid finds the origin's old data in the COW's data area (a 32-sector chunk: it begins at 32 KiB).
+    system.signatures.set(cow, [{ type: 'xfs_external_log', usage: 'other', label: '', uuid: '', offset: 49152 }]);
+    await (await origin.snapshot({ cow })).drop();
+    // An LVM label in the header chunk: the device was reused for something else.
+    system.signatures.set(cow, [{ type: 'LVM2_member', usage: 'raid', label: '', uuid: '', offset: 536 }]);
+    await expect(origin.snapshot({ cow })).rejects.toMatchObject({ code: 'ERR_DMSNAP_COW_HAS_DATA' });
+    dm.close();
+  });
+});

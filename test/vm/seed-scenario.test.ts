@@ -149,8 +149,10 @@ describe.each(['xfs', 'ext4'] as const)('the seed scenario on %s', (fsType) => {
 
   it('leaves the origin live, writable and unchanged when the COW fails under the kernel', async () => {
     const linearTable = await dm.table(name);
+    // A COW that reads fine but fails every write (dm-flakey, always down, error_writes).
+    const backing = createLoopDevice(8 * MiB);
     const broken = `${name}-brokencow`;
-    await dm.create(broken, { table: `0 ${64 * 2048} error` });
+    await dm.create(broken, { table: `0 ${8 * 2048} flakey ${backing} 0 0 1 1 error_writes` });
     try {
       const before = (await dm.list()).map((d) => d.name).sort();
       const error = await origin.snapshot({ cow: dm.devicePath(broken) }).catch((e: unknown) => e);

@@ -1,0 +1,45 @@
+/**
+ * Sizes on the command line: a plain number counts 512-byte sectors (as dmsetup and
+ * lvcreate's chunk sizes do); a unit makes it bytes, in powers of 1024 as LVM reads them.
+ */
+import { UsageError } from './command';
+
+const UNITS: Record<string, number> = {
+  s: 512,
+  b: 1,
+  k: 1024,
+  kib: 1024,
+  kb: 1024,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  mb: 1024 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  gb: 1024 ** 3,
+};
+
+/** "32" → 32 sectors; "16k", "16KiB" → 32 sectors; "1M" → 2048 sectors. */
+export function parseSectors(text: string, option: string): number {
+  const match = /^(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)$/.exec(text.trim());
+  if (!match) throw new UsageError(`${option} must be a number of sectors or a size such as 16k or 1M; got "${text}"`);
+  const [, whole, fraction, unitText] = match;
+  const unit = unitText === '' ? 512 : UNITS[unitText.toLowerCase()];
+  if (unit === undefined) throw new UsageError(`${option}: unknown unit "${unitText}" (use s, b, k, M or G)`);
+  const bytes = Number(`${whole}.${fraction ?? '0'}`) * unit;
+  if (!Number.isSafeInteger(bytes) || bytes % 512 !== 0) {
+    throw new UsageError(`${option} must be a whole number of 512-byte sectors; got "${text}" (${bytes} bytes)`);
+  }
+  return bytes / 512;
+}
+
+/** 1536 → "1.5 KiB" */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let i = 0;
+  while (value >= 1024 && i < units.length - 1) {
+    value /= 1024;
+    i++;
+  }
+  return i === 0 ? `${value} B` : `${value.toFixed(1)} ${units[i]}`;
+}
