@@ -3,6 +3,7 @@
  * Each is a few lines over the library; stdout carries data only.
  */
 import { spawn } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
@@ -411,16 +412,24 @@ Example:
       try {
         info(io, `dmsnap: ${name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
         const total = origin.sizeBytes;
-        const copied = await copyDevice(snap.devicePath, total, output === '-' ? (io.stdout as NodeJS.WritableStream as import('node:stream').Writable) : output, {
-          sparse: args.values.sparse === true,
-          onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
-        });
-        progress.finish(copied, total);
+        let copied = 0;
+        let copyError: unknown;
+        try {
+          copied = await copyDevice(snap.devicePath, total, output === '-' ? (io.stdout as NodeJS.WritableStream as Writable) : output, {
+            sparse: args.values.sparse === true,
+            onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
+          });
+          progress.finish(copied, total);
+        } catch (error) {
+          // An invalidated snapshot answers reads with EIO: say why, not just "EIO".
+          copyError = error;
+        }
         const status = await snap.status();
         if (status.state !== 'active') {
           writeLine(io.stderr, `dmsnap image: ${invalidMessage(name, snap, undefined, `became ${status.state}`)}`);
           return ExitCode.snapshotInvalid;
         }
+        if (copyError) throw copyError;
         complete = true;
         info(io, `dmsnap: copied ${formatBytes(copied)} of ${name}`);
         return ExitCode.ok;

@@ -246,14 +246,15 @@ export class Origin implements SnapshotOwner {
       throw error;
     }
     if (cowInfo.readOnly) throw new DmsnapError(`the COW device ${cow} is read-only; name a writable block device`, 'EROFS');
-    const stack = deviceStack([wrapper, real, this.backing]);
-    if (stack.has(devKey(cowInfo))) {
-      throw new DmsnapError(
+    // The origin's own devices, then "in use" (mounted, or held by another snapshot's
+    // table), then anything else that shares blocks with the origin.
+    const inOrigin = () =>
+      new DmsnapError(
         `${cow} is the origin ${this.name} or shares blocks with it (it is in its device stack); ` +
           'the COW must be a separate device, or the snapshot would overwrite what it copies',
         'ERR_DMSNAP_COW_IN_ORIGIN',
       );
-    }
+    if ([wrapper, real, this.backing].some((d) => devKey(d) === devKey(cowInfo))) throw inOrigin();
     try {
       await callNative(() => this.dm.nativeBinding.checkExclusive(cow));
     } catch (error) {
@@ -262,6 +263,7 @@ export class Origin implements SnapshotOwner {
       }
       throw error;
     }
+    if (deviceStack([wrapper, real, this.backing]).has(devKey(cowInfo))) throw inOrigin();
     const minimum = chunkSectors * MIN_COW_CHUNKS;
     if (cowInfo.sizeSectors < minimum) {
       throw new DmsnapError(
