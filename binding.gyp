@@ -10,6 +10,7 @@
         "native/dm_control.cc",
         "native/event_poll.cc",
         "native/file_lock.cc",
+        "native/guardian.cc",
         "native/libblkid.cc",
         "native/mount.cc",
         "native/signature_probe.cc",
@@ -24,6 +25,14 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "dmsnap-guardian",
+      "type": "executable",
+      "sources": ["native/guardian_main.cc", "native/dm_control.cc"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -179,6 +179,13 @@ export interface NativeBinding {
   tryLock(fd: number): boolean;
   /** flock(fd, LOCK_UN). */
   unlock(fd: number): void;
+  /**
+   * Spawns dmsnap-guardian for the origin major:minor and waits until it is ready; it
+   * resumes the origin if this process dies before finishGuardian(…, true).
+   */
+  startGuardian(executable: string, controlPath: string, major: number, minor: number, timeoutMs: number): Promise<{ pid: number; fd: number }>;
+  /** Ends the guardian: done=true means the freeze ended as planned. Resolves its exit status. */
+  finishGuardian(pid: number, fd: number, done: boolean): Promise<number>;
   /** mknod(2) a block device node (the no-udev fallback for /dev/mapper/NAME). */
   makeBlockNode(path: string, major: number, minor: number, mode: number): Promise<void>;
   /** Creates a udev cookie semaphore with value 0. */
@@ -207,6 +214,18 @@ export function makeSyscallError(failure: SyscallFailure): SyscallError {
 }
 
 let loaded: NativeBinding | undefined;
+let loadedPath: string | undefined;
+
+/**
+ * The dmsnap-guardian executable, built next to the addon (DMSNAP_GUARDIAN overrides).
+ */
+export function guardianExecutable(): string {
+  if (process.env.DMSNAP_GUARDIAN) return process.env.DMSNAP_GUARDIAN;
+  loadBinding();
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { dirname, join } = require('node:path') as typeof import('node:path');
+  return join(dirname(loadedPath!), 'dmsnap-guardian');
+}
 
 /**
  * Loads the addon once per thread. `DMSNAP_ADDON` may name a specific build (for
@@ -218,7 +237,9 @@ export function loadBinding(): NativeBinding {
   try {
     const override = process.env.DMSNAP_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    addon = override ? require(require('node:path').resolve(override)) : require('bindings')('dmsnap');
+    loadedPath = override ? require('node:path').resolve(override) : require('bindings')({ bindings: 'dmsnap', path: true });
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    addon = require(loadedPath!);
   } catch (cause) {
     throw new DmsnapError(
       `cannot load the dmsnap native addon: ${(cause as Error).message}. ` +

@@ -2,6 +2,7 @@
 #include "addon.h"
 #include "async_work.h"
 #include "file_lock.h"
+#include "guardian.h"
 #include "mount.h"
 
 namespace dmsnap {
@@ -57,6 +58,31 @@ Napi::Value UnlockJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value StartGuardianJs(const Napi::CallbackInfo& info) {
+  std::string executable = StringArg(info, 0, "executable");
+  std::string control = StringArg(info, 1, "controlPath");
+  uint32_t major = Uint32Arg(info, 2, "major");
+  uint32_t minor = Uint32Arg(info, 3, "minor");
+  uint32_t timeout_ms = Uint32Arg(info, 4, "timeoutMs");
+  return PromiseWork<Guardian>::Run(
+      info.Env(), "dmsnap.startGuardian", [=] { return StartGuardian(executable, control, major, minor, timeout_ms); },
+      [](Napi::Env env, Guardian& guardian) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("pid", Napi::Number::New(env, guardian.pid));
+        out.Set("fd", Napi::Number::New(env, guardian.fd));
+        return out;
+      });
+}
+
+Napi::Value FinishGuardianJs(const Napi::CallbackInfo& info) {
+  Guardian guardian{static_cast<int>(Uint32Arg(info, 0, "pid")), static_cast<int>(Uint32Arg(info, 1, "fd"))};
+  if (info.Length() < 3 || !info[2].IsBoolean()) throw Napi::TypeError::New(info.Env(), "done must be a boolean");
+  bool done = info[2].As<Napi::Boolean>().Value();
+  return PromiseWork<int>::Run(
+      info.Env(), "dmsnap.finishGuardian", [=] { return FinishGuardian(guardian, done); },
+      [](Napi::Env env, int& status) -> Napi::Value { return Napi::Number::New(env, status); });
+}
+
 }  // namespace
 
 void RegisterSystem(Napi::Env env, Napi::Object exports) {
@@ -64,6 +90,8 @@ void RegisterSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New(env, UnmountJs, "unmount"));
   exports.Set("tryLock", Napi::Function::New(env, TryLockJs, "tryLock"));
   exports.Set("unlock", Napi::Function::New(env, UnlockJs, "unlock"));
+  exports.Set("startGuardian", Napi::Function::New(env, StartGuardianJs, "startGuardian"));
+  exports.Set("finishGuardian", Napi::Function::New(env, FinishGuardianJs, "finishGuardian"));
 }
 
 }  // namespace dmsnap

@@ -9,6 +9,7 @@ import { DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
 import { copyDevice } from '../snapshot/image';
 import { listOrigins, openOrigin, prepare, type Origin } from '../snapshot/origin';
+import { recover } from '../snapshot/recover';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type Command, ExitCode, type ParsedArgs, UsageError, writeLine } from './command';
 import { ProgressBar } from './progress';
@@ -441,6 +442,37 @@ Example:
   },
 };
 
+const recoverCommand: Command = {
+  name: ['recover'],
+  summary: 'repair what an interrupted dmsnap left: resume origins, remove half-made snapshots',
+  usage: '[--json]',
+  help: `Looks only at devices dmsnap created (its uuid tags) and brings each origin to either
+"snapshot active and valid" or "no snapshot, linear over NAME-real". Safe to run at any
+time, also from a boot unit; running it twice does nothing the second time. Origins that
+another dmsnap process is working on are skipped.
+
+Options:
+  --json   {"actions": [{"origin", "device", "action", "reason"}]} where action is resumed,
+           cleared-inactive-table, removed, restored-linear-table, skipped or kept
+
+Example:
+  dmsnap recover`,
+  options: { json: { type: 'boolean' } },
+  async run(args, io) {
+    return withDm(io, async (dm) => {
+      const actions = await recover(lifecycle(io, dm));
+      if (args.values.json) {
+        writeLine(io.stdout, JSON.stringify({ actions }, null, 2));
+        return ExitCode.ok;
+      }
+      const done = actions.filter((a) => a.action !== 'kept');
+      for (const a of done) writeLine(io.stdout, `${a.action} ${a.device}: ${a.reason}`);
+      if (done.length === 0) info(io, 'dmsnap: nothing to recover');
+      return ExitCode.ok;
+    });
+  },
+};
+
 export const lifecycleCommands: Command[] = [
   prepareCommand,
   releaseCommand,
@@ -450,5 +482,6 @@ export const lifecycleCommands: Command[] = [
   lsCommand,
   backupCommand,
   imageCommand,
+  recoverCommand,
 ];
 

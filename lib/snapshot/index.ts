@@ -7,4 +7,5 @@ export { type LifecycleOptions } from './context';
 export { DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions } from './lock';
 export { UUID_PREFIX, parseTag, type Tag, type DeviceRole } from './tags';
 export { detectFilesystem, type FilesystemType } from './filesystem';
+export { recover, type RecoveryAction, type RecoveryActionKind, type RecoverOptions } from './recover';
 export type { Step, SnapshotStep, DropStep } from './steps';

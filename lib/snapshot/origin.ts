@@ -10,7 +10,7 @@ import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
 import { checkDeviceName } from '../dm/names';
 import { UdevFlags } from '../dm/udev';
 import { DmError, DmsnapError, SyscallError } from '../errors';
-import { callNative } from '../native';
+import { callNative, guardianExecutable } from '../native';
 import { linear } from '../targets/linear';
 import { parseLinearParams } from '../targets/linear';
 import { MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS, snapshot as snapshotTarget } from '../targets/snapshot';
@@ -206,20 +206,26 @@ export class Origin implements SnapshotOwner {
         await this.dm.load(this.name, await this.dm.table(this.realName));
         await after('load-linear-table');
       }
-      // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
-      await this.dm.suspend(this.name, { skipLockfs: true });
+      const wrapper = await this.dm.info(this.name);
+      const guardian = await startGuardian(this.dm, wrapper);
       try {
-        await after('suspend-origin');
-        if (info) {
-          await this.dm.remove(snap.name, { retry: true });
-          await after('remove-snapshot');
+        // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
+        await this.dm.suspend(this.name, { skipLockfs: true });
+        try {
+          await after('suspend-origin');
+          if (info) {
+            await this.dm.remove(snap.name, { retry: true });
+            await after('remove-snapshot');
+          }
+        } catch (error) {
+          if (restoreLinear) await this.dm.clear(this.name).catch(() => undefined);
+          await this.dm.resume(this.name);
+          throw error;
         }
-      } catch (error) {
-        if (restoreLinear) await this.dm.clear(this.name).catch(() => undefined);
         await this.dm.resume(this.name);
-        throw error;
+      } finally {
+        await finishGuardian(this.dm, guardian);
       }
-      await this.dm.resume(this.name);
       await after('resume-origin');
     } finally {
       release();
@@ -235,6 +241,13 @@ export class Origin implements SnapshotOwner {
       );
     }
     const real = await this.dm.info(this.realName);
+    const targets = new Set((await this.dm.targets()).map((t) => t.name));
+    if (!targets.has('snapshot') || !targets.has('snapshot-origin')) {
+      throw new DmsnapError(
+        "the kernel has no device-mapper snapshot target loaded; run \"modprobe dm-snapshot\" as root, then try again",
+        'ERR_DMSNAP_NO_SNAPSHOT_TARGET',
+      );
+    }
     if (await this.dm.find(name)) {
       throw new DmsnapError(`a device-mapper device named "${name}" already exists; choose another snapshot name`, 'EEXIST');
     }
@@ -327,6 +340,9 @@ export class Origin implements SnapshotOwner {
         await after(step);
       }
 
+      // If this process dies while the origin is suspended, the guardian resumes it.
+      // Starting it is the last thing before the freeze, not part of it.
+      const guardian = await startGuardian(dm, plan.wrapper);
       // The freeze: nothing in here waits for udev or does work that could come before.
       const batch = dm.udevBatch();
       let suspended = false;
@@ -352,6 +368,7 @@ export class Origin implements SnapshotOwner {
           preloaded = false;
           await dm.resume(this.name, { batch }).catch(() => undefined);
         }
+        await finishGuardian(dm, guardian);
         await batch.finish();
       }
       const info = snapshotInfoFromTable(name, this.name, 'snapshot', (await dm.table(name))[0].params);
@@ -384,6 +401,27 @@ export class Origin implements SnapshotOwner {
       await dm.resume(this.name, { skipLockfs: true }).catch(() => undefined);
     }
   }
+}
+
+/** How long the guardian may take to start and open the control node. */
+const GUARDIAN_START_TIMEOUT_MS = 10_000;
+
+async function startGuardian(dm: DeviceMapper, origin: DevNumber): Promise<{ pid: number; fd: number }> {
+  const binding = dm.nativeBinding;
+  try {
+    return await callNative(() => binding.startGuardian(guardianExecutable(), dm.controlPath, origin.major, origin.minor, GUARDIAN_START_TIMEOUT_MS));
+  } catch (error) {
+    throw new DmsnapError(
+      `cannot start dmsnap-guardian, which resumes the origin should dmsnap die while it is suspended: ${(error as Error).message}. ` +
+        'Rebuild dmsnap (npm rebuild dmsnap) so that build/Release/dmsnap-guardian exists',
+      'ERR_DMSNAP_GUARDIAN',
+      { cause: error },
+    );
+  }
+}
+
+async function finishGuardian(dm: DeviceMapper, guardian: { pid: number; fd: number }): Promise<void> {
+  await callNative(() => dm.nativeBinding.finishGuardian(guardian.pid, guardian.fd, true)).catch(() => undefined);
 }
 
 interface SnapshotPlan {

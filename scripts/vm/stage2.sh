@@ -27,6 +27,9 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 project
 ip link set lo up 2>/dev/null
 hostname dmsnap-vm
 
+# The kernel modules of the initramfs, for tests that unload and reload one.
+mkdir -p $H/run/dmsnap-modules && cp /lib/modules/*.ko $H/run/dmsnap-modules/ 2>/dev/null
+
 # The console is a serial line: no CR before LF, so the host sees plain text.
 stty -onlcr < /dev/console 2>/dev/null
 

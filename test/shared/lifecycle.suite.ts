@@ -3,7 +3,7 @@
  * real kernel (VM): prepare, snapshot, status, watch, drop, release, and the
  * transaction guarantees.
  */
-import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, withSnapshot, type Origin, type Step } from '../../lib';
+import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, recover, withSnapshot, type Origin, type Step } from '../../lib';
 
 export interface LifecycleEnvironment {
   /** A client for the environment's kernel (fake or real). */
@@ -366,6 +366,67 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       } finally {
         unlock();
       }
+    });
+  });
+
+  describe('recover', () => {
+    /** Builds the devices of a snapshot interrupted at a given point, as a crash leaves them. */
+    async function interrupted(stage: 'loaded' | 'suspended' | 'snapshot-resumed' | 'complete') {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(2 * MiB);
+      const real = await dm.info(origin.realName);
+      const snapName = `${origin.name}-snap`;
+      const size = origin.sizeSectors;
+      await dm.create(snapName, { uuid: `DMSNAP-${origin.originId}-snap-0badc0de` });
+      await dm.load(snapName, `0 ${size} snapshot ${real.major}:${real.minor} ${cow} P 32`);
+      await dm.load(origin.name, `0 ${size} snapshot-origin ${real.major}:${real.minor}`);
+      if (stage !== 'loaded') await dm.suspend(origin.name);
+      if (stage === 'snapshot-resumed' || stage === 'complete') await dm.resume(snapName);
+      if (stage === 'complete') await dm.resume(origin.name);
+      return { origin, snapName };
+    }
+
+    it.each(['loaded', 'suspended', 'snapshot-resumed'] as const)('undoes a snapshot interrupted when %s', async (stage) => {
+      const { origin, snapName } = await interrupted(stage);
+      const linear = await dm.table(origin.realName);
+      const actions = await recover({ dm, lockDir: env.lockDir });
+      const mine = actions.filter((a) => a.device.startsWith(origin.name));
+      expect(mine.map((a) => `${a.action} ${a.device}`)).toEqual(
+        [
+          `cleared-inactive-table ${origin.name}`,
+          ...(stage === 'loaded' ? [] : [`resumed ${origin.name}`]),
+          `removed ${snapName}`,
+        ],
+      );
+      expect(await dm.table(origin.name)).toEqual(linear);
+      expect((await dm.info(origin.name)).suspended).toBe(false);
+      expect(await dm.find(snapName)).toBeUndefined();
+      // Idempotent: nothing more to do.
+      expect((await recover({ dm, lockDir: env.lockDir })).filter((a) => a.device.startsWith(origin.name))).toEqual([]);
+      // And the next snapshot works.
+      await (await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB) })).drop();
+    });
+
+    it('keeps a snapshot that completed, and restores linear when only snapshot-origin is left', async () => {
+      const { origin, snapName } = await interrupted('complete');
+      const actions = (await recover({ dm, lockDir: env.lockDir })).filter((a) => a.device.startsWith(origin.name));
+      expect(actions).toEqual([{ origin: origin.name, device: snapName, action: 'kept', reason: expect.any(String) }]);
+      expect((await dm.info(snapName)).liveTable).toBe(true);
+      await dm.remove(snapName);
+      const after = (await recover({ dm, lockDir: env.lockDir })).filter((a) => a.device.startsWith(origin.name));
+      expect(after.map((a) => a.action)).toEqual(['restored-linear-table']);
+      expect(await dm.table(origin.name)).toEqual(await dm.table(origin.realName));
+    });
+
+    it('removes NAME-real left by an interrupted prepare, and never touches other devices', async () => {
+      const origin = await prepared();
+      await dm.remove(origin.name);
+      const foreign = `${prefix}foreign`;
+      await dm.create(foreign, { table: '0 8 zero' });
+      await dm.suspend(foreign);
+      const actions = (await recover({ dm, lockDir: env.lockDir })).filter((a) => a.device.startsWith(prefix));
+      expect(actions.map((a) => `${a.action} ${a.device}`)).toEqual([`removed ${origin.realName}`]);
+      expect((await dm.info(foreign)).suspended).toBe(true);
     });
   });
 }

@@ -131,6 +131,8 @@ export interface FakeSystem {
   mounts: Map<string, string>;
   /** Bytes zeroed by zeroDeviceStart, per path. */
   zeroed: Map<string, number>;
+  /** Guardians started and not yet finished. */
+  guardians: number;
 }
 
 const EPERM = 1;
@@ -366,6 +368,7 @@ export function createFakeSystem(): FakeSystem {
     settle,
     mounts: new Map(),
     zeroed: new Map(),
+    guardians: 0,
   };
 
   // ---- block devices -------------------------------------------------------------
@@ -1458,6 +1461,16 @@ export function createFakeSystem(): FakeSystem {
       close();
       mountClosers.delete(target);
       system.mounts.delete(target);
+    },
+    // The fake kernel never outlives the test process: a guardian has nothing to do.
+    async startGuardian(_executable: string, controlPath: string) {
+      if (!system.dmLoaded) return failOpen(ENOENT, 'open', controlPath);
+      system.guardians++;
+      return { pid: 0, fd: -1 };
+    },
+    async finishGuardian(_pid: number, _fd: number, done: boolean) {
+      system.guardians--;
+      return done ? 0 : 1;
     },
     // Advisory locks are plain files: the real flock works on this machine too.
     tryLock: (fd: number) => loadBinding().tryLock(fd),

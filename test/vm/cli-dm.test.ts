@@ -90,7 +90,7 @@ describe('dmsnap dm', () => {
     expect(cli(['dm', 'create']).status).toBe(2);
     expect(cli(['dm', 'create', 'a', 'b']).status).toBe(2);
     expect(cli(['dm', 'message', 'x', 'y', 'z']).status).toBe(2);
-    expect(cli(['dm', 'create', 'bad/name', '--table', '0 8 zero'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/without '\/'/) });
+    expect(cli(['dm', 'create', 'bad/name', '--table', '0 8 zero'])).toMatchObject({ status: 2, stderr: expect.stringMatching(/without '\/'/) });
     const rejected = cli(['dm', 'create', `${prefix}rej`, '--table', '0 8 bogus-target']);
     expect(rejected.status).toBe(1);
     expect(rejected.stderr).toMatch(/rejected the table "0 8 bogus-target"; see dmesg/);

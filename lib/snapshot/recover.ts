@@ -1,0 +1,122 @@
+/**
+ * Recovery after a crash, from the kernel's state alone: every interrupted state of a
+ * dmsnap origin is brought back to either "snapshot active and valid" or "no snapshot,
+ * origin linear over NAME-real". Idempotent, and it never touches a device without
+ * dmsnap's tag.
+ */
+import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
+import { DmsnapError } from '../errors';
+import { clientOf, type LifecycleOptions } from './context';
+import { scanGroups, type OriginGroup, type TaggedDevice } from './discover';
+import { lockOrigin } from './lock';
+import { devKey } from './stack';
+
+export type RecoveryActionKind = 'resumed' | 'cleared-inactive-table' | 'removed' | 'restored-linear-table' | 'skipped' | 'kept';
+
+/** One thing recover did (or found fine, or could not do). */
+export interface RecoveryAction {
+  /** The origin's name, when its wrapper exists. */
+  origin: string | null;
+  /** The device acted on. */
+  device: string;
+  action: RecoveryActionKind;
+  reason: string;
+}
+
+export interface RecoverOptions extends LifecycleOptions {}
+
+/** How long recover waits for an origin's lock before skipping that origin. */
+const RECOVER_LOCK_TIMEOUT_MS = 2000;
+
+export async function recover(options: RecoverOptions = {}): Promise<RecoveryAction[]> {
+  const dm = await clientOf(options);
+  const actions: RecoveryAction[] = [];
+  for (const group of (await scanGroups(dm)).values()) {
+    const name = group.origin?.name ?? group.real?.name.replace(/-real$/, '') ?? group.snaps[0]?.name;
+    let unlock: (() => void) | undefined;
+    try {
+      unlock = await lockOrigin(dm.nativeBinding, name, { ...options, lockTimeoutMs: options.lockTimeoutMs ?? RECOVER_LOCK_TIMEOUT_MS });
+    } catch (error) {
+      if (error instanceof DmsnapError && error.code === 'ERR_DMSNAP_LOCKED') {
+        actions.push({ origin: group.origin?.name ?? null, device: name, action: 'skipped', reason: 'another dmsnap process is working on it now' });
+        continue;
+      }
+      throw error;
+    }
+    try {
+      await recoverGroup(dm, group, actions);
+    } finally {
+      unlock();
+    }
+  }
+  return actions;
+}
+
+async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: RecoveryAction[]): Promise<void> {
+  const origin = group.origin?.name ?? null;
+  const note = (device: string, action: RecoveryActionKind, reason: string) => actions.push({ origin, device, action, reason });
+
+  // 1. The origin first: it must be live, and carry no half-loaded table.
+  let wrapper: DeviceInfo | undefined = group.origin ? await dm.find(group.origin.name) : undefined;
+  if (wrapper) {
+    if (wrapper.inactiveTable) {
+      await dm.clear(wrapper.name);
+      note(wrapper.name, 'cleared-inactive-table', 'a table loaded for a swap that never happened');
+    }
+    if (wrapper.suspended) {
+      await dm.resume(wrapper.name);
+      note(wrapper.name, 'resumed', 'it was suspended (a dmsnap run died during a freeze)');
+    }
+    wrapper = await dm.info(wrapper.name);
+  }
+  const real = group.real ? await dm.find(group.real.name) : undefined;
+  const [wrapperLine] = wrapper?.liveTable ? await dm.table(wrapper.name) : [];
+  const originTracksReal = real !== undefined && wrapperLine?.type === 'snapshot-origin' && wrapperLine.params === devKey(real);
+
+  // 2. Snapshots: keep those that are active and fed by the origin; remove the rest.
+  let kept = 0;
+  for (const snap of group.snaps) {
+    const problem = await snapshotProblem(dm, snap, real, originTracksReal);
+    if (problem === undefined) {
+      kept++;
+      note(snap.name, 'kept', 'an active snapshot of its origin');
+      continue;
+    }
+    const info = await dm.find(snap.name);
+    if (info?.inactiveTable) await dm.clear(snap.name);
+    if (info?.suspended && info.liveTable) await dm.resume(snap.name);
+    await dm.remove(snap.name, { retry: true });
+    note(snap.name, 'removed', problem);
+  }
+
+  // 3. With no snapshot left, the origin goes back to linear over NAME-real.
+  if (wrapper && real && wrapperLine?.type === 'snapshot-origin' && kept === 0) {
+    await dm.load(wrapper.name, await dm.table(real.name));
+    await dm.resume(wrapper.name, { skipLockfs: true });
+    note(wrapper.name, 'restored-linear-table', 'snapshot-origin without any snapshot');
+  }
+
+  // 4. Leftovers of an interrupted prepare: NAME-real without NAME.
+  if (!wrapper && real) {
+    await dm.remove(real.name, { retry: true });
+    note(real.name, 'removed', 'NAME-real without its origin (an interrupted prepare or release)');
+  }
+}
+
+/** Why a snapshot device must go, or undefined when it is a working snapshot. */
+async function snapshotProblem(
+  dm: DeviceMapper,
+  snap: TaggedDevice,
+  real: DeviceInfo | undefined,
+  originTracksReal: boolean,
+): Promise<string | undefined> {
+  const info = await dm.find(snap.name);
+  if (!info) return undefined;
+  if (!info.liveTable) return 'a snapshot device that was never activated (an interrupted snapshot)';
+  if (info.suspended) return 'a suspended snapshot device (an interrupted snapshot)';
+  const [line] = await dm.table(snap.name);
+  if (line?.type !== 'snapshot' && line?.type !== 'snapshot-merge') return `a dmsnap snapshot device with a ${line?.type ?? 'missing'} table`;
+  if (!real || !line.params.startsWith(`${devKey(real)} `)) return "a snapshot whose origin's NAME-real is gone";
+  if (!originTracksReal) return 'a snapshot the origin does not feed (the swap to snapshot-origin never happened): it no longer shows one instant';
+  return undefined;
+}

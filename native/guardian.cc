@@ -1,0 +1,72 @@
+#include "guardian.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "sys_error.h"
+
+extern char** environ;
+
+namespace dmsnap {
+
+Guardian StartGuardian(const std::string& executable, const std::string& control_path, uint32_t major,
+                       uint32_t minor, uint32_t timeout_ms) {
+  int pair[2];
+  // Close-on-exec on both ends: no other child may inherit our end, or the guardian
+  // would never see end of file when we die.
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) throw SysError(errno, "socketpair", "", "");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pair[1], STDIN_FILENO);
+  std::string major_text = std::to_string(major);
+  std::string minor_text = std::to_string(minor);
+  std::vector<char*> argv = {const_cast<char*>(executable.c_str()), const_cast<char*>(control_path.c_str()),
+                             major_text.data(), minor_text.data(), nullptr};
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, executable.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pair[1]);
+  if (rc != 0) {
+    ::close(pair[0]);
+    throw SysError(rc, "posix_spawn", "", executable);
+  }
+  Guardian guardian{pid, pair[0]};
+  struct pollfd fds = {guardian.fd, POLLIN, 0};
+  int ready = 0;
+  do {
+    ready = ::poll(&fds, 1, static_cast<int>(timeout_ms));
+  } while (ready < 0 && errno == EINTR);
+  char byte = 0;
+  if (ready <= 0 || ::read(guardian.fd, &byte, 1) != 1 || byte != 'R') {
+    // It could not open the control node, or hung: it is no guardian.
+    ::close(guardian.fd);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    throw SysError(ready == 0 ? ETIMEDOUT : ECHILD, "dmsnap-guardian", "", executable);
+  }
+  return guardian;
+}
+
+int FinishGuardian(Guardian guardian, bool done) {
+  if (done) {
+    ssize_t ignored = ::write(guardian.fd, "D", 1);  // if it is gone already, waitpid says so
+    (void)ignored;
+  }
+  ::close(guardian.fd);
+  int status = 0;
+  while (::waitpid(guardian.pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace dmsnap
