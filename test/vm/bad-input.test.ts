@@ -16,94 +16,94 @@ let readOnlyCow: string;
 let mountedDisk: string;
 let mountDir: string;
 
-beforeAll(() => {
-  disk = createLoopDevice(32 * MiB);
-  cow = createLoopDevice(8 * MiB);
-  small = createLoopDevice(64 * 1024);
-  ext4Cow = createLoopDevice(8 * MiB);
-  run('mkfs.ext4', ['-q', ext4Cow]);
-  readOnlyCow = createLoopDevice(8 * MiB);
-  run('blockdev', ['--setro', readOnlyCow]);
-  mountedDisk = createLoopDevice(16 * MiB);
-  run('mkfs.ext4', ['-q', mountedDisk]);
-  mountDir = mkdtempSync('/tmp/dmsnap-bad-');
-  run('mount', [mountedDisk, mountDir]);
-  expect(cli(['prepare', disk, '--name', name]).status).toBe(0);
-  expect(cli(['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-taken`]).status).toBe(0);
-});
-
-afterAll(() => {
-  run('umount', [mountDir]);
-  cli(['drop', name]);
-  cli(['release', name]);
-});
-
-const file = () => {
-  const path = `${mkdtempSync('/tmp/dmsnap-file-')}/plain`;
-  writeFileSync(path, Buffer.alloc(1024 * 1024));
-  return path;
-};
-
-type Case = [string, () => string[], number, RegExp];
-const cases: Case[] = [
-  ['prepare of a missing path', () => ['prepare', '/dev/dmsnap-nothing-here'], 1, /ENOENT/],
-  ['prepare of a regular file', () => ['prepare', file(), '--name', `${name}x`], 1, /not a block device/],
-  ['prepare of a character device', () => ['prepare', '/dev/null', '--name', `${name}y`], 1, /not a block device/],
-  ['a name with a slash', () => ['prepare', disk, '--name', 'a/b'], 2, /without '\/'/],
-  ['a name too long for NAME-real', () => ['prepare', disk, '--name', 'n'.repeat(125)], 2, /1 to 127 bytes/],
-  ['a chunk size that is not a power of two', () => ['snapshot', name, '--cow', cow, '--chunk-size', '24'], 2, /power of two/],
-  ['a chunk size below 8 sectors', () => ['snapshot', name, '--cow', cow, '--chunk-size', '2k'], 2, /power of two from 8/],
-  ['a chunk size above 2^21 sectors', () => ['snapshot', name, '--cow', cow, '--chunk-size', '2G'], 2, /power of two from 8 to 2097152/],
-  ['a COW smaller than the minimum', () => ['snapshot', name, '--cow', small, '--chunk-size', '64'], 1, /needs at least/],
-  ['the origin as its own COW', () => ['snapshot', name, '--cow', `/dev/mapper/${name}`, '--snapshot-name', `${name}-s2`], 1, /shares blocks with it/],
-  ['the backing device as the COW', () => ['snapshot', name, '--cow', disk, '--snapshot-name', `${name}-s2`], 1, /shares blocks with it/],
-  ['a COW in use by another snapshot', () => ['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-s2`], 4, /in use/],
-  ['a COW with a filesystem', () => ['snapshot', name, '--cow', ext4Cow, '--snapshot-name', `${name}-s2`], 1, /holds an ext4 filesystem/],
-  ['a read-only COW', () => ['snapshot', name, '--cow', readOnlyCow, '--snapshot-name', `${name}-s2`], 1, /read-only/],
-  ['a regular file as the COW', () => ['snapshot', name, '--cow', file(), '--snapshot-name', `${name}-s2`], 1, /not a block device/],
-  ['a snapshot of an unprepared name', () => ['snapshot', `${name}-none`, '--cow', cow], 1, /no origin named.*dmsnap prepare/],
-  ['a duplicate snapshot name', () => ['snapshot', name, '--cow', createLoopDevice(8 * MiB), '--snapshot-name', `${name}-taken`], 1, /already exists/],
-  ['a drop of an unknown origin', () => ['drop', `${name}-none`], 1, /no origin named/],
-  ['a drop of an unknown snapshot', () => ['drop', name, '--snapshot-name', 'nope'], 1, /no snapshot named "nope"/],
-  ['a release of an unknown origin', () => ['release', `${name}-none`], 1, /no origin named/],
-  ['a release with snapshots', () => ['release', name], 1, /drop them first/],
-  ['prepare of a mounted device', () => ['prepare', mountedDisk, '--name', `${name}m`], 4, /must run before the filesystem is mounted/],
-  ['an unknown option', () => ['snapshot', name, '--cow', cow, '--frobnicate'], 2, /Unknown option '--frobnicate'/],
-];
-
 describe('bad input', () => {
-  it.each(cases)('refuses %s', (_what, args, code, message) => {
-    const argv = args();
-    const before = dmsetupState();
-    const result = cli(argv);
-    expect({ status: result.status, stdout: result.stdout }).toEqual({ status: code, stdout: '' });
-    expect(result.stderr).toMatch(message);
-    expect(dmsetupState()).toBe(before);
-  });
-
-  it('refuses a non-root caller', () => {
-    const before = dmsetupState();
-    const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'dist/lib/cli/main.js', 'snapshot', name, '--cow', cow], {
-      encoding: 'utf8',
-      env: { ...process.env, DMSNAP_LOCK_DIR: mkdtempSync('/tmp/dmsnap-nobody-') },
-    });
-    expect(result.status).toBe(1);
-    expect(result.stderr).toMatch(/run as root/);
-    expect(dmsetupState()).toBe(before);
-  });
-
-  it('says to load dm-snapshot when the kernel lacks it', () => {
-    cli(['drop', name]);
-    const before = dmsetupState();
-    run('rmmod', ['dm_snapshot']);
-    try {
-      const result = cli(['snapshot', name, '--cow', cow]);
-      expect(result.status).toBe(1);
-      expect(result.stderr).toMatch(/modprobe dm-snapshot/);
-      expect(dmsetupState()).toBe(before);
-    } finally {
-      run('insmod', ['/run/dmsnap-modules/dm-snapshot.ko']);
-    }
+  beforeAll(() => {
+    disk = createLoopDevice(32 * MiB);
+    cow = createLoopDevice(8 * MiB);
+    small = createLoopDevice(64 * 1024);
+    ext4Cow = createLoopDevice(8 * MiB);
+    run('mkfs.ext4', ['-q', ext4Cow]);
+    readOnlyCow = createLoopDevice(8 * MiB);
+    run('blockdev', ['--setro', readOnlyCow]);
+    mountedDisk = createLoopDevice(16 * MiB);
+    run('mkfs.ext4', ['-q', mountedDisk]);
+    mountDir = mkdtempSync('/tmp/dmsnap-bad-');
+    run('mount', [mountedDisk, mountDir]);
+    expect(cli(['prepare', disk, '--name', name]).status).toBe(0);
     expect(cli(['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-taken`]).status).toBe(0);
   });
+
+  afterAll(() => {
+    run('umount', [mountDir]);
+    cli(['drop', name]);
+    cli(['release', name]);
+  });
+
+  const file = () => {
+    const path = `${mkdtempSync('/tmp/dmsnap-file-')}/plain`;
+    writeFileSync(path, Buffer.alloc(1024 * 1024));
+    return path;
+  };
+
+  type Case = [string, () => string[], number, RegExp];
+  const cases: Case[] = [
+    ['prepare of a missing path', () => ['prepare', '/dev/dmsnap-nothing-here'], 1, /ENOENT/],
+    ['prepare of a regular file', () => ['prepare', file(), '--name', `${name}x`], 1, /not a block device/],
+    ['prepare of a character device', () => ['prepare', '/dev/null', '--name', `${name}y`], 1, /not a block device/],
+    ['a name with a slash', () => ['prepare', disk, '--name', 'a/b'], 2, /without '\/'/],
+    ['a name too long for NAME-real', () => ['prepare', disk, '--name', 'n'.repeat(125)], 2, /1 to 127 bytes/],
+    ['a chunk size that is not a power of two', () => ['snapshot', name, '--cow', cow, '--chunk-size', '24'], 2, /power of two/],
+    ['a chunk size below 8 sectors', () => ['snapshot', name, '--cow', cow, '--chunk-size', '2k'], 2, /power of two from 8/],
+    ['a chunk size above 2^21 sectors', () => ['snapshot', name, '--cow', cow, '--chunk-size', '2G'], 2, /power of two from 8 to 2097152/],
+    ['a COW smaller than the minimum', () => ['snapshot', name, '--cow', small, '--chunk-size', '64'], 1, /needs at least/],
+    ['the origin as its own COW', () => ['snapshot', name, '--cow', `/dev/mapper/${name}`, '--snapshot-name', `${name}-s2`], 1, /shares blocks with it/],
+    ['the backing device as the COW', () => ['snapshot', name, '--cow', disk, '--snapshot-name', `${name}-s2`], 1, /shares blocks with it/],
+    ['a COW in use by another snapshot', () => ['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-s2`], 4, /in use/],
+    ['a COW with a filesystem', () => ['snapshot', name, '--cow', ext4Cow, '--snapshot-name', `${name}-s2`], 1, /holds an ext4 filesystem/],
+    ['a read-only COW', () => ['snapshot', name, '--cow', readOnlyCow, '--snapshot-name', `${name}-s2`], 1, /read-only/],
+    ['a regular file as the COW', () => ['snapshot', name, '--cow', file(), '--snapshot-name', `${name}-s2`], 1, /not a block device/],
+    ['a snapshot of an unprepared name', () => ['snapshot', `${name}-none`, '--cow', cow], 1, /no origin named.*dmsnap prepare/],
+    ['a duplicate snapshot name', () => ['snapshot', name, '--cow', createLoopDevice(8 * MiB), '--snapshot-name', `${name}-taken`], 1, /already exists/],
+    ['a drop of an unknown origin', () => ['drop', `${name}-none`], 1, /no origin named/],
+    ['a drop of an unknown snapshot', () => ['drop', name, '--snapshot-name', 'nope'], 1, /no snapshot named "nope"/],
+    ['a release of an unknown origin', () => ['release', `${name}-none`], 1, /no origin named/],
+    ['a release with snapshots', () => ['release', name], 1, /drop them first/],
+    ['prepare of a mounted device', () => ['prepare', mountedDisk, '--name', `${name}m`], 4, /must run before the filesystem is mounted/],
+    ['an unknown option', () => ['snapshot', name, '--cow', cow, '--frobnicate'], 2, /Unknown option '--frobnicate'/],
+  ];
+
+    it.each(cases)('refuses %s', (_what, args, code, message) => {
+      const argv = args();
+      const before = dmsetupState();
+      const result = cli(argv);
+      expect({ status: result.status, stdout: result.stdout }).toEqual({ status: code, stdout: '' });
+      expect(result.stderr).toMatch(message);
+      expect(dmsetupState()).toBe(before);
+    });
+
+    it('refuses a non-root caller', () => {
+      const before = dmsetupState();
+      const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'dist/lib/cli/main.js', 'snapshot', name, '--cow', cow], {
+        encoding: 'utf8',
+        env: { ...process.env, DMSNAP_LOCK_DIR: mkdtempSync('/tmp/dmsnap-nobody-') },
+      });
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(/run as root/);
+      expect(dmsetupState()).toBe(before);
+    });
+
+    it('says to load dm-snapshot when the kernel lacks it', () => {
+      cli(['drop', name]);
+      const before = dmsetupState();
+      run('rmmod', ['dm_snapshot']);
+      try {
+        const result = cli(['snapshot', name, '--cow', cow]);
+        expect(result.status).toBe(1);
+        expect(result.stderr).toMatch(/modprobe dm-snapshot/);
+        expect(dmsetupState()).toBe(before);
+      } finally {
+        run('insmod', ['/run/dmsnap-modules/dm-snapshot.ko']);
+      }
+      expect(cli(['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-taken`]).status).toBe(0);
+    });
 });
