@@ -23,11 +23,10 @@ export interface ImageOptions {
   signal?: AbortSignal;
 }
 
+const ZEROS = Buffer.alloc(HOLE_BYTES);
+
 function allZero(buffer: Buffer, start: number, end: number): boolean {
-  for (let i = start; i < end; i += 8) {
-    if (buffer.readBigUInt64LE(i) !== 0n) return false;
-  }
-  return true;
+  return buffer.subarray(start, end).equals(ZEROS.subarray(0, end - start));
 }
 
 async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
