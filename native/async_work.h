@@ -85,4 +85,18 @@ class PromiseWork : public Napi::AsyncWorker {
   std::string message_;
 };
 
+// Runs core work that returns nothing; the promise resolves with undefined.
+struct Nothing {};
+
+template <typename Fn>
+Napi::Promise RunVoid(Napi::Env env, const char* name, Fn work) {
+  return PromiseWork<Nothing>::Run(
+      env, name,
+      [work] {
+        work();
+        return Nothing{};
+      },
+      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+}
+
 }  // namespace dmsnap

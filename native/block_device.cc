@@ -10,28 +10,10 @@
 
 #include <algorithm>
 
+#include "fd.h"
 #include "sys_error.h"
 
 namespace dmsnap {
-
-namespace {
-
-// Closes the descriptor on every path out of QueryBlockDevice.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-}  // namespace
 
 BlockDeviceInfo QueryBlockDevice(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));

@@ -9,8 +9,6 @@ namespace {
 
 std::string PathArgument(const Napi::CallbackInfo& info) { return StringArg(info, 0, "path"); }
 
-struct Nothing {};
-
 Napi::Value QueryBlockDeviceJs(const Napi::CallbackInfo& info) {
   std::string path = PathArgument(info);
   return PromiseWork<BlockDeviceInfo>::Run(
@@ -44,24 +42,12 @@ Napi::Value MakeBlockNodeJs(const Napi::CallbackInfo& info) {
   uint32_t major = Uint32Arg(info, 1, "major");
   uint32_t minor = Uint32Arg(info, 2, "minor");
   uint32_t mode = Uint32Arg(info, 3, "mode");
-  return PromiseWork<Nothing>::Run(
-      info.Env(), "dmsnap.makeBlockNode",
-      [=] {
-        MakeBlockNode(path, major, minor, mode);
-        return Nothing{};
-      },
-      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+  return RunVoid(info.Env(), "dmsnap.makeBlockNode", [=] { MakeBlockNode(path, major, minor, mode); });
 }
 
 Napi::Value CheckExclusiveJs(const Napi::CallbackInfo& info) {
   std::string path = PathArgument(info);
-  return PromiseWork<Nothing>::Run(
-      info.Env(), "dmsnap.checkExclusive",
-      [=] {
-        CheckExclusive(path);
-        return Nothing{};
-      },
-      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+  return RunVoid(info.Env(), "dmsnap.checkExclusive", [=] { CheckExclusive(path); });
 }
 
 Napi::Value ZeroDeviceStartJs(const Napi::CallbackInfo& info) {
@@ -70,13 +56,7 @@ Napi::Value ZeroDeviceStartJs(const Napi::CallbackInfo& info) {
   uint32_t minor = Uint32Arg(info, 2, "minor");
   double length = NumberArg(info, 3, "lengthBytes");
   if (length < 0 || length > 1073741824.0) throw Napi::RangeError::New(info.Env(), "lengthBytes must be from 0 to 1 GiB");
-  return PromiseWork<Nothing>::Run(
-      info.Env(), "dmsnap.zeroDeviceStart",
-      [=] {
-        ZeroDeviceStart(path, major, minor, static_cast<uint64_t>(length));
-        return Nothing{};
-      },
-      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+  return RunVoid(info.Env(), "dmsnap.zeroDeviceStart", [=] { ZeroDeviceStart(path, major, minor, static_cast<uint64_t>(length)); });
 }
 
 Napi::Value ReadDeviceBytesJs(const Napi::CallbackInfo& info) {

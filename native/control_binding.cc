@@ -92,8 +92,6 @@ Napi::Array TargetsToJs(Napi::Env env, const std::vector<Target>& targets) {
   return out;
 }
 
-struct Nothing {};
-
 class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -307,13 +305,7 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
 
   Napi::Value ArmPoll(const Napi::CallbackInfo& info) {
     ControlPtr control = Get(info.Env());
-    return PromiseWork<Nothing>::Run(
-        info.Env(), "dmsnap.armPoll",
-        [control] {
-          control->ArmPoll();
-          return Nothing{};
-        },
-        [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+    return RunVoid(info.Env(), "dmsnap.armPoll", [control] { control->ArmPoll(); });
   }
 
   // Waits on a thread of its own (poll(2) on the descriptor and a cancel eventfd) and

@@ -12,28 +12,13 @@
 #include <type_traits>
 #include <utility>
 
+#include "fd.h"
 #include "libblkid.h"
 #include "sys_error.h"
 
 namespace dmsnap {
 
 namespace {
-
-// Closes the descriptor on every path out of ProbeSignatures; blkid never closes a
-// descriptor it was given.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 struct FreeProbe {
   void operator()(BlkidProbe probe) const { Blkid().free_probe(probe); }

@@ -9,33 +9,19 @@ namespace dmsnap {
 
 namespace {
 
-struct Nothing {};
-
 Napi::Value MountJs(const Napi::CallbackInfo& info) {
   std::string source = StringArg(info, 0, "source");
   std::string target = StringArg(info, 1, "target");
   std::string fstype = StringArg(info, 2, "fstype");
   uint32_t flags = Uint32Arg(info, 3, "flags");
   std::string data = StringArg(info, 4, "data");
-  return PromiseWork<Nothing>::Run(
-      info.Env(), "dmsnap.mount",
-      [=] {
-        MountFilesystem(source, target, fstype, flags, data);
-        return Nothing{};
-      },
-      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+  return RunVoid(info.Env(), "dmsnap.mount", [=] { MountFilesystem(source, target, fstype, flags, data); });
 }
 
 Napi::Value UnmountJs(const Napi::CallbackInfo& info) {
   std::string target = StringArg(info, 0, "target");
   uint32_t flags = Uint32Arg(info, 1, "flags");
-  return PromiseWork<Nothing>::Run(
-      info.Env(), "dmsnap.unmount",
-      [=] {
-        UnmountFilesystem(target, flags);
-        return Nothing{};
-      },
-      [](Napi::Env env, Nothing&) -> Napi::Value { return env.Undefined(); });
+  return RunVoid(info.Env(), "dmsnap.unmount", [=] { UnmountFilesystem(target, flags); });
 }
 
 // flock with LOCK_NB never blocks: a plain synchronous call.

@@ -404,7 +404,16 @@ export class DeviceMapper {
     try {
       for (;;) {
         // Arm first, then look: an event between the two still wakes the poll.
-        await callNative(() => poller.armPoll());
+        try {
+          await callNative(() => poller.armPoll());
+        } catch (error) {
+          // Kernels before device-mapper 4.36 have no DM_DEV_ARM_POLL: fall back to
+          // DM_DEV_WAIT, which holds a thread-pool thread and cannot be cancelled.
+          if (error instanceof DmError && (error.code === 'ENOTTY' || error.code === 'EINVAL')) {
+            return this.toInfo(await this.call(() => this.control.waitEvent(byNumber, target)));
+          }
+          throw error;
+        }
         const info = await this.call(() => this.control.info(byNumber, 0));
         if (info.eventNr !== target) return this.toInfo(info);
         signal?.throwIfAborted();

@@ -98,7 +98,8 @@ export async function copyDevice(source: string, sizeBytes: number, target: stri
     if (output) {
       // Trailing holes: give the file its full length.
       if (sparse) await output.truncate(sizeBytes);
-      await output.sync();
+      // Make a file durable; a device such as /dev/null cannot be synced.
+      if ((await output.stat()).isFile()) await output.sync();
     }
     return position;
   } finally {

@@ -231,6 +231,10 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       await env.writeThrough(origin.devicePath, 1 * MiB, 8 * MiB);
       await snap.drop();
       expect((await dm.table(origin.name))[0].type).toBe('linear');
+      // The same COW serves the next snapshot: its header is zeroed again.
+      const next = await origin.snapshot({ cow: snap.info.cow.path!, chunkSectors: 8 });
+      expect((await next.status()).state).toBe('active');
+      await next.drop();
     });
 
     it('calls onUsage when usage passes a threshold', async () => {

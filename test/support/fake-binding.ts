@@ -5,6 +5,9 @@
  * error factory), so the shared suites run unchanged against it and against the real
  * addon in the VM.
  */
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   loadBinding,
   makeSyscallError,
@@ -1477,4 +1480,21 @@ export function createFakeSystem(): FakeSystem {
     unlock: (fd: number) => loadBinding().unlock(fd),
   };
   return system;
+}
+
+/**
+ * A temporary folder to stand in for /dev/mapper: the fake's mknod makes a symbolic link
+ * there (unprivileged tests cannot make block nodes), which the client treats as it
+ * treats udev's links. Returns the folder and a function that removes it.
+ */
+export function fakeNodeDirectory(system: FakeSystem): { devDir: string; remove(): void } {
+  const devDir = mkdtempSync(join(tmpdir(), 'dmsnap-nodes-'));
+  const makeBlockNode = system.binding.makeBlockNode.bind(system.binding);
+  system.binding.makeBlockNode = async (path, major, minor, mode) => {
+    // The client unlinks nodes with fs; the fake's record of them follows the disk.
+    system.nodes.delete(path);
+    await makeBlockNode(path, major, minor, mode);
+    symlinkSync(`/dev/fake-${major}-${minor}`, path);
+  };
+  return { devDir, remove: () => rmSync(devDir, { recursive: true, force: true }) };
 }

@@ -3,31 +3,22 @@
  * folder, where the fake's mknod makes a symbolic link (unprivileged tests cannot make
  * block nodes), which the client treats like udev's links.
  */
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper, DmError } from '../../lib';
 import { deviceMapperSuite } from '../shared/device-mapper.suite';
-import { createFakeSystem, type FakeSystem } from '../support/fake-binding';
+import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 
 let system: FakeSystem;
 let devDir: string;
+let nodes: { devDir: string; remove(): void };
 
 beforeEach(() => {
   system = createFakeSystem();
-  devDir = mkdtempSync(join(tmpdir(), 'dmsnap-nodes-'));
-  const makeBlockNode = system.binding.makeBlockNode.bind(system.binding);
-  system.binding.makeBlockNode = async (path, major, minor, mode) => {
-    // The client unlinks nodes with fs; the fake's record of them follows the disk.
-    system.nodes.delete(path);
-    await makeBlockNode(path, major, minor, mode);
-    symlinkSync(`/dev/fake-${major}-${minor}`, path);
-  };
+  nodes = fakeNodeDirectory(system);
+  devDir = nodes.devDir;
 });
 
-afterEach(() => {
-  rmSync(devDir, { recursive: true, force: true });
-});
+afterEach(() => nodes.remove());
 
 deviceMapperSuite({
   binding: () => system.binding,

@@ -1,30 +1,25 @@
 /**
  * The shared lifecycle suite against the fake binding.
  */
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { DeviceMapper } from '../../lib';
 import { lifecycleSuite } from '../shared/lifecycle.suite';
-import { createFakeSystem, type FakeSystem } from '../support/fake-binding';
+import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 
 let system: FakeSystem;
 let devDir: string;
+let nodes: { devDir: string; remove(): void };
 const lockDir = mkdtempSync(join(tmpdir(), 'dmsnap-locks-'));
 
 beforeEach(() => {
   system = createFakeSystem();
-  devDir = mkdtempSync(join(tmpdir(), 'dmsnap-nodes-'));
-  const makeBlockNode = system.binding.makeBlockNode.bind(system.binding);
-  system.binding.makeBlockNode = async (path, major, minor, mode) => {
-    // The client unlinks nodes with fs; the fake's record of them follows the disk.
-    system.nodes.delete(path);
-    await makeBlockNode(path, major, minor, mode);
-    symlinkSync(`/dev/fake-${major}-${minor}`, path);
-  };
+  nodes = fakeNodeDirectory(system);
+  devDir = nodes.devDir;
 });
 
-afterEach(() => rmSync(devDir, { recursive: true, force: true }));
+afterEach(() => nodes.remove());
 afterAll(() => rmSync(lockDir, { recursive: true, force: true }));
 
 lifecycleSuite({

@@ -108,7 +108,7 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
 
     // A held lock: exit 4 after the timeout.
     const lockDir = mkdtempSync('/tmp/dmsnap-locks-');
-    const holder = spawn('flock', [join(lockDir, `${name}.lock`), 'sleep', '30']);
+    const holder = spawn('flock', [join(lockDir, `${name}.lock`), 'sleep', '30'], { stdio: 'ignore', detached: true });
     try {
       for (let i = 0; i < 50 && !existsSync(join(lockDir, `${name}.lock`)); i++) spawnSync('sleep', ['0.1']);
       spawnSync('sleep', ['0.3']);
@@ -116,7 +116,7 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
       expect(locked.status).toBe(4);
       expect(locked.stderr).toMatch(/another dmsnap process is working on/);
     } finally {
-      holder.kill();
+      process.kill(-holder.pid!, 'SIGKILL');
     }
 
     // A mounted snapshot cannot be dropped: exit 4, and it stays.
@@ -244,6 +244,26 @@ describe('backup', () => {
       origin.unmount();
     }
     run('e2fsck', ['-fn', `/dev/mapper/${origin.name}`]);
+  });
+});
+
+describe('backup usage limit', () => {
+  it('stops COMMAND and exits 3 when the COW reaches --usage-limit', async () => {
+    const origin = originWithFiles(64 * MiB);
+    const cow = createLoopDevice(8 * MiB);
+    try {
+      const child = spawn(process.execPath, [CLI, 'backup', origin.name, '--cow', cow, '--usage-limit', '20', '--', 'sleep', '120']);
+      let err = '';
+      child.stderr.on('data', (d) => (err += d));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      for (let i = 0; i < 300 && !err.includes('mounted read-only'); i++) await new Promise((r) => setTimeout(r, 100));
+      run('dd', ['if=/dev/urandom', `of=${join(origin.dir, 'some')}`, 'bs=1M', 'count=4', 'conv=fsync', 'status=none']);
+      expect(await exited).toBe(3);
+      expect(err).toMatch(/reached the usage limit of 20%: its COW device \/dev\/loop\d+ \(8\.0 MiB, [\d.]+% used\)/);
+      expect(dmsnapDevices()).toEqual([origin.name, `${origin.name}-real`].sort());
+    } finally {
+      origin.unmount();
+    }
   });
 });
 

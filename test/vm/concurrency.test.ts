@@ -39,17 +39,17 @@ describe('concurrency', () => {
       runAsync(['snapshot', a, '--cow', cows[0], '--snapshot-name', `${a}-1`]),
       runAsync(['snapshot', a, '--cow', cows[1], '--snapshot-name', `${a}-2`]),
     ]);
-    expect(results.map((r) => r.status)).toEqual([0, 0]);
+    expect(results).toEqual([{ status: 0, stderr: expect.any(String) }, { status: 0, stderr: expect.any(String) }]);
     expect(dmsetup('status', `${a}-1`)).toMatch(/snapshot \d+\/8192 \d+/);
     expect(dmsetup('status', `${a}-2`)).toMatch(/snapshot \d+\/8192 \d+/);
     const drops = await Promise.all([runAsync(['drop', a, '--snapshot-name', `${a}-1`]), runAsync(['drop', a, '--snapshot-name', `${a}-2`])]);
-    expect(drops.map((r) => r.status)).toEqual([0, 0]);
+    expect(drops).toEqual([{ status: 0, stderr: '' }, { status: 0, stderr: '' }]);
     expect(dmsetup('table', a)).toBe(dmsetup('table', `${a}-real`));
   });
 
   it('lets another origin proceed while one is locked', async () => {
     const lockDir = mkdtempSync('/tmp/dmsnap-locks-');
-    const holder = spawn('flock', [join(lockDir, `${a}.lock`), 'sleep', '60']);
+    const holder = spawn('flock', [join(lockDir, `${a}.lock`), 'sleep', '60'], { stdio: 'ignore', detached: true });
     try {
       for (let i = 0; i < 50 && !existsSync(join(lockDir, `${a}.lock`)); i++) spawnSync('sleep', ['0.1']);
       spawnSync('sleep', ['0.3']);
@@ -62,7 +62,7 @@ describe('concurrency', () => {
       expect(blocked.stderr).toMatch(/another dmsnap process is working on/);
       expect(cli(['drop', b], { env }).status).toBe(0);
     } finally {
-      holder.kill();
+      process.kill(-holder.pid!, 'SIGKILL');
     }
   });
 });

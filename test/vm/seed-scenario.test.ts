@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DeviceMapper, listOrigins, prepare, type Origin } from '../../lib';
@@ -84,6 +84,10 @@ describe.each(['xfs', 'ext4'] as const)('the seed scenario on %s', (fsType) => {
     run('mount', [origin.devicePath, mountDir]);
     mkdirSync(join(mountDir, 'writer'));
     writer = spawn(process.execPath, [join(__dirname, 'support/writer.js'), join(mountDir, 'writer', 'log')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // Node starts slowly under emulation: wait until the writer is writing.
+    for (let i = 0; i < 600 && !(existsSync(join(mountDir, 'writer', 'log')) && statSync(join(mountDir, 'writer', 'log')).size > 0); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
   });
 
   afterAll(async () => {

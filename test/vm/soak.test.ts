@@ -3,7 +3,7 @@
  * the filesystem stays sound, and no device, node or file descriptor leaks.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, openOrigin, prepare } from '../../lib';
 import { createLoopDevice, run } from './support/system';
@@ -27,6 +27,9 @@ describe('soak', () => {
     run('mount', [`/dev/mapper/${name}`, dir]);
     mkdirSync(join(dir, 'w'));
     writer = spawn(process.execPath, [join(__dirname, 'support/writer.js'), join(dir, 'w', 'log')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    for (let i = 0; i < 600 && !(existsSync(join(dir, 'w', 'log')) && statSync(join(dir, 'w', 'log')).size > 0); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
   });
 
   afterAll(async () => {

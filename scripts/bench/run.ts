@@ -1,0 +1,353 @@
+/**
+ * The benchmark, run as root inside the VM test bed (npm run bench): five ways of taking
+ * a snapshot of a mounted XFS, in alternation on the same loop devices, each watched by
+ * an independent writer; then image throughput, CLI memory, listing and status rates.
+ * Prints a markdown table and writes the raw numbers as JSON.
+ */
+import { execFile, fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import { DeviceMapper, prepare, type Origin, type Snapshot } from '../../lib';
+import { copyDevice } from '../../lib/snapshot/image';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const now = () => performance.timeOrigin + performance.now();
+const project = join(__dirname, '../..');
+const CLI = join(project, 'dist/lib/cli/main.js');
+const ROUNDS = Number(process.env.DMSNAP_BENCH_ROUNDS ?? 12);
+const udev = process.env.DMSNAP_VM_UDEV === '1';
+
+function sh(program: string, args: string[], env?: NodeJS.ProcessEnv): string {
+  const result = spawnSync(program, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+  if (result.status !== 0) throw new Error(`${program} ${args.join(' ')}: ${result.stderr || result.error}`);
+  return result.stdout;
+}
+
+function loop(dir: string, name: string, sizeBytes: number): string {
+  const file = join(dir, name);
+  writeFileSync(file, '');
+  truncateSync(file, sizeBytes);
+  return sh('losetup', ['--find', '--show', file]).trim();
+}
+
+/** The independent writer on one filesystem (scripts/bench/stall-writer). */
+class StallWriter {
+  private next = 0;
+  private readonly waiting = new Map<number, (stall: number) => void>();
+  private constructor(private readonly child: ChildProcess) {
+    child.on('message', (m: { id?: number; stallMs?: number }) => {
+      if (m.id !== undefined) this.waiting.get(m.id)?.(m.stallMs!);
+    });
+  }
+
+  static async start(file: string): Promise<StallWriter> {
+    const child = fork(join(__dirname, 'stall-writer.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise<void>((resolve) => child.once('message', () => resolve()));
+    // Let it reach its steady pace before anything is measured.
+    await new Promise((r) => setTimeout(r, 1500));
+    return new StallWriter(child);
+  }
+
+  stall(from: number, to: number): Promise<number> {
+    const id = this.next++;
+    return new Promise((resolve) => {
+      this.waiting.set(id, resolve);
+      this.child.send({ id, from, to });
+    });
+  }
+
+  stop(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+interface Contender {
+  name: string;
+  writer: StallWriter;
+  take(): Promise<void>;
+  drop?(): Promise<void>;
+}
+
+interface Samples {
+  take: number[];
+  drop: number[];
+  stall: number[];
+}
+
+const median = (xs: number[]) => quantile(xs, 0.5);
+function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const at = (sorted.length - 1) * q;
+  const lo = Math.floor(at);
+  return sorted[lo] + (sorted[Math.ceil(at)] - sorted[lo]) * (at - lo);
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync('/tmp/dmsnap-bench-');
+  const dm = await DeviceMapper.open();
+  const cleanups: (() => Promise<void> | void)[] = [];
+  try {
+    // dmsnap's origin (also used by the seed script and the floor): XFS on 512 MiB.
+    const originDisk = loop(work, 'origin.img', 512 * MiB);
+    const cow = loop(work, 'cow.img', 128 * MiB);
+    const origin: Origin = await prepare(originDisk, { dm, name: 'bench' });
+    sh('mkfs.xfs', ['-q', '-f', origin.devicePath]);
+    const dmDir = join(work, 'dm');
+    mkdirSync(dmDir);
+    sh('mount', [origin.devicePath, dmDir]);
+    cleanups.push(async () => {
+      sh('umount', [dmDir]);
+      await origin.release();
+    });
+
+    // LVM's equivalent: a 512 MiB LV with XFS, snapshots of 128 MiB.
+    const lvmDisk = loop(work, 'lvm.img', 700 * MiB);
+    const lvmConf = join(work, 'lvm');
+    mkdirSync(lvmConf);
+    writeFileSync(
+      join(lvmConf, 'lvm.conf'),
+      `devices { filter = [ "a|^${lvmDisk}$|", "r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }
+activation { udev_sync = ${udev ? 1 : 0} udev_rules = ${udev ? 1 : 0} monitoring = 0 }
+backup { backup = 0 archive = 0 }
+global { locking_dir = "/run/lock/lvm" }
+`,
+    );
+    const lvmEnv = { LVM_SYSTEM_DIR: lvmConf, LVM_SUPPRESS_FD_WARNINGS: '1' };
+    const lvm = (...args: string[]) => sh('lvm', args, lvmEnv);
+    lvm('pvcreate', '-q', lvmDisk);
+    lvm('vgcreate', '-q', 'benchvg', lvmDisk);
+    lvm('lvcreate', '-q', '-y', '-Zn', '-L', '512M', '-n', 'lv', 'benchvg');
+    if (!udev) sh('dmsetup', ['mknodes']);
+    sh('mkfs.xfs', ['-q', '-f', '/dev/mapper/benchvg-lv']);
+    const lvmDir = join(work, 'lvm-mnt');
+    mkdirSync(lvmDir);
+    sh('mount', ['/dev/mapper/benchvg-lv', lvmDir]);
+    cleanups.push(() => {
+      sh('umount', [lvmDir]);
+      lvm('vgremove', '-q', '-f', 'benchvg');
+      lvm('pvremove', '-q', lvmDisk);
+    });
+
+    const dmWriter = await StallWriter.start(join(dmDir, 'stall'));
+    const lvmWriter = await StallWriter.start(join(lvmDir, 'stall'));
+    cleanups.push(() => {
+      dmWriter.stop();
+      lvmWriter.stop();
+    });
+
+    let libSnap: Snapshot | undefined;
+    const contenders: Contender[] = [
+      {
+        name: 'seed-dmsetup',
+        writer: dmWriter,
+        take: async () => void (await run(join(__dirname, 'seed-dmsetup.sh'), ['take', 'bench', 'bench-real', cow, '32'])),
+        drop: async () => void (await run(join(__dirname, 'seed-dmsetup.sh'), ['drop', 'bench', 'bench-real'])),
+      },
+      {
+        name: 'lvm',
+        writer: lvmWriter,
+        take: async () => void (await run('lvm', ['lvcreate', '-q', '-s', '-L', '128M', '-c', '16k', '-n', 'snap', 'benchvg/lv'], { env: { ...process.env, ...lvmEnv } })),
+        drop: async () => void (await run('lvm', ['lvremove', '-q', '-f', 'benchvg/snap'], { env: { ...process.env, ...lvmEnv } })),
+      },
+      {
+        name: 'dmsnap-lib',
+        writer: dmWriter,
+        take: async () => {
+          libSnap = await origin.snapshot({ cow });
+        },
+        drop: async () => libSnap!.drop(),
+      },
+      {
+        name: 'dmsnap-cli',
+        writer: dmWriter,
+        take: async () => void (await run(process.execPath, [CLI, 'snapshot', 'bench', '--cow', cow, '-q'])),
+        drop: async () => void (await run(process.execPath, [CLI, 'drop', 'bench', '-q'])),
+      },
+      {
+        name: 'floor',
+        writer: dmWriter,
+        take: async () => {
+          await dm.suspend('bench');
+          await dm.resume('bench');
+        },
+      },
+    ];
+
+    const samples = new Map<string, Samples>(contenders.map((c) => [c.name, { take: [], drop: [], stall: [] }]));
+    const freezeMs: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Rotate the order so no contender always follows the same one.
+      for (let i = 0; i < contenders.length; i++) {
+        const c = contenders[(round + i) % contenders.length];
+        const s = samples.get(c.name)!;
+        const from = now();
+        await c.take();
+        const to = now();
+        s.take.push(to - from);
+        s.stall.push(await c.writer.stall(from, to));
+        if (c.name === 'dmsnap-lib') freezeMs.push(libSnap!.freezeMs!);
+        if (c.drop) {
+          await new Promise((r) => setTimeout(r, 200));
+          const d0 = now();
+          await c.drop();
+          s.drop.push(now() - d0);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      process.stderr.write(`bench: round ${round + 1}/${ROUNDS}\n`);
+    }
+
+    // Image throughput: the same snapshot read by dd bs=1M and by dmsnap's copy.
+    const snap = await origin.snapshot({ cow });
+    sh('dd', ['if=/dev/urandom', `of=${join(dmDir, 'fill')}`, 'bs=1M', 'count=200', 'status=none']);
+    const throughput = { dd: [] as number[], dmsnapImage: [] as number[], createReadStream: [] as number[] };
+    const dropCaches = () => writeFileSync('/proc/sys/vm/drop_caches', '3');
+    for (let i = 0; i < 3; i++) {
+      dropCaches();
+      let t = now();
+      sh('dd', [`if=${snap.devicePath}`, 'of=/dev/null', 'bs=1M', 'status=none']);
+      throughput.dd.push(origin.sizeBytes / MiB / ((now() - t) / 1000));
+      dropCaches();
+      t = now();
+      await copyDevice(snap.devicePath, origin.sizeBytes, new Writable({ write: (_c, _e, cb) => cb() }));
+      throughput.dmsnapImage.push(origin.sizeBytes / MiB / ((now() - t) / 1000));
+      dropCaches();
+      t = now();
+      await new Promise<void>((resolve, reject) =>
+        snap.createReadStream().on('data', () => undefined).on('end', resolve).on('error', reject),
+      );
+      throughput.createReadStream.push(origin.sizeBytes / MiB / ((now() - t) / 1000));
+    }
+
+    // Status calls per second.
+    let calls = 0;
+    const until = now() + 2000;
+    while (now() < until) {
+      await snap.status();
+      calls++;
+    }
+    const statusPerSecond = calls / 2;
+    await snap.drop();
+
+    // Peak memory of the CLI, as the kernel counts it for a child (getrusage).
+    const peakRss = (args: string[]) =>
+      Number(
+        sh('python3', ['-c', 'import resource,subprocess,sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)', process.execPath, CLI, ...args]).trim(),
+      ) / 1024;
+    const cliRss = {
+      status: peakRss(['status', '--json']),
+      snapshot: peakRss(['snapshot', 'bench', '--cow', cow, '-q']),
+      drop: peakRss(['drop', 'bench', '-q']),
+    };
+
+    // DeviceMapper.list() with 1,000 devices.
+    const names = Array.from({ length: 1000 }, (_, i) => `bench-list-${String(i).padStart(4, '0')}`);
+    for (const name of names) await dm.create(name);
+    const listMs: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const t = now();
+      const listed = await dm.list();
+      listMs.push(now() - t);
+      if (listed.length < 1000) throw new Error(`list() returned ${listed.length} devices`);
+    }
+    for (const name of names) await dm.remove(name);
+
+    const results = {
+      date: new Date().toISOString(),
+      machine: { kernel: sh('uname', ['-r']).trim(), udev, cpus: sh('nproc', []).trim(), emulation: 'QEMU TCG (-accel tcg -cpu max)' },
+      rounds: ROUNDS,
+      contenders: Object.fromEntries([...samples].map(([name, s]) => [name, s])),
+      freezeMs,
+      throughputMiBps: throughput,
+      statusPerSecond,
+      cliPeakRssMiB: cliRss,
+      list1000Ms: listMs,
+    };
+    if (process.env.DMSNAP_VM_SHARE) writeFileSync(join(process.env.DMSNAP_VM_SHARE, 'bench.json'), JSON.stringify(results, null, 2));
+    process.stdout.write(report(results));
+  } finally {
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (error) {
+        process.stderr.write(`bench: cleanup: ${(error as Error).message}\n`);
+      }
+    }
+    dm.close();
+    spawnSync('losetup', ['-D']);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+type Results = {
+  machine: { kernel: string; udev: boolean; emulation: string };
+  rounds: number;
+  contenders: Record<string, Samples>;
+  freezeMs: number[];
+  throughputMiBps: { dd: number[]; dmsnapImage: number[]; createReadStream: number[] };
+  statusPerSecond: number;
+  cliPeakRssMiB: Record<string, number>;
+  list1000Ms: number[];
+};
+
+/** The markdown report, with ratios and the targets of the benchmark. */
+export function report(r: Results): string {
+  const c = r.contenders;
+  const m = (name: string, key: keyof Samples) => median(c[name][key]);
+  const p90 = (name: string, key: keyof Samples) => quantile(c[name][key], 0.9);
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
+  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : '—');
+  const lines = [
+    `Machine: ${r.machine.emulation}, Debian kernel ${r.machine.kernel}, ${r.machine.udev ? 'with' : 'without'} udev; ${r.rounds} cycles per contender, in alternation.`,
+    'Absolute times in the emulated VM are not real-hardware times; the ratios are what compare.',
+    '',
+    '| contender | take median (ms) | take p90 | drop median (ms) | drop p90 | writer stall median (ms) | stall p90 | take ÷ seed | stall ÷ seed | stall ÷ floor |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const name of Object.keys(c)) {
+    lines.push(
+      `| ${name} | ${f(m(name, 'take'))} | ${f(p90(name, 'take'))} | ${f(m(name, 'drop'))} | ${f(p90(name, 'drop'))} | ${f(m(name, 'stall'))} | ${f(p90(name, 'stall'))} | ${ratio(m(name, 'take'), m('seed-dmsetup', 'take'))} | ${ratio(m(name, 'stall'), m('seed-dmsetup', 'stall'))} | ${ratio(m(name, 'stall'), m('floor', 'stall'))} |`,
+    );
+  }
+  const t = r.throughputMiBps;
+  lines.push(
+    '',
+    `| other | value |`,
+    `| --- | ---: |`,
+    `| dmsnap-lib freeze (suspend → resume), median | ${f(median(r.freezeMs))} ms |`,
+    `| image throughput: dd bs=1M | ${f(median(t.dd))} MiB/s |`,
+    `| image throughput: dmsnap image (copyDevice) | ${f(median(t.dmsnapImage))} MiB/s (${ratio(median(t.dmsnapImage), median(t.dd))} × dd) |`,
+    `| image throughput: snapshot.createReadStream | ${f(median(t.createReadStream))} MiB/s (${ratio(median(t.createReadStream), median(t.dd))} × dd) |`,
+    `| DeviceMapper.list() with 1,000 devices, median | ${f(median(r.list1000Ms))} ms |`,
+    `| snapshot.status() calls per second | ${f(r.statusPerSecond)} |`,
+    `| CLI peak RSS: status / snapshot / drop | ${f(r.cliPeakRssMiB.status)} / ${f(r.cliPeakRssMiB.snapshot)} / ${f(r.cliPeakRssMiB.drop)} MiB |`,
+  );
+  const check = (ok: boolean, text: string) => `- ${ok ? 'met' : 'MISSED'}: ${text}`;
+  const seedTake = m('seed-dmsetup', 'take');
+  const lvmTake = m('lvm', 'take');
+  lines.push(
+    '',
+    'Targets:',
+    check(m('dmsnap-lib', 'stall') <= 1.25 * m('floor', 'stall'), `dmsnap-lib writer stall ≤ 1.25 × floor (${ratio(m('dmsnap-lib', 'stall'), m('floor', 'stall'))})`),
+    check(m('dmsnap-lib', 'stall') <= m('lvm', 'stall'), `dmsnap-lib writer stall ≤ lvm (${ratio(m('dmsnap-lib', 'stall'), m('lvm', 'stall'))})`),
+    check(m('dmsnap-lib', 'stall') <= m('seed-dmsetup', 'stall') / 8, `dmsnap-lib writer stall ≤ 1/8 of seed-dmsetup (${ratio(m('dmsnap-lib', 'stall'), m('seed-dmsetup', 'stall'))})`),
+    check(m('dmsnap-lib', 'take') <= Math.min(seedTake, lvmTake) / 10, `dmsnap-lib take ≤ 1/10 of seed-dmsetup and lvm (${ratio(m('dmsnap-lib', 'take'), seedTake)}, ${ratio(m('dmsnap-lib', 'take'), lvmTake)})`),
+    check(m('dmsnap-lib', 'drop') <= Math.min(m('seed-dmsetup', 'drop'), m('lvm', 'drop')) / 10, `dmsnap-lib drop ≤ 1/10 of seed-dmsetup and lvm (${ratio(m('dmsnap-lib', 'drop'), m('seed-dmsetup', 'drop'))}, ${ratio(m('dmsnap-lib', 'drop'), m('lvm', 'drop'))})`),
+    check(m('dmsnap-cli', 'take') <= 0.8 * Math.min(seedTake, lvmTake), `dmsnap-cli take ≤ 0.8 × seed-dmsetup and lvm (${ratio(m('dmsnap-cli', 'take'), seedTake)}, ${ratio(m('dmsnap-cli', 'take'), lvmTake)})`),
+    check(median(t.dmsnapImage) >= 0.9 * median(t.dd), `image throughput ≥ 0.9 × dd bs=1M (${ratio(median(t.dmsnapImage), median(t.dd))})`),
+    '',
+  );
+  return lines.join('\n');
+}
+
+if (require.main === module) {
+  main().catch((error: Error) => {
+    process.stderr.write(`bench: ${error.stack ?? error.message}\n`);
+    process.exitCode = 1;
+  });
+}

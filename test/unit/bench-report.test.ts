@@ -1,0 +1,42 @@
+import { report } from '../../scripts/bench/run';
+
+const samples = (take: number, drop: number, stall: number) => ({ take: [take, take * 2, take], drop: [drop, drop, drop * 3], stall: [stall, stall, stall * 4] });
+
+describe('benchmark report', () => {
+  const results = {
+    machine: { kernel: '6.1.0-56-amd64', udev: false, emulation: 'QEMU TCG' },
+    rounds: 3,
+    contenders: {
+      'seed-dmsetup': samples(600, 500, 340),
+      lvm: samples(700, 800, 41),
+      'dmsnap-lib': samples(50, 40, 40),
+      'dmsnap-cli': samples(400, 390, 42),
+      floor: { take: [36, 36, 36], drop: [], stall: [36, 36, 37] },
+    },
+    freezeMs: [30, 31, 32],
+    throughputMiBps: { dd: [100, 100, 100], dmsnapImage: [95, 95, 95], createReadStream: [80, 80, 80] },
+    statusPerSecond: 1234,
+    cliPeakRssMiB: { status: 50, snapshot: 52, drop: 51 },
+    list1000Ms: [5, 6, 7],
+  };
+  const text = report(results);
+
+  it('puts medians and ratios against seed-dmsetup and floor in their own columns', () => {
+    expect(text).toContain('| dmsnap-lib | 50.0 | 90.0 | 40.0 | 104.0 | 40.0 | 136.0 | 0.08 | 0.12 | 1.11 |');
+    expect(text).toContain('| floor | 36.0 | 36.0 | — | — | 36.0 | 36.8 | 0.06 | 0.11 | 1.00 |');
+  });
+
+  it('checks each target', () => {
+    expect(text).toContain('- met: dmsnap-lib writer stall ≤ 1.25 × floor (1.11)');
+    expect(text).toContain('- met: dmsnap-lib writer stall ≤ lvm (0.98)');
+    expect(text).toContain('- met: dmsnap-lib take ≤ 1/10 of seed-dmsetup and lvm (0.08, 0.07)');
+    expect(text).toContain('- met: dmsnap-cli take ≤ 0.8 × seed-dmsetup and lvm (0.67, 0.57)');
+    expect(text).toContain('- met: image throughput ≥ 0.9 × dd bs=1M (0.95)');
+    expect(text).toContain('- met: dmsnap-lib drop ≤ 1/10 of seed-dmsetup and lvm (0.08, 0.05)');
+  });
+
+  it('reports a missed target as MISSED', () => {
+    const slow = report({ ...results, throughputMiBps: { ...results.throughputMiBps, dmsnapImage: [50, 50, 50] } });
+    expect(slow).toContain('- MISSED: image throughput ≥ 0.9 × dd bs=1M (0.50)');
+  });
+});
