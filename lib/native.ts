@@ -180,10 +180,10 @@ export interface NativeBinding {
   /** flock(fd, LOCK_UN). */
   unlock(fd: number): void;
   /**
-   * Spawns dmsnap-guardian for the origin major:minor and waits until it is ready; it
-   * resumes the origin if this process dies before finishGuardian(…, true).
+   * Spawns dmsnap-guardian for the origin device originName and waits until it is
+   * ready; it resumes the origin if this process dies before finishGuardian(…, true).
    */
-  startGuardian(executable: string, controlPath: string, major: number, minor: number, timeoutMs: number): Promise<{ pid: number; fd: number }>;
+  startGuardian(executable: string, controlPath: string, originName: string, timeoutMs: number): Promise<{ pid: number; fd: number }>;
   /** Ends the guardian: done=true means the freeze ended as planned. Resolves its exit status. */
   finishGuardian(pid: number, fd: number, done: boolean): Promise<number>;
   /** mknod(2) a block device node (the no-udev fallback for /dev/mapper/NAME). */

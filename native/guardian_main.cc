@@ -5,7 +5,7 @@
 // loaded for the swap and resumes the origin, so no filesystem stays frozen. It knows
 // only raw ioctls and needs no Node.
 //
-// usage: dmsnap-guardian CONTROL_PATH MAJOR MINOR
+// usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME
 #include <errno.h>
 #include <linux/dm-ioctl.h>
 #include <signal.h>
@@ -29,16 +29,14 @@ int Fail(const char* what, const dmsnap::SysError& error) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH MAJOR MINOR\n");
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME\n");
     return 2;
   }
   // The caller may be gone when we write: never die of SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
   dmsnap::DeviceRef origin;
-  origin.has_dev = true;
-  origin.major = static_cast<uint32_t>(std::strtoul(argv[2], nullptr, 10));
-  origin.minor = static_cast<uint32_t>(std::strtoul(argv[3], nullptr, 10));
+  origin.name = argv[2];
   try {
     dmsnap::DmControl control(argv[1]);
     if (write(STDIN_FILENO, "R", 1) != 1) return 1;

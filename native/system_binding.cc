@@ -47,11 +47,10 @@ Napi::Value UnlockJs(const Napi::CallbackInfo& info) {
 Napi::Value StartGuardianJs(const Napi::CallbackInfo& info) {
   std::string executable = StringArg(info, 0, "executable");
   std::string control = StringArg(info, 1, "controlPath");
-  uint32_t major = Uint32Arg(info, 2, "major");
-  uint32_t minor = Uint32Arg(info, 3, "minor");
-  uint32_t timeout_ms = Uint32Arg(info, 4, "timeoutMs");
+  std::string origin = StringArg(info, 2, "originName");
+  uint32_t timeout_ms = Uint32Arg(info, 3, "timeoutMs");
   return PromiseWork<Guardian>::Run(
-      info.Env(), "dmsnap.startGuardian", [=] { return StartGuardian(executable, control, major, minor, timeout_ms); },
+      info.Env(), "dmsnap.startGuardian", [=] { return StartGuardian(executable, control, origin, timeout_ms); },
       [](Napi::Env env, Guardian& guardian) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("pid", Napi::Number::New(env, guardian.pid));

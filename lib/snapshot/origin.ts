@@ -145,11 +145,16 @@ export class Origin implements SnapshotOwner {
     };
 
     const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
+    // The guardian starts now and gets ready while the checks and the preparation run:
+    // it must be there before the freeze, and costs nothing inside it.
+    const guardian = startGuardian(this.dm, this.name);
+    guardian.catch(() => undefined);
     try {
       const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true);
       await after('validate');
-      return await this.takeSnapshot(plan, name, chunkSectors, persistent, after);
+      return await this.takeSnapshot(plan, name, chunkSectors, persistent, after, guardian);
     } finally {
+      finishGuardian(this.dm, guardian);
       release();
     }
   }
@@ -189,74 +194,99 @@ export class Origin implements SnapshotOwner {
     const after = async (step: Step) => {
       for (const hook of hooks) await hook(step);
     };
-    const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
+    const { dm } = this;
+    const release = await lockOrigin(dm.nativeBinding, this.name, this.options);
+    // Started first: it gets ready while the state is read.
+    const guardianStarting = startGuardian(dm, this.name);
+    guardianStarting.catch(() => undefined);
     try {
-      const info = await this.dm.find(snap.name);
+      const [info, all, [wrapperLine], linearTable] = await Promise.all([
+        dm.find(snap.name),
+        this.snapshots(),
+        dm.table(this.name),
+        dm.table(this.realName),
+      ]);
       if (info && info.openCount > 0) {
         throw new DmsnapError(
           `snapshot ${snap.name} is mounted or open (open count ${info.openCount}); unmount it or close it first`,
           'EBUSY',
         );
       }
-      const others = (await this.snapshots()).filter((s) => s.name !== snap.name);
-      const [wrapperLine] = await this.dm.table(this.name);
-      const restoreLinear = others.length === 0 && wrapperLine?.type === 'snapshot-origin';
+      const restoreLinear = all.every((s) => s.name === snap.name) && wrapperLine?.type === 'snapshot-origin';
       if (!info && !restoreLinear) return;
-      if (restoreLinear) {
-        await this.dm.load(this.name, await this.dm.table(this.realName));
-        await after('load-linear-table');
-      }
-      const wrapper = await this.dm.info(this.name);
-      const guardian = await startGuardian(this.dm, wrapper);
+      let loaded = false;
+      let suspended = false;
       try {
-        // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
-        await this.dm.suspend(this.name, { skipLockfs: true });
-        try {
-          await after('suspend-origin');
-          if (info) {
-            await this.dm.remove(snap.name, { retry: true });
-            await after('remove-snapshot');
-          }
-        } catch (error) {
-          if (restoreLinear) await this.dm.clear(this.name).catch(() => undefined);
-          await this.dm.resume(this.name);
-          throw error;
+        if (restoreLinear) {
+          await dm.load(this.name, linearTable);
+          loaded = true;
+          await after('load-linear-table');
         }
-        await this.dm.resume(this.name);
-      } finally {
-        await finishGuardian(this.dm, guardian);
+        await guardianStarting;
+        // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
+        await dm.suspend(this.name, { skipLockfs: true });
+        suspended = true;
+        await after('suspend-origin');
+        if (info) {
+          await dm.remove(snap.name, { retry: true });
+          await after('remove-snapshot');
+        }
+        await dm.resume(this.name);
+        suspended = false;
+      } catch (error) {
+        // Back to where it was: the old table live, nothing waiting in the inactive slot.
+        if (loaded) await dm.clear(this.name).catch(() => undefined);
+        if (suspended) await dm.resume(this.name).catch(() => undefined);
+        throw error;
       }
       await after('resume-origin');
     } finally {
+      finishGuardian(dm, guardianStarting);
       release();
     }
   }
 
-  private async checkSnapshot(cow: string, name: string, chunkSectors: number, forceWipe: boolean): Promise<SnapshotPlan> {
-    const wrapper = await this.dm.info(this.name);
+  private async checkSnapshot(
+    cow: string,
+    name: string,
+    chunkSectors: number,
+    forceWipe: boolean,
+  ): Promise<SnapshotPlan> {
+    const { dm } = this;
+    // Not in use (O_EXCL), and holding no data: zeroing the first chunk is the only write
+    // dmsnap makes to a user's device, so a filesystem, RAID member, LUKS header or
+    // partition table on it is refused. Both only read the device: they start at once and
+    // are looked at after the cheaper checks.
+    const deviceChecks = Promise.allSettled([
+      callNative(() => dm.nativeBinding.checkExclusive(cow)),
+      checkCowIsBlank(cow, { force: forceWipe, binding: dm.nativeBinding }),
+    ]);
+    const wrapper = await dm.info(this.name);
     if (wrapper.suspended) {
       throw new DmsnapError(
         `${this.name} is suspended (an interrupted dmsnap run?); run "dmsnap recover" before taking a snapshot`,
         'ERR_DMSNAP_SUSPENDED',
       );
     }
-    const real = await this.dm.info(this.realName);
-    const targets = new Set((await this.dm.targets()).map((t) => t.name));
-    if (!targets.has('snapshot') || !targets.has('snapshot-origin')) {
+    // Independent questions to the kernel, asked at once.
+    const [real, targets, existing, cowInfo, [wrapperLine]] = await Promise.all([
+      dm.info(this.realName),
+      this.snapshotTargetsLoaded(),
+      dm.find(name),
+      blockDeviceInfo(cow, { binding: dm.nativeBinding }).catch((error: unknown) => {
+        if (error instanceof SyscallError) throw new DmsnapError(`cannot use ${cow} as the COW device: ${error.message}`, error.code, { cause: error });
+        throw error;
+      }),
+      dm.table(this.name),
+    ]);
+    if (!targets) {
       throw new DmsnapError(
-        "the kernel has no device-mapper snapshot target loaded; run \"modprobe dm-snapshot\" as root, then try again",
+        'the kernel has no device-mapper snapshot target loaded; run "modprobe dm-snapshot" as root, then try again',
         'ERR_DMSNAP_NO_SNAPSHOT_TARGET',
       );
     }
-    if (await this.dm.find(name)) {
+    if (existing) {
       throw new DmsnapError(`a device-mapper device named "${name}" already exists; choose another snapshot name`, 'EEXIST');
-    }
-    let cowInfo: BlockDeviceInfo;
-    try {
-      cowInfo = await blockDeviceInfo(cow, { binding: this.dm.nativeBinding });
-    } catch (error) {
-      if (error instanceof SyscallError) throw new DmsnapError(`cannot use ${cow} as the COW device: ${error.message}`, error.code, { cause: error });
-      throw error;
     }
     if (cowInfo.readOnly) throw new DmsnapError(`the COW device ${cow} is read-only; name a writable block device`, 'EROFS');
     // The origin's own devices, then "in use" (mounted, or held by another snapshot's
@@ -268,15 +298,6 @@ export class Origin implements SnapshotOwner {
         'ERR_DMSNAP_COW_IN_ORIGIN',
       );
     if ([wrapper, real, this.backing].some((d) => devKey(d) === devKey(cowInfo))) throw inOrigin();
-    try {
-      await callNative(() => this.dm.nativeBinding.checkExclusive(cow));
-    } catch (error) {
-      if (error instanceof SyscallError && error.code === 'EBUSY') {
-        throw new DmsnapError(`the COW device ${cow} is in use (mounted, or held by md, device-mapper or another program); name an unused device`, 'EBUSY', { cause: error });
-      }
-      throw error;
-    }
-    if (deviceStack([wrapper, real, this.backing]).has(devKey(cowInfo))) throw inOrigin();
     const minimum = chunkSectors * MIN_COW_CHUNKS;
     if (cowInfo.sizeSectors < minimum) {
       throw new DmsnapError(
@@ -288,17 +309,33 @@ export class Origin implements SnapshotOwner {
     if (chunkBytes % cowInfo.logicalSectorSize !== 0) {
       throw new DmsnapError(`a ${chunkBytes}-byte chunk is not a multiple of ${cow}'s ${cowInfo.logicalSectorSize}-byte sectors; choose a larger chunk`, 'ERR_INVALID_ARG_VALUE');
     }
-    // Zeroing the first chunk is the only write dmsnap makes to a user's device: refuse
-    // to destroy a filesystem, RAID member, LUKS header or partition table on it.
-    try {
-      await checkCowIsBlank(cow, { force: forceWipe, binding: this.dm.nativeBinding });
-    } catch (error) {
+    const [exclusive, blank] = await deviceChecks;
+    if (exclusive.status === 'rejected') {
+      const error = exclusive.reason;
+      if (error instanceof SyscallError && error.code === 'EBUSY') {
+        throw new DmsnapError(`the COW device ${cow} is in use (mounted, or held by md, device-mapper or another program); name an unused device`, 'EBUSY', { cause: error });
+      }
+      throw error;
+    }
+    // Held by nobody, but sharing blocks with the origin all the same (a partition of its disk…).
+    if (deviceStack([wrapper, real, this.backing]).has(devKey(cowInfo))) throw inOrigin();
+    if (blank.status === 'rejected') {
+      const error = blank.reason;
       if (error instanceof SyscallError) {
         throw new DmsnapError(`cannot read the COW device ${cow} to check that it holds no data: ${error.message}`, error.code, { cause: error });
       }
       throw error;
     }
-    return { cow: cowInfo, wrapper, real, chunkBytes };
+    return { cow: cowInfo, wrapper, real, chunkBytes, firstSnapshot: wrapperLine?.type !== 'snapshot-origin' };
+  }
+
+  /** Whether the kernel has the snapshot targets (remembered once seen: they stay). */
+  private async snapshotTargetsLoaded(): Promise<boolean> {
+    if (targetsSeen.has(this.dm)) return true;
+    const names = new Set((await this.dm.targets()).map((t) => t.name));
+    const loaded = names.has('snapshot') && names.has('snapshot-origin');
+    if (loaded) targetsSeen.add(this.dm);
+    return loaded;
   }
 
   private async takeSnapshot(
@@ -307,6 +344,7 @@ export class Origin implements SnapshotOwner {
     chunkSectors: number,
     persistent: boolean,
     after: (step: Step) => Promise<void>,
+    guardianStarting: Promise<Guardian>,
   ): Promise<Snapshot> {
     const { dm } = this;
     const size = sectors(this.sizeSectors);
@@ -316,8 +354,7 @@ export class Origin implements SnapshotOwner {
     let created = false;
     let preloaded = false;
     let freezeMs: number | undefined;
-    const [wrapperLine] = await dm.table(this.name);
-    const firstSnapshot = wrapperLine?.type !== 'snapshot-origin';
+    const { firstSnapshot } = plan;
     try {
       step = 'zero-cow';
       // A stale header would revive an old (or invalid) snapshot: zero the first chunk.
@@ -329,20 +366,26 @@ export class Origin implements SnapshotOwner {
       created = true;
       await after(step);
 
+      // Both tables go into inactive slots at once; neither changes anything yet.
       step = 'load-snapshot-table';
-      await dm.load(name, [snapshotTarget({ length: size, origin: realKey, cow: cowKey, persistent, chunkSectors: sectors(chunkSectors) })]);
+      const snapshotTable = [snapshotTarget({ length: size, origin: realKey, cow: cowKey, persistent, chunkSectors: sectors(chunkSectors) })];
+      const originLoad = firstSnapshot ? dm.load(this.name, [snapshotOrigin({ length: size, origin: realKey })]) : undefined;
+      originLoad?.catch(() => undefined);
+      try {
+        await dm.load(name, snapshotTable);
+      } finally {
+        // Whatever happened to the snapshot table, know the state of the origin's slot.
+        if (originLoad) preloaded = await originLoad.then(() => true, () => false);
+      }
       await after(step);
-
       if (firstSnapshot) {
         step = 'load-origin-table';
-        await dm.load(this.name, [snapshotOrigin({ length: size, origin: realKey })]);
-        preloaded = true;
+        await originLoad;
         await after(step);
       }
 
       // If this process dies while the origin is suspended, the guardian resumes it.
-      // Starting it is the last thing before the freeze, not part of it.
-      const guardian = await startGuardian(dm, plan.wrapper);
+      await guardianStarting;
       // The freeze: nothing in here waits for udev or does work that could come before.
       const batch = dm.udevBatch();
       let suspended = false;
@@ -368,11 +411,10 @@ export class Origin implements SnapshotOwner {
           preloaded = false;
           await dm.resume(this.name, { batch }).catch(() => undefined);
         }
-        await finishGuardian(dm, guardian);
         await batch.finish();
       }
-      const info = snapshotInfoFromTable(name, this.name, 'snapshot', (await dm.table(name))[0].params);
-      return new Snapshot(dm, this, { ...info, cow: { ...info.cow, path: plan.cow.path } }, freezeMs);
+      const info = { name, originName: this.name, cow: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path }, chunkSectors, persistent, targetType: 'snapshot' };
+      return new Snapshot(dm, this, info, freezeMs);
     } catch (error) {
       await this.rollBack(name, created, preloaded);
       const reason = error instanceof Error ? error.message : String(error);
@@ -406,22 +448,35 @@ export class Origin implements SnapshotOwner {
 /** How long the guardian may take to start and open the control node. */
 const GUARDIAN_START_TIMEOUT_MS = 10_000;
 
-async function startGuardian(dm: DeviceMapper, origin: DevNumber): Promise<{ pid: number; fd: number }> {
+interface Guardian {
+  pid: number;
+  fd: number;
+}
+
+/** Clients whose kernel was seen to have the snapshot targets. */
+const targetsSeen = new WeakSet<DeviceMapper>();
+
+function startGuardian(dm: DeviceMapper, originName: string): Promise<Guardian> {
   const binding = dm.nativeBinding;
-  try {
-    return await callNative(() => binding.startGuardian(guardianExecutable(), dm.controlPath, origin.major, origin.minor, GUARDIAN_START_TIMEOUT_MS));
-  } catch (error) {
+  return callNative(() => binding.startGuardian(guardianExecutable(), dm.controlPath, originName, GUARDIAN_START_TIMEOUT_MS)).catch((error: unknown) => {
     throw new DmsnapError(
       `cannot start dmsnap-guardian, which resumes the origin should dmsnap die while it is suspended: ${(error as Error).message}. ` +
         'Rebuild dmsnap (npm rebuild dmsnap) so that build/Release/dmsnap-guardian exists',
       'ERR_DMSNAP_GUARDIAN',
       { cause: error },
     );
-  }
+  });
 }
 
-async function finishGuardian(dm: DeviceMapper, guardian: { pid: number; fd: number }): Promise<void> {
-  await callNative(() => dm.nativeBinding.finishGuardian(guardian.pid, guardian.fd, true)).catch(() => undefined);
+/**
+ * Tells the guardian that the freeze is over. Not awaited: it exits at once, and its
+ * exit is collected on a pool thread after the caller has its answer.
+ */
+function finishGuardian(dm: DeviceMapper, guardian: Promise<Guardian>): void {
+  void guardian.then(
+    (g) => callNative(() => dm.nativeBinding.finishGuardian(g.pid, g.fd, true)).catch(() => undefined),
+    () => undefined,
+  );
 }
 
 interface SnapshotPlan {
@@ -429,6 +484,8 @@ interface SnapshotPlan {
   wrapper: DeviceInfo;
   real: DeviceInfo;
   chunkBytes: number;
+  /** The origin still has its linear table: this snapshot swaps in snapshot-origin. */
+  firstSnapshot: boolean;
 }
 
 /** Builds an Origin from its kernel devices; undefined when the group is incomplete. */

@@ -4,6 +4,7 @@
  * the origin's stack: writing to any of those would corrupt the origin.
  */
 import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { basename } from 'node:path';
 
 export interface DevNumber {
   major: number;
@@ -50,12 +51,13 @@ function partitionParent(dir: string): string | undefined {
   }
 }
 
-/** Partitions of a disk, which share its blocks. */
+/** Partitions of a disk, which share its blocks: subfolders named after the disk (sda1 in sda). */
 function partitionsOf(dir: string): string[] {
   const keys: string[] = [];
+  const disk = basename(dir);
   let entries: string[] = [];
   try {
-    entries = readdirSync(dir);
+    entries = readdirSync(dir).filter((entry) => entry.startsWith(disk) && entry !== disk);
   } catch {
     return keys;
   }

@@ -16,7 +16,8 @@ import { copyDevice } from '../../lib/snapshot/image';
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const now = () => performance.timeOrigin + performance.now();
-const project = join(__dirname, '../..');
+// dist/scripts/bench → the package root
+const project = join(__dirname, '../../..');
 const CLI = join(project, 'dist/lib/cli/main.js');
 const ROUNDS = Number(process.env.DMSNAP_BENCH_ROUNDS ?? 12);
 const udev = process.env.DMSNAP_VM_UDEV === '1';
@@ -145,8 +146,8 @@ global { locking_dir = "/run/lock/lvm" }
       {
         name: 'seed-dmsetup',
         writer: dmWriter,
-        take: async () => void (await run(join(__dirname, 'seed-dmsetup.sh'), ['take', 'bench', 'bench-real', cow, '32'])),
-        drop: async () => void (await run(join(__dirname, 'seed-dmsetup.sh'), ['drop', 'bench', 'bench-real'])),
+        take: async () => void (await run(join(project, 'scripts/bench/seed-dmsetup.sh'), ['take', 'bench', 'bench-real', cow, '32'])),
+        drop: async () => void (await run(join(project, 'scripts/bench/seed-dmsetup.sh'), ['drop', 'bench', 'bench-real'])),
       },
       {
         name: 'lvm',
@@ -202,9 +203,22 @@ global { locking_dir = "/run/lock/lvm" }
       process.stderr.write(`bench: round ${round + 1}/${ROUNDS}\n`);
     }
 
+    // What any Node process costs here, under the same writers: the floor of dmsnap-cli.
+    const nodeStartupMs: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = now();
+      await run(process.execPath, ['-e', '0']);
+      nodeStartupMs.push(now() - t);
+    }
+
     // Image throughput: the same snapshot read by dd bs=1M and by dmsnap's copy.
+    // Real data on the origin first (reading never-written blocks of a loop file is
+    // cheaper than reading data); the writes after the snapshot stay far below the COW.
+    sh('dd', ['if=/dev/urandom', `of=${join(dmDir, 'fill')}`, 'bs=1M', 'count=200', 'conv=fsync', 'status=none']);
     const snap = await origin.snapshot({ cow });
-    sh('dd', ['if=/dev/urandom', `of=${join(dmDir, 'fill')}`, 'bs=1M', 'count=200', 'status=none']);
+    cleanups.push(async () => {
+      if (await dm.find(snap.name)) await snap.drop();
+    });
     const throughput = { dd: [] as number[], dmsnapImage: [] as number[], createReadStream: [] as number[] };
     const dropCaches = () => writeFileSync('/proc/sys/vm/drop_caches', '3');
     for (let i = 0; i < 3; i++) {
@@ -267,6 +281,7 @@ global { locking_dir = "/run/lock/lvm" }
       statusPerSecond,
       cliPeakRssMiB: cliRss,
       list1000Ms: listMs,
+      nodeStartupMs,
     };
     if (process.env.DMSNAP_VM_SHARE) writeFileSync(join(process.env.DMSNAP_VM_SHARE, 'bench.json'), JSON.stringify(results, null, 2));
     process.stdout.write(report(results));
@@ -293,6 +308,7 @@ type Results = {
   statusPerSecond: number;
   cliPeakRssMiB: Record<string, number>;
   list1000Ms: number[];
+  nodeStartupMs?: number[];
 };
 
 /** The markdown report, with ratios and the targets of the benchmark. */
@@ -326,6 +342,7 @@ export function report(r: Results): string {
     `| DeviceMapper.list() with 1,000 devices, median | ${f(median(r.list1000Ms))} ms |`,
     `| snapshot.status() calls per second | ${f(r.statusPerSecond)} |`,
     `| CLI peak RSS: status / snapshot / drop | ${f(r.cliPeakRssMiB.status)} / ${f(r.cliPeakRssMiB.snapshot)} / ${f(r.cliPeakRssMiB.drop)} MiB |`,
+    `| \`node -e 0\` under the same writers, median | ${f(median(r.nodeStartupMs ?? []))} ms |`,
   );
   const check = (ok: boolean, text: string) => `- ${ok ? 'met' : 'MISSED'}: ${text}`;
   const seedTake = m('seed-dmsetup', 'take');
