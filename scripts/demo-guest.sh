@@ -3,7 +3,7 @@
 # (npm run demo). Exits 0 only if every check held.
 set -uo pipefail
 project=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dmsnap() { node "$project/dist/lib/cli/main.js" "$@"; }
+dmsnap() { node "$project/dist/dmsnap.js" "$@"; }
 
 bold=$(printf '\033[1m'); dim=$(printf '\033[2m'); off=$(printf '\033[0m')
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }

@@ -3,5 +3,5 @@
 # (scripts/demo-guest.sh). Options are those of scripts/vm/run.sh (--kernel, --udev).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[[ -f dist/lib/cli/main.js ]] || { echo "demo.sh: run 'npm install' first (it builds dmsnap)" >&2; exit 1; }
+[[ -f dist/dmsnap.js ]] || { echo "demo.sh: run 'npm install' first (it builds dmsnap)" >&2; exit 1; }
 exec scripts/vm/run.sh "$@" -- bash scripts/demo-guest.sh

@@ -2,7 +2,6 @@
  * The lifecycle commands: prepare, release, snapshot, status, drop, ls, backup, image.
  * Each is a few lines over the library; stdout carries data only.
  */
-import { spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { DeviceMapper } from '../dm/device-mapper';
@@ -310,7 +309,7 @@ Example:
     return withDm(io, async (dm) => {
       const origin = await openOrigin(name, lifecycle(io, dm));
       let stopSignal: NodeJS.Signals | undefined;
-      let child: ReturnType<typeof spawn> | undefined;
+      let child: import('node:child_process').ChildProcess | undefined;
       const onSignal = (signal: NodeJS.Signals) => {
         stopSignal ??= signal;
         child?.kill('SIGTERM');
@@ -331,6 +330,8 @@ Example:
 
         let invalid: string | undefined;
         let last: SnapshotStatusReport | undefined;
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { spawn } = require('node:child_process') as typeof import('node:child_process');
         const running = spawn(program, programArgs, {
           cwd: dir,
           stdio: 'inherit',

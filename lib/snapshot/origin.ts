@@ -4,7 +4,6 @@
  * transaction under the origin's lock, and the origin is never left suspended.
  */
 import { basename } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { blockDeviceInfo, type BlockDeviceInfo } from '../block-device';
 import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
 import { checkDeviceName } from '../dm/names';

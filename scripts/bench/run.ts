@@ -18,7 +18,7 @@ const MiB = 1024 * 1024;
 const now = () => performance.timeOrigin + performance.now();
 // dist/scripts/bench → the package root
 const project = join(__dirname, '../../..');
-const CLI = join(project, 'dist/lib/cli/main.js');
+const CLI = join(project, 'dist/dmsnap.js');
 const ROUNDS = Number(process.env.DMSNAP_BENCH_ROUNDS ?? 12);
 const udev = process.env.DMSNAP_VM_UDEV === '1';
 

@@ -83,7 +83,7 @@ describe('bad input', () => {
 
     it('refuses a non-root caller', () => {
       const before = dmsetupState();
-      const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'dist/lib/cli/main.js', 'snapshot', name, '--cow', cow], {
+      const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'dist/dmsnap.js', 'snapshot', name, '--cow', cow], {
         encoding: 'utf8',
         env: { ...process.env, DMSNAP_LOCK_DIR: mkdtempSync('/tmp/dmsnap-nobody-') },
       });

@@ -67,7 +67,7 @@ describe('dmsnap dm', () => {
   it('waits for an event, and times out with exit 1', async () => {
     const name = `${prefix}wait`;
     cli(['dm', 'create', name, '--table', '0 8 zero']);
-    const child = spawn(process.execPath, [join(process.cwd(), 'dist/lib/cli/main.js'), 'dm', 'wait', name, '--json']);
+    const child = spawn(process.execPath, [join(process.cwd(), 'dist/dmsnap.js'), 'dm', 'wait', name, '--json']);
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { cli, createLoopDevice, dmsetup, run } from './support/system';
 
 const MiB = 1024 * 1024;
-const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
+const CLI = join(process.cwd(), 'dist/dmsnap.js');
 let counter = 0;
 const fresh = () => `c${process.pid}x${counter++}`;
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { cli, createLoopDevice, dmsetup } from './support/system';
 
 const MiB = 1024 * 1024;
-const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
+const CLI = join(process.cwd(), 'dist/dmsnap.js');
 
 function runAsync(args: string[], env: NodeJS.ProcessEnv = {}) {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { cli, createLoopDevice, dmsetup, run, withUdev } from './support/system';
 
 const MiB = 1024 * 1024;
-const CLI = join(process.cwd(), 'dist/lib/cli/main.js');
+const CLI = join(process.cwd(), 'dist/dmsnap.js');
 const onDefaultKernel = process.env.DMSNAP_VM_KERNEL === '6.1' && !withUdev;
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');

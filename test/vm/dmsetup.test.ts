@@ -190,7 +190,7 @@ describe('refusals leave the device-mapper state unchanged', () => {
         `DeviceMapper.open().then(() => console.log('opened'), (e) => console.log(e.code));`,
     );
     expect(out.trim()).toBe('EACCES');
-    const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'dist/lib/cli/main.js', 'dm', 'create', `${prefix}nobody`, '--table', '0 8 zero'], { encoding: 'utf8' });
+    const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'dist/dmsnap.js', 'dm', 'create', `${prefix}nobody`, '--table', '0 8 zero'], { encoding: 'utf8' });
     expect(result.status).toBe(1);
     expect(result.stderr).toMatch(/run as root/);
     expect(dmsetupState()).toBe(before);

@@ -85,7 +85,7 @@ export function runAsNobody(script: string): string {
 
 /** Runs the dmsnap CLI (the compiled one, as users run it) and collects its output. */
 export function cli(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
-  const result = spawnSync(process.execPath, [join(process.cwd(), 'dist/lib/cli/main.js'), ...args], {
+  const result = spawnSync(process.execPath, [join(process.cwd(), 'dist/dmsnap.js'), ...args], {
     encoding: 'utf8',
     input: options.input ?? '',
     env: { ...process.env, ...options.env },
