@@ -6,7 +6,9 @@ import { callNative, loadBinding, type NativeBinding } from './native';
 import { bytes, bytesToSectors, type Bytes, type Sectors } from './units';
 import { checkPath } from './validate';
 
+/** A block device's size and geometry, as blockDeviceInfo reads them from the kernel. */
 export interface BlockDeviceInfo {
+  /** The path as given. */
   path: string;
   /** Size in bytes (BLKGETSIZE64). */
   sizeBytes: Bytes;
@@ -22,6 +24,7 @@ export interface BlockDeviceInfo {
   minor: number;
 }
 
+/** Options of blockDeviceInfo and deviceNumber. */
 export interface BlockDeviceOptions {
   /** The native binding to use; tests inject a fake one. */
   binding?: NativeBinding;

@@ -28,8 +28,10 @@ export interface SyscallFailure {
   /** Positive errno value from the kernel. */
   errno: number;
   syscall: string;
+  /** The ioctl, when the call was one: e.g. 'DM_DEV_REMOVE' or 'BLKGETSIZE64'. */
   ioctl?: string;
   path?: string;
+  /** The device-mapper device the call was about: its name, "uuid UUID" or MAJOR:MINOR. */
   device?: string;
 }
 

@@ -47,6 +47,10 @@ function advice(failure: SyscallFailure, code: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The message of a failed system call: what failed, the errno's text and code, and advice
+ * when there is some, e.g. 'open /dev/sdx failed: no such file or directory (ENOENT); check the path'.
+ */
 export function explainFailure(failure: SyscallFailure): string {
   const code = errnoCode(failure.errno);
   const reason = code === 'ENOTBLK' ? 'not a block device' : errnoText(failure.errno);

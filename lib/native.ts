@@ -23,6 +23,7 @@ export interface NativeDeviceRef {
  */
 export interface NativeDeviceInfo {
   name: string;
+  /** '' when the device has none. */
   uuid: string;
   major: number;
   minor: number;
@@ -34,7 +35,9 @@ export interface NativeDeviceInfo {
 
 /** One line of a table: sectors, target type and its parameters (or status) text. */
 export interface NativeTarget {
+  /** First sector mapped, in 512-byte sectors. */
   start: number;
+  /** Sectors mapped (512 bytes each). */
   length: number;
   type: string;
   params: string;
@@ -63,7 +66,9 @@ export interface NativeTargetVersion {
  * event_nr field, which carries the udev cookie for RESUME, REMOVE and RENAME.
  */
 export interface NativeControl {
+  /** The control node this descriptor was opened on. */
   readonly path: string;
+  /** True once close() was called. */
   readonly closed: boolean;
   /** DM_VERSION: [major, minor, patch] of the kernel's ioctl interface. */
   version(): Promise<[number, number, number]>;
@@ -108,15 +113,21 @@ export interface NativeControl {
    * then, or false when cancelled by cancelPoll() or close().
    */
   pollReadable(): Promise<boolean>;
+  /** Makes every pending pollReadable() resolve false; the descriptor stays open. */
   cancelPoll(): void;
   /** Closes the descriptor once every call in flight has finished. */
   close(): void;
 }
 
+/** What queryBlockDevice reads: the size, sector sizes, read-only flag and device number. */
 export interface NativeBlockDeviceInfo {
+  /** BLKGETSIZE64, in bytes. */
   sizeBytes: number;
+  /** BLKSSZGET, in bytes. */
   logicalSectorSize: number;
+  /** BLKPBSZGET, in bytes. */
   physicalSectorSize: number;
+  /** BLKROGET. */
   readOnly: boolean;
   major: number;
   minor: number;
@@ -143,12 +154,15 @@ export interface NativeSignature {
 export interface NativeUdevCookie {
   /** The cookie's low 16 bits plus the DM_COOKIE_MAGIC key; put (flags << 16) | base in event_nr. */
   base: number;
+  /** The id of the SysV semaphore (semget) behind the cookie. */
   semid: number;
 }
 
+/** The addon's functions. loadBinding() returns the real one; tests inject a fake. */
 export interface NativeBinding {
   /** Numbers from <linux/dm-ioctl.h>: DM_*_FLAG, DM_NAME_LEN, DM_UUID_LEN, DM_MAX_TYPE_NAME, … */
   readonly constants: Readonly<Record<string, number>>;
+  /** Opens a device-mapper control node (normally /dev/mapper/control) read-write, close-on-exec. */
   openControl(path: string): Promise<NativeControl>;
   /** BLKGETSIZE64, BLKSSZGET, BLKPBSZGET, BLKROGET and the device number of a block device. */
   queryBlockDevice(path: string): Promise<NativeBlockDeviceInfo>;
@@ -181,9 +195,10 @@ export interface NativeBinding {
   unlock(fd: number): void;
   /**
    * Spawns dmsnap-guardian for the origin device originName and waits until it is
-   * ready; it resumes the origin if this process dies before finishGuardian(…, true).
+   * ready; it resumes the origin if this process dies before finishGuardian(…, true),
+   * once it holds the origin's lock (lockPath).
    */
-  startGuardian(executable: string, controlPath: string, originName: string, timeoutMs: number): Promise<{ pid: number; fd: number }>;
+  startGuardian(executable: string, controlPath: string, originName: string, lockPath: string, timeoutMs: number): Promise<{ pid: number; fd: number }>;
   /** Ends the guardian: done=true means the freeze ended as planned. Resolves its exit status. */
   finishGuardian(pid: number, fd: number, done: boolean): Promise<number>;
   /** mknod(2) a block device node (the no-udev fallback for /dev/mapper/NAME). */

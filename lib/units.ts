@@ -33,6 +33,7 @@ export function bytesToSectors(value: Bytes, name = 'size'): Sectors {
   return (value / SECTOR_BYTES) as Sectors;
 }
 
+/** Bytes in a sector count (× 512). */
 export function sectorsToBytes(value: Sectors): Bytes {
   return (value * SECTOR_BYTES) as Bytes;
 }

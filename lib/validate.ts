@@ -17,17 +17,20 @@ export function check(ok: boolean, name: string, expected: string, value: unknow
   if (!ok) throw new InvalidArgumentError(`${name} must be ${expected}; got ${describe(value)}`);
 }
 
+/** Throws InvalidArgumentError (code ERR_INVALID_ARG_TYPE) unless value is a string. */
 export function checkString(value: unknown, name: string): asserts value is string {
   if (typeof value !== 'string') {
     throw new InvalidArgumentError(`${name} must be a string; got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
   }
 }
 
+/** A path: a non-empty string without NUL bytes (the kernel would end it at the first). */
 export function checkPath(value: unknown, name: string): asserts value is string {
   checkString(value, name);
   check(value.length > 0 && !value.includes('\0'), name, 'a non-empty path without NUL bytes', value);
 }
 
+/** A safe integer from min to max inclusive (by default any non-negative one). */
 export function checkInteger(value: unknown, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): asserts value is number {
   check(
     typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max,

@@ -14,4 +14,5 @@ function readVersion(): string {
   return '0.0.0';
 }
 
+/** dmsnap's version, e.g. "0.1.0"; "0.0.0" when its package.json cannot be found. */
 export const VERSION: string = readVersion();

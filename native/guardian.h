@@ -15,7 +15,7 @@ struct Guardian {
 // Spawns the guardian and waits (at most timeout_ms) until it has the control node open
 // and says it is ready. Throws SysError.
 Guardian StartGuardian(const std::string& executable, const std::string& control_path,
-                       const std::string& origin_name, uint32_t timeout_ms);
+                       const std::string& origin_name, const std::string& lock_path, uint32_t timeout_ms);
 
 // Tells the guardian the freeze ended as planned ("D") or not at all (just closes), and
 // reaps it. Returns its exit status.

@@ -48,9 +48,10 @@ Napi::Value StartGuardianJs(const Napi::CallbackInfo& info) {
   std::string executable = StringArg(info, 0, "executable");
   std::string control = StringArg(info, 1, "controlPath");
   std::string origin = StringArg(info, 2, "originName");
-  uint32_t timeout_ms = Uint32Arg(info, 3, "timeoutMs");
+  std::string lock = StringArg(info, 3, "lockPath");
+  uint32_t timeout_ms = Uint32Arg(info, 4, "timeoutMs");
   return PromiseWork<Guardian>::Run(
-      info.Env(), "dmsnap.startGuardian", [=] { return StartGuardian(executable, control, origin, timeout_ms); },
+      info.Env(), "dmsnap.startGuardian", [=] { return StartGuardian(executable, control, origin, lock, timeout_ms); },
       [](Napi::Env env, Guardian& guardian) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("pid", Napi::Number::New(env, guardian.pid));

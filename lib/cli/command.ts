@@ -26,6 +26,7 @@ export interface CliContext {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
   stdin: NodeJS.ReadableStream;
+  /** The native binding to use; tests inject a fake one. */
   binding?: NativeBinding;
   /** -q: no informational messages on stderr. */
   quiet?: boolean;
@@ -33,19 +34,25 @@ export interface CliContext {
   lockDir?: string;
 }
 
+/** One CLI command: its name, its help texts, its options and what it runs. */
 export interface Command {
   /** The words that name it, e.g. ['dm', 'version']. */
   name: string[];
+  /** One line, listed by `dmsnap --help` and printed under the usage. */
   summary: string;
   /** Usage lines after the command name, e.g. 'NAME [--json]'. */
   usage: string;
   /** Longer help: options and an example. */
   help: string;
+  /** Its options, for node:util parseArgs; --help (-h) and --quiet (-q) are added to every command. */
   options: NonNullable<ParseArgsConfig['options']>;
+  /** Whether it takes positional arguments; default false. */
   allowPositionals?: boolean;
+  /** Runs the command; resolves its exit code (see ExitCode). */
   run(args: ParsedArgs, io: CliContext): Promise<number>;
 }
 
+/** A command line as parseArgs returns it: option values by long name, and the positional arguments. */
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | boolean[] | undefined>;
   positionals: string[];
@@ -66,6 +73,7 @@ export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
   }
 }
 
+/** Writes `text` and a newline. */
 export function writeLine(stream: NodeJS.WritableStream, text = ''): void {
   stream.write(`${text}\n`);
 }

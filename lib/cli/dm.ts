@@ -409,6 +409,7 @@ const wait: Command = {
   },
 };
 
+/** The `dmsnap dm …` commands, in the order `dmsnap --help` lists them. */
 export const dmCommands: Command[] = [
   version,
   ls,

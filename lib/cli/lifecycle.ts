@@ -474,6 +474,7 @@ Example:
   },
 };
 
+/** The lifecycle commands, in the order `dmsnap --help` lists them (before the dm ones). */
 export const lifecycleCommands: Command[] = [
   prepareCommand,
   releaseCommand,

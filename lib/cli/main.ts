@@ -62,6 +62,10 @@ function findCommand(argv: string[]): { command?: Command; rest: string[] } {
   return { command: best, rest: best ? argv.slice(best.name.length) : argv };
 }
 
+/**
+ * Runs one dmsnap command line (argv without node and the script) and resolves its exit
+ * code (see ExitCode). Failures are reported on stderr, not thrown.
+ */
 export async function main(argv: string[], io: CliContext): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     writeLine(argv.length === 0 ? io.stderr : io.stdout, mainHelp());

@@ -3,6 +3,10 @@
  */
 import { formatBytes } from './sizes';
 
+/**
+ * A one-line progress bar, redrawn in place: label, bar, percentage, bytes done and total,
+ * rate and ETA. Does nothing unless the stream is a terminal.
+ */
 export class ProgressBar {
   private readonly started = Date.now();
   private lastDraw = 0;
@@ -12,10 +16,12 @@ export class ProgressBar {
     private readonly label: string,
   ) {}
 
+  /** Whether the stream is a terminal; if not, update() and finish() do nothing. */
   get enabled(): boolean {
     return this.stream.isTTY === true;
   }
 
+  /** Redraws with `done` of `total` bytes; at most every 200 ms unless `force`. */
   update(done: number, total: number, force = false): void {
     if (!this.enabled) return;
     const now = Date.now();
@@ -32,6 +38,7 @@ export class ProgressBar {
     this.stream.write(`\r${text.slice(0, (this.stream.columns ?? 120) - 1)}\x1b[K`);
   }
 
+  /** Draws the final state and ends the line. */
   finish(done: number, total: number): void {
     if (!this.enabled) return;
     this.update(done, total, true);

@@ -24,6 +24,7 @@ import { NodeSync, type NodeSyncOptions, type UdevBatch } from './udev';
 /** The default path of the device-mapper control node. */
 export const DEFAULT_CONTROL_PATH = '/dev/mapper/control';
 
+/** Options of DeviceMapper.open; the udev ones decide how /dev/mapper nodes are kept. */
 export interface DeviceMapperOptions extends NodeSyncOptions {
   /** The control node to open; default /dev/mapper/control. */
   controlPath?: string;
@@ -87,7 +88,9 @@ export interface TargetVersion {
   text: string;
 }
 
+/** Options of DeviceMapper.create. */
 export interface CreateOptions {
+  /** The device's uuid. It never changes once set; a device created without one can get one with setUuid. */
   uuid?: string;
   /** Load this table and resume, as `dmsetup create --table` does. Without it the device has no table. */
   table?: readonly TargetLine[] | string;
@@ -97,6 +100,7 @@ export interface CreateOptions {
   udevFlags?: number;
 }
 
+/** Flags of DM_DEV_SUSPEND, for suspend and resume. */
 export interface SuspendOptions {
   /** Do not freeze the filesystem on the device (DM_SKIP_LOCKFS_FLAG). Off by default. */
   skipLockfs?: boolean;
@@ -104,7 +108,9 @@ export interface SuspendOptions {
   noFlush?: boolean;
 }
 
+/** Options of DeviceMapper.resume. */
 export interface ResumeOptions extends SuspendOptions {
+  /** Extra udev flags for the resume's uevent (see UdevFlags), e.g. to hide a private layer from blkid. */
   udevFlags?: number;
   /**
    * Share a udev cookie with other calls and wait for udev once, at `batch.finish()`
@@ -113,6 +119,7 @@ export interface ResumeOptions extends SuspendOptions {
   batch?: UdevBatch;
 }
 
+/** Options of DeviceMapper.remove. */
 export interface RemoveOptions {
   /** If the device is in use, remove it when its last user closes it (DM_DEFERRED_REMOVE). */
   deferred?: boolean;
@@ -121,10 +128,13 @@ export interface RemoveOptions {
    * new devices briefly. Default true.
    */
   retry?: boolean;
+  /** Extra udev flags for the remove's uevent (see UdevFlags). */
   udevFlags?: number;
 }
 
+/** Options of DeviceMapper.waitEvent. */
 export interface WaitOptions {
+  /** Cancels the wait: the call rejects with the signal's reason. */
   signal?: AbortSignal;
   /** Give up after this many milliseconds (AbortError with code 'ABORT_ERR'). */
   timeoutMs?: number;
@@ -133,6 +143,10 @@ export interface WaitOptions {
 const REMOVE_RETRIES = 25;
 const REMOVE_RETRY_DELAY_MS = 200;
 
+/**
+ * A device-mapper client: one open control descriptor, one method per ioctl. Get one with
+ * `DeviceMapper.open()` and close it when done.
+ */
 export class DeviceMapper {
   private readonly nodes: NodeSync;
 
@@ -162,6 +176,7 @@ export class DeviceMapper {
     return this.control.path;
   }
 
+  /** Whether close() was called; every ioctl then fails with ERR_DMSNAP_CLOSED. */
   get closed(): boolean {
     return this.control.closed;
   }
@@ -431,6 +446,7 @@ export class DeviceMapper {
     this.control.close();
   }
 
+  /** Closes the control node, for `using dm = await DeviceMapper.open()`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -19,10 +19,16 @@ import { callNative, type NativeBinding, type NativeDeviceInfo } from '../native
 export const UdevFlags = {
   /** Skip the dm rules: no /dev/mapper link. */
   disableDmRules: 0x0001,
+  /** Skip the subsystem rules (LVM's, for instance) but not the dm rules. */
   disableSubsystemRules: 0x0002,
   /** Skip the disk rules: no blkid probe, no /dev/disk/by-* links (for private layers). */
   disableDiskRules: 0x0004,
+  /** Skip the rules of other packages, neither dm nor subsystem rules. */
   disableOtherRules: 0x0008,
+  /**
+   * Low priority for this device's symlinks: where another device has the same filesystem
+   * UUID (an origin and its snapshot), the other's links win.
+   */
   lowPriority: 0x0010,
   /** udev, not the library, creates the nodes. */
   disableLibraryFallback: 0x0020,
@@ -42,6 +48,7 @@ export function udevIsRunning(): boolean {
   return existsSync('/run/udev/control');
 }
 
+/** How /dev/mapper is kept in step: through udev, or by dmsnap itself. */
 export interface NodeSyncOptions {
   /** Use the udev cookie protocol: 'auto' (default) when udev is running. */
   udev?: boolean | 'auto';
@@ -51,9 +58,17 @@ export interface NodeSyncOptions {
   devDir?: string;
 }
 
+/**
+ * Keeps /dev/mapper/NAME in step with the kernel for one client: waits for udev through
+ * cookies, or makes and removes the nodes itself when udev is not running or does not
+ * answer in time.
+ */
 export class NodeSync {
+  /** Whether the udev cookie protocol is in use. */
   readonly udev: boolean;
+  /** Bound on each wait for udev, in milliseconds. */
   readonly udevTimeoutMs: number;
+  /** The directory of device nodes, normally /dev/mapper. */
   readonly devDir: string;
 
   constructor(
@@ -65,6 +80,7 @@ export class NodeSync {
     this.devDir = options.devDir ?? DEFAULT_DEV_DIR;
   }
 
+  /** The path of device NAME's node: /dev/mapper/NAME. */
   nodePath(name: string): string {
     return join(this.devDir, name);
   }

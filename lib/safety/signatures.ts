@@ -24,11 +24,13 @@ export interface DeviceSignature {
   offsetBytes: number;
 }
 
+/** Options of probeSignatures. */
 export interface SignatureOptions {
   /** The native binding to use; tests inject a fake one. */
   binding?: NativeBinding;
 }
 
+/** Options of checkCowIsBlank. */
 export interface CheckCowOptions extends SignatureOptions {
   /** Overwrite the COW even if it holds data (forceWipe / --force-wipe). */
   force?: boolean;
@@ -36,6 +38,7 @@ export interface CheckCowOptions extends SignatureOptions {
 
 /** The COW device holds data that zeroing its first chunk would destroy. */
 export class CowHasDataError extends DmsnapError {
+  /** The COW device. */
   readonly path: string;
   /** What was found, the dm-snapshot header of an old COW excepted. */
   readonly signatures: DeviceSignature[];

@@ -5,6 +5,7 @@
 import { DeviceMapper } from '../dm/device-mapper';
 import type { LockOptions } from './lock';
 
+/** Options every lifecycle call takes: the client to use and the lock settings. */
 export interface LifecycleOptions extends LockOptions {
   /** The client to use; by default one shared client per process, opened on first use. */
   dm?: DeviceMapper;
@@ -23,6 +24,7 @@ export function sharedDeviceMapper(): Promise<DeviceMapper> {
   return shared;
 }
 
+/** The client in `options.dm`, else the shared one. */
 export async function clientOf(options: LifecycleOptions): Promise<DeviceMapper> {
   return options.dm ?? sharedDeviceMapper();
 }

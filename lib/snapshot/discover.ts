@@ -5,14 +5,24 @@
 import type { DeviceListEntry, DeviceMapper } from '../dm/device-mapper';
 import { parseTag, type Tag } from './tags';
 
+/** A device-mapper device with a dmsnap tag in its uuid. */
 export interface TaggedDevice extends DeviceListEntry {
+  /** The tag, parsed from the uuid. */
   tag: Tag;
 }
 
+/**
+ * The devices of one origin, grouped by the originId in their tags. origin or real may be
+ * missing after an interrupted prepare or release (see recover).
+ */
 export interface OriginGroup {
+  /** The 16 hex digits shared by the group's tags. */
   originId: string;
+  /** NAME, the wrapper the filesystem is mounted on. */
   origin?: TaggedDevice;
+  /** NAME-real, the linear mapping of the backing device that snapshots read from. */
   real?: TaggedDevice;
+  /** The snapshot devices, by name. */
   snaps: TaggedDevice[];
 }
 

@@ -5,12 +5,16 @@
 import { open } from 'node:fs/promises';
 import { DmsnapError } from '../errors';
 
+/** A filesystem dmsnap recognises on a snapshot (Btrfs only so as to refuse to mount it). */
 export type FilesystemType = 'xfs' | 'ext2' | 'ext3' | 'ext4' | 'btrfs';
 
 /** mount(2) flags: read-only, and nothing on a backup view may run or act as a device. */
 export const MS_RDONLY = 1;
+/** Set-user-ID and set-group-ID bits are ignored. */
 export const MS_NOSUID = 2;
+/** Device nodes on it cannot be opened. */
 export const MS_NODEV = 4;
+/** Nothing on it can be executed. */
 export const MS_NOEXEC = 8;
 
 const EXT_MAGIC_OFFSET = 1024 + 56;
@@ -42,9 +46,13 @@ export async function detectFilesystem(devicePath: string): Promise<FilesystemTy
   }
 }
 
+/** The mount(2) call for a snapshot. */
 export interface MountPlan {
+  /** The filesystemtype argument: 'xfs', 'ext2', 'ext3' or 'ext4'. */
   fstype: string;
+  /** MS_* bits: always MS_RDONLY, MS_NOSUID, MS_NODEV and MS_NOEXEC. */
   flags: number;
+  /** The filesystem's option string: 'nouuid' (XFS), 'noload' (ext3/4) or ''. */
   data: string;
 }
 

@@ -11,15 +11,24 @@ const BLOCK_BYTES = 4 * 1024 * 1024;
 /** Granularity of holes in sparse images. */
 const HOLE_BYTES = 64 * 1024;
 
+/** How far copyDevice has got. */
 export interface ImageProgress {
+  /** Bytes read so far; the writes trail by at most one 4 MiB block. */
   bytesDone: number;
+  /** The device's size in bytes. */
   bytesTotal: number;
 }
 
+/** Options of copyDevice. */
 export interface ImageOptions {
   /** Leave holes for all-zero 64 KiB blocks (only for a regular file). */
   sparse?: boolean;
+  /** Called after each read of up to 4 MiB. */
   onProgress?: (progress: ImageProgress) => void;
+  /**
+   * Stops the copy before the next read (it rejects with the signal's reason); the output
+   * is left as far as it got.
+   */
   signal?: AbortSignal;
 }
 

@@ -19,7 +19,7 @@ import { check, checkPath } from '../validate';
 import { checkCowIsBlank } from '../safety/signatures';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup } from './discover';
-import { lockOrigin } from './lock';
+import { lockOrigin, lockPath } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { deviceStack, devicePathOf, devKey, type DevNumber } from './stack';
 import { environmentStepHook, type Step, type StepHook } from './steps';
@@ -31,11 +31,13 @@ const HIDDEN_LAYER = UdevFlags.disableDiskRules | UdevFlags.disableOtherRules | 
 /** The header chunk, a metadata chunk and room for data: the smallest useful persistent COW. */
 const MIN_COW_CHUNKS = 4;
 
+/** Options of prepare. */
 export interface PrepareOptions extends LifecycleOptions {
   /** The wrapper's name (/dev/mapper/NAME). Default: the device's base name (md2 for /dev/md2). */
   name?: string;
 }
 
+/** Options of Origin.snapshot and withSnapshot. */
 export interface SnapshotOptions {
   /** The block device that receives the origin's old blocks. Its first chunk is zeroed. */
   cow: string;
@@ -51,14 +53,21 @@ export interface SnapshotOptions {
   onStep?: StepHook;
 }
 
+/** What Origin.status reports: the origin, and each snapshot with its COW usage. */
 export interface OriginStatus {
   name: string;
   /** /dev/mapper/NAME, where the filesystem is mounted. */
   device: string;
   /** The block device under the origin (null if sysfs does not name it). */
   backing: string | null;
+  /** The origin's size in bytes. */
   sizeBytes: number;
+  /** Normally false; true if the origin was left suspended (see recover). */
   suspended: boolean;
+  /**
+   * Each snapshot's status, with its COW device (a path, or MAJOR:MINOR), chunk size in
+   * 512-byte sectors and persistence.
+   */
   snapshots: (SnapshotStatusReport & { cow: string; chunkSectors: number; persistent: boolean })[];
 }
 
@@ -69,9 +78,11 @@ export class Origin implements SnapshotOwner {
     private readonly dm: DeviceMapper,
     private readonly options: LifecycleOptions,
     readonly name: string,
+    /** The id in the uuid tags of its devices (DMSNAP-<originId>-…). */
     readonly originId: string,
     /** The block device under the origin. */
     readonly backing: DevNumber & { path: string | null },
+    /** Size in 512-byte sectors. */
     readonly sizeSectors: number,
   ) {}
 
@@ -80,10 +91,12 @@ export class Origin implements SnapshotOwner {
     return this.dm.devicePath(this.name);
   }
 
+  /** The name of NAME-real, the linear mapping of the backing device that snapshots read from. */
   get realName(): string {
     return `${this.name}-real`;
   }
 
+  /** Size in bytes. */
   get sizeBytes(): number {
     return this.sizeSectors * SECTOR_BYTES;
   }
@@ -146,7 +159,7 @@ export class Origin implements SnapshotOwner {
     const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
     // The guardian starts now and gets ready while the checks and the preparation run:
     // it must be there before the freeze, and costs nothing inside it.
-    const guardian = startGuardian(this.dm, this.name);
+    const guardian = startGuardian(this.dm, this.name, this.options);
     guardian.catch(() => undefined);
     try {
       const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true);
@@ -196,7 +209,7 @@ export class Origin implements SnapshotOwner {
     const { dm } = this;
     const release = await lockOrigin(dm.nativeBinding, this.name, this.options);
     // Started first: it gets ready while the state is read.
-    const guardianStarting = startGuardian(dm, this.name);
+    const guardianStarting = startGuardian(dm, this.name, this.options);
     guardianStarting.catch(() => undefined);
     try {
       const [info, all, [wrapperLine], linearTable] = await Promise.all([
@@ -455,9 +468,11 @@ interface Guardian {
 /** Clients whose kernel was seen to have the snapshot targets. */
 const targetsSeen = new WeakSet<DeviceMapper>();
 
-function startGuardian(dm: DeviceMapper, originName: string): Promise<Guardian> {
+function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleOptions): Promise<Guardian> {
   const binding = dm.nativeBinding;
-  return callNative(() => binding.startGuardian(guardianExecutable(), dm.controlPath, originName, GUARDIAN_START_TIMEOUT_MS)).catch((error: unknown) => {
+  return callNative(() =>
+    binding.startGuardian(guardianExecutable(), dm.controlPath, originName, lockPath(originName, options), GUARDIAN_START_TIMEOUT_MS),
+  ).catch((error: unknown) => {
     throw new DmsnapError(
       `cannot start dmsnap-guardian, which resumes the origin should dmsnap die while it is suspended: ${(error as Error).message}. ` +
         'Rebuild dmsnap (npm rebuild dmsnap) so that build/Release/dmsnap-guardian exists',

@@ -11,6 +11,10 @@ import { scanGroups, type OriginGroup, type TaggedDevice } from './discover';
 import { lockOrigin } from './lock';
 import { devKey } from './stack';
 
+/**
+ * What recover did with a device; 'kept' (a working snapshot) and 'skipped' (another
+ * process holds the origin's lock) change nothing.
+ */
 export type RecoveryActionKind = 'resumed' | 'cleared-inactive-table' | 'removed' | 'restored-linear-table' | 'skipped' | 'kept';
 
 /** One thing recover did (or found fine, or could not do). */
@@ -20,14 +24,24 @@ export interface RecoveryAction {
   /** The device acted on. */
   device: string;
   action: RecoveryActionKind;
+  /** Why, in plain words. */
   reason: string;
 }
 
+/**
+ * Options of recover. An origin whose lock another process holds is skipped after
+ * lockTimeoutMs (2 s by default here, not the usual 30 s).
+ */
 export interface RecoverOptions extends LifecycleOptions {}
 
 /** How long recover waits for an origin's lock before skipping that origin. */
 const RECOVER_LOCK_TIMEOUT_MS = 2000;
 
+/**
+ * Brings every dmsnap origin back to a consistent state after a crash, from the kernel's
+ * state alone: resumes what was left suspended, clears half-loaded tables, removes broken
+ * snapshots and leftovers. Idempotent. Returns an entry for each device it looked at.
+ */
 export async function recover(options: RecoverOptions = {}): Promise<RecoveryAction[]> {
   const dm = await clientOf(options);
   const actions: RecoveryAction[] = [];

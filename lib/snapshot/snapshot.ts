@@ -29,7 +29,9 @@ export interface SnapshotStatusReport {
   allocatedSectors: number | null;
   /** Size of the COW in sectors; null unless active or merging. */
   totalSectors: number | null;
+  /** Sectors of the COW holding the exception store's metadata; null unless active or merging. */
   metadataSectors: number | null;
+  /** Sectors of copied chunks (allocated − metadata); null unless active or merging. */
   dataSectors: number | null;
   /** allocated / total × 100; null unless active or merging. */
   usedPercent: number | null;
@@ -41,17 +43,24 @@ export interface SnapshotMount {
   fsType: FilesystemType;
 }
 
+/** Options of Snapshot.watch and Snapshot.onUsage. */
 export interface WatchOptions {
   /** How often usage is sampled, in ms (default 1000). Invalidation is reported at once. */
   intervalMs?: number;
+  /** Ends the watch. */
   signal?: AbortSignal;
 }
 
+/** What a snapshot is, as its table says. */
 export interface SnapshotInfo {
   name: string;
+  /** The origin's name, NAME. */
   originName: string;
+  /** The COW device; path is null when sysfs does not name it. */
   cow: DevNumber & { path: string | null };
+  /** Chunk size in 512-byte sectors. */
   chunkSectors: number;
+  /** A persistent exception store (P or PO), kept on the COW device; false for a transient one (N). */
   persistent: boolean;
   /** 'snapshot', or 'snapshot-merge' while merging back. */
   targetType: string;
@@ -62,6 +71,10 @@ export interface SnapshotOwner {
   dropSnapshot(snapshot: Snapshot): Promise<void>;
 }
 
+/**
+ * A snapshot of an origin: the read-only view /dev/mapper/NAME, its status, a mount for
+ * file-level backups, and drop. `await using` drops it at the end of the scope.
+ */
 export class Snapshot implements AsyncDisposable {
   /** Milliseconds the origin was suspended (suspend issued to resume returned), when this call took it. */
   readonly freezeMs?: number;
@@ -77,6 +90,7 @@ export class Snapshot implements AsyncDisposable {
     if (freezeMs !== undefined) this.freezeMs = freezeMs;
   }
 
+  /** The snapshot's device-mapper name. */
   get name(): string {
     return this.info.name;
   }
@@ -233,6 +247,7 @@ export class Snapshot implements AsyncDisposable {
     await this.owner.dropSnapshot(this);
   }
 
+  /** Drops the snapshot, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.drop();
   }

@@ -6,11 +6,13 @@
 import { readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 
+/** A block device number. */
 export interface DevNumber {
   major: number;
   minor: number;
 }
 
+/** "MAJOR:MINOR", as device-mapper tables and /sys/dev/block name a device. */
 export function devKey(dev: DevNumber): string {
   return `${dev.major}:${dev.minor}`;
 }

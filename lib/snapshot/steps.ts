@@ -2,6 +2,7 @@
  * Named steps of taking and dropping a snapshot. Errors say which step failed; tests
  * can fail or kill the process right after a step (see `stepHook`).
  */
+/** The steps of Origin.snapshot, in order; the freeze runs from suspend-origin to resume-origin. */
 export type SnapshotStep =
   | 'validate'
   | 'zero-cow'
@@ -12,8 +13,10 @@ export type SnapshotStep =
   | 'resume-snapshot'
   | 'resume-origin';
 
+/** The steps of Snapshot.drop, in order; load-linear-table only when it drops the last snapshot. */
 export type DropStep = 'load-linear-table' | 'suspend-origin' | 'remove-snapshot' | 'resume-origin';
 
+/** A step of taking or dropping a snapshot. */
 export type Step = SnapshotStep | DropStep;
 
 /**

@@ -9,11 +9,15 @@
  *   DMSNAP-<originId>-snap-<snapId>   a snapshot device
  */
 
+/** The start of every dmsnap uuid; a device whose uuid lacks it is never touched. */
 export const UUID_PREFIX = 'DMSNAP-';
 
+/** A device's part in an origin: the wrapper NAME, NAME-real, or a snapshot. */
 export type DeviceRole = 'origin' | 'real' | 'snap';
 
+/** A dmsnap uuid, parsed. */
 export interface Tag {
+  /** 16 hex digits, shared by the devices of one origin. */
   originId: string;
   role: DeviceRole;
   /** Only for role 'snap'. */
@@ -28,14 +32,17 @@ function randomHex(bytes: number): string {
   return (require('node:crypto') as typeof import('node:crypto')).randomBytes(bytes).toString('hex');
 }
 
+/** A random origin id: 16 hex digits. */
 export function newOriginId(): string {
   return randomHex(8);
 }
 
+/** A random snapshot id: 8 hex digits, so that each snapshot's uuid is unique. */
 export function newSnapId(): string {
   return randomHex(4);
 }
 
+/** The uuid for a tag: DMSNAP-<originId>-<role>, plus -<snapId> for a snapshot. */
 export function formatTag(tag: Tag): string {
   return `${UUID_PREFIX}${tag.originId}-${tag.role}${tag.role === 'snap' ? `-${tag.snapId}` : ''}`;
 }

@@ -7,6 +7,7 @@ import { checkDevice, checkExtent, parseSectors, splitParams, type SectorCount, 
 import { sectors, type Sectors } from '../units';
 import { check } from '../validate';
 
+/** Options of linear(). */
 export interface LinearOptions extends TargetExtent {
   /** The device to map onto: a path such as /dev/loop0, or MAJOR:MINOR such as 7:0. */
   device: string;

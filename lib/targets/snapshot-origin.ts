@@ -6,6 +6,7 @@
 import { checkDevice, checkExtent, splitParams, type TargetExtent, type TargetLine } from '../dm/table';
 import { check } from '../validate';
 
+/** Options of snapshotOrigin(). */
 export interface SnapshotOriginOptions extends TargetExtent {
   /** The device whose snapshots are kept: a path or MAJOR:MINOR. */
   origin: string;

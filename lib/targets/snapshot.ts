@@ -31,6 +31,7 @@ export type SnapshotPersistence = 'P' | 'PO' | 'N';
 /** The snapshot target's optional features, as the kernel names them. */
 export type SnapshotFeature = 'discard_zeroes_cow' | 'discard_passdown_origin';
 
+/** Options of snapshot() and snapshotMerge(). */
 export interface SnapshotTargetOptions extends TargetExtent {
   /** The origin device (usually the `NAME-real` linear mapping): a path or MAJOR:MINOR. */
   origin: string;
@@ -57,6 +58,7 @@ export interface SnapshotTargetOptions extends TargetExtent {
 export interface SnapshotParams {
   /** As given; the kernel reports it back as MAJOR:MINOR. */
   origin: string;
+  /** As given; the kernel reports it back as MAJOR:MINOR. */
   cow: string;
   /** Upper case whatever the case in the table. */
   persistence: SnapshotPersistence;

@@ -1466,7 +1466,7 @@ export function createFakeSystem(): FakeSystem {
       system.mounts.delete(target);
     },
     // The fake kernel never outlives the test process: a guardian has nothing to do.
-    async startGuardian(_executable: string, controlPath: string, _originName: string) {
+    async startGuardian(_executable: string, controlPath: string, _originName: string, _lockPath: string) {
       if (!system.dmLoaded) return failOpen(ENOENT, 'open', controlPath);
       system.guardians++;
       return { pid: 0, fd: -1 };

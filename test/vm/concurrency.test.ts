@@ -39,7 +39,8 @@ describe('concurrency', () => {
       runAsync(['snapshot', a, '--cow', cows[0], '--snapshot-name', `${a}-1`]),
       runAsync(['snapshot', a, '--cow', cows[1], '--snapshot-name', `${a}-2`]),
     ]);
-    expect(results).toEqual([{ status: 0, stderr: expect.any(String) }, { status: 0, stderr: expect.any(String) }]);
+    // stderr carries the freeze times; on a failure it says why.
+    expect(results.map((r) => (r.status === 0 ? 0 : r.stderr))).toEqual([0, 0]);
     expect(dmsetup('status', `${a}-1`)).toMatch(/snapshot \d+\/8192 \d+/);
     expect(dmsetup('status', `${a}-2`)).toMatch(/snapshot \d+\/8192 \d+/);
     const drops = await Promise.all([runAsync(['drop', a, '--snapshot-name', `${a}-1`]), runAsync(['drop', a, '--snapshot-name', `${a}-2`])]);

@@ -51,7 +51,7 @@ function churn(root: string): void {
 async function stopWriter(writer: ChildProcess): Promise<number> {
   let out = '';
   writer.stdout!.on('data', (d) => (out += d));
-  const exited = new Promise<void>((resolve) => writer.on('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) => (writer.exitCode !== null ? resolve() : writer.on('exit', () => resolve())));
   writer.kill('SIGTERM');
   await exited;
   return Number(out.trim());

@@ -17,6 +17,8 @@ describe('soak', () => {
   let dm: DeviceMapper;
   let dir: string;
   let writer: ChildProcess;
+  let writerExited: Promise<void>;
+  const SLOTS = 4096;
 
   beforeAll(async () => {
     dm = await DeviceMapper.open();
@@ -26,7 +28,9 @@ describe('soak', () => {
     dir = mkdtempSync('/tmp/dmsnap-soak-');
     run('mount', [`/dev/mapper/${name}`, dir]);
     mkdirSync(join(dir, 'w'));
-    writer = spawn(process.execPath, [join(__dirname, 'support/writer.js'), join(dir, 'w', 'log')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // A ring of 16 MiB: it never fills the filesystem, however long the soak runs.
+    writer = spawn(process.execPath, [join(__dirname, 'support/writer.js'), join(dir, 'w', 'log'), String(SLOTS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    writerExited = new Promise<void>((resolve) => writer.on('exit', () => resolve()));
     for (let i = 0; i < 600 && !(existsSync(join(dir, 'w', 'log')) && statSync(join(dir, 'w', 'log')).size > 0); i++) {
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -59,10 +63,10 @@ describe('soak', () => {
     expect((await dm.list()).filter((d) => d.name.startsWith(name)).map((d) => d.name).sort()).toEqual([name, `${name}-real`]);
     expect(await dm.table(name)).toEqual(await dm.table(`${name}-real`));
 
-    const exited = new Promise<void>((resolve) => writer.on('exit', () => resolve()));
+    expect(writer.exitCode).toBeNull(); // still writing after all the cycles
     writer.kill('SIGTERM');
-    await exited;
-    const records = checkLog(readFileSync(join(dir, 'w', 'log')));
+    await writerExited;
+    const records = checkLog(readFileSync(join(dir, 'w', 'log')), SLOTS);
     expect(records).toBeGreaterThan(0);
     run('umount', [dir]);
     run('xfs_repair', ['-n', `/dev/mapper/${name}`]);
