@@ -37,6 +37,8 @@ export function createLoopDevice(sizeBytes: number, options: { sectorSize?: numb
   const args = ['--find', '--show'];
   if (options.sectorSize) args.push('--sector-size', String(options.sectorSize));
   const path = run('losetup', [...args, file]).trim();
+  // A loop device keeps a read-only flag (blockdev --setro) across detach and attach.
+  run('blockdev', ['--setrw', path]);
   loops.push({ path, file });
   return path;
 }
