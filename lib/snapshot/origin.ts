@@ -166,8 +166,9 @@ export class Origin implements SnapshotOwner {
       await after('validate');
       return await this.takeSnapshot(plan, name, chunkSectors, persistent, after, guardian);
     } finally {
-      finishGuardian(this.dm, guardian);
+      const finished = finishGuardian(this.dm, guardian);
       release();
+      await finished;
     }
   }
 
@@ -253,8 +254,9 @@ export class Origin implements SnapshotOwner {
       }
       await after('resume-origin');
     } finally {
-      finishGuardian(dm, guardianStarting);
+      const finished = finishGuardian(dm, guardianStarting);
       release();
+      await finished;
     }
   }
 
@@ -483,12 +485,16 @@ function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleO
 }
 
 /**
- * Tells the guardian that the freeze is over. Not awaited: it exits at once, and its
- * exit is collected on a pool thread after the caller has its answer.
+ * Tells the guardian that the freeze is over and collects its exit. Awaited, so that when a
+ * lifecycle call returns, dmsnap holds no descriptor and no child process for it. Never throws.
  */
-function finishGuardian(dm: DeviceMapper, guardian: Promise<Guardian>): void {
-  void guardian.then(
-    (g) => callNative(() => dm.nativeBinding.finishGuardian(g.pid, g.fd, true)).catch(() => undefined),
+function finishGuardian(dm: DeviceMapper, guardian: Promise<Guardian>): Promise<void> {
+  return guardian.then(
+    (g) =>
+      callNative(() => dm.nativeBinding.finishGuardian(g.pid, g.fd, true)).then(
+        () => undefined,
+        () => undefined,
+      ),
     () => undefined,
   );
 }

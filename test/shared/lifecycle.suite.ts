@@ -15,6 +15,8 @@ export interface LifecycleEnvironment {
   /** Puts an ext4 filesystem signature on the device. */
   formatExt4(path: string): Promise<void>;
   lockDir: string;
+  /** How many dmsnap-guardian processes this process has started and not yet collected. */
+  runningGuardians(): number;
 }
 
 const MiB = 1024 * 1024;
@@ -158,6 +160,18 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       expect(await dm.find(snap.name)).toBeUndefined();
       expect(await dm.table(origin.name)).toEqual(linearTable);
       expect((await dm.info(origin.name)).suspended).toBe(false);
+    });
+
+    it('holds no guardian process once snapshot and drop have returned', async () => {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(4 * MiB);
+      const before = env.runningGuardians();
+      const snap = await origin.snapshot({ cow });
+      expect(env.runningGuardians()).toBe(before);
+      await snap.drop();
+      expect(env.runningGuardians()).toBe(before);
+      await expect(origin.snapshot({ cow: origin.devicePath })).rejects.toBeInstanceOf(DmsnapError);
+      expect(env.runningGuardians()).toBe(before);
     });
 
     it('takes transient snapshots with other chunk sizes', async () => {

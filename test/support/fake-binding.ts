@@ -1472,6 +1472,8 @@ export function createFakeSystem(): FakeSystem {
       return { pid: 0, fd: -1 };
     },
     async finishGuardian(_pid: number, _fd: number, done: boolean) {
+      // The real call waits for the child on a pool thread: it ends a turn of the loop later.
+      await new Promise((resolve) => setImmediate(resolve));
       system.guardians--;
       return done ? 0 : 1;
     },

@@ -33,6 +33,7 @@ lifecycleSuite({
     system.signatures.set(path, [{ type: 'ext4', usage: 'filesystem', label: '', uuid: '', offset: 1080 }]);
   },
   lockDir,
+  runningGuardians: () => system.guardians,
 });
 
 describe('reusing a COW (fake kernel)', () => {

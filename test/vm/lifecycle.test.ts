@@ -2,7 +2,7 @@
  * The shared lifecycle suite against the real kernel.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { DeviceMapper } from '../../lib';
 import { lifecycleSuite } from '../shared/lifecycle.suite';
 import { createLoopDevice } from './support/system';
@@ -27,4 +27,19 @@ lifecycleSuite({
     execFileSync('mkfs.ext4', ['-q', '-F', path]);
   },
   lockDir: mkdtempSync('/tmp/dmsnap-locks-'),
+  runningGuardians: () => childCommands().filter((command) => command === 'dmsnap-guardian').length,
 });
+
+/** The command names of this process's children, zombies included (until waited for). */
+function childCommands(): string[] {
+  const pids = readdirSync('/proc/self/task').flatMap((tid) =>
+    readFileSync(`/proc/self/task/${tid}/children`, 'utf8').split(' ').filter(Boolean),
+  );
+  return pids.flatMap((pid) => {
+    try {
+      return [readFileSync(`/proc/${pid}/comm`, 'utf8').trim()];
+    } catch {
+      return []; // gone meanwhile
+    }
+  });
+}

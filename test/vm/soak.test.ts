@@ -3,7 +3,7 @@
  * the filesystem stays sound, and no device, node or file descriptor leaks.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, openOrigin, prepare } from '../../lib';
 import { createLoopDevice, run } from './support/system';
@@ -50,15 +50,17 @@ describe('soak', () => {
     const nodesBefore = readdirSync('/dev/mapper').sort();
     // Counted after a first cycle: the first use opens what stays open (the addon, the
     // control node); a leak grows with the cycles.
-    let fdsBefore = 0;
+    let fdsBefore: string[] = [];
     for (let cycle = 0; cycle < CYCLES; cycle++) {
-      if (cycle === 1) fdsBefore = readdirSync('/proc/self/fd').length;
+      if (cycle === 1) fdsBefore = openDescriptors();
       const snap = await origin.snapshot({ cow });
       freezes.push(snap.freezeMs!);
       expect((await snap.status()).state).toBe('active');
       await snap.drop();
     }
-    expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(fdsBefore);
+    // No more descriptors than after the first cycle; if there are, the failure lists the new ones.
+    const fdsAfter = openDescriptors();
+    expect(fdsAfter.length <= fdsBefore.length ? [] : fdsAfter.filter((fd) => !fdsBefore.includes(fd))).toEqual([]);
     expect(readdirSync('/dev/mapper').sort()).toEqual(nodesBefore);
     expect((await dm.list()).filter((d) => d.name.startsWith(name)).map((d) => d.name).sort()).toEqual([name, `${name}-real`]);
     expect(await dm.table(name)).toEqual(await dm.table(`${name}-real`));
@@ -75,3 +77,14 @@ describe('soak', () => {
     console.log(`soak: ${CYCLES} cycles, ${records} records written meanwhile, freeze median ${sorted[CYCLES >> 1].toFixed(1)} ms, max ${sorted.at(-1)!.toFixed(1)} ms`);
   }, 1_800_000);
 });
+
+/** This process's open descriptors, as "fd -> target". */
+function openDescriptors(): string[] {
+  return readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      return [`${fd} -> ${readlinkSync(`/proc/self/fd/${fd}`)}`];
+    } catch {
+      return []; // the descriptor readdir itself used
+    }
+  });
+}
