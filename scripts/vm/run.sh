@@ -72,18 +72,27 @@ echo "run.sh: booting Debian kernel $(cat "$(dirname "${image[0]}")/version") ($
 
 stdin=/dev/null
 [[ $shell == 1 ]] && stdin=/dev/stdin
-set +e
-timeout --foreground -k 10 "$timeout" qemu-system-x86_64 \
-  -accel tcg -cpu max -m "$memory" -smp "$cpus" \
-  -display none -monitor none -serial stdio -no-reboot \
-  -kernel "${image[0]}" -initrd "${image[1]}" \
-  -append "console=ttyS0 quiet loglevel=1 panic=-1 dmsnap.stage2=$here/stage2.sh dmsnap.project=$project" \
-  -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
-  -virtfs "local,path=$project,mount_tag=project,security_model=none,readonly=on,multidevs=remap" \
-  -virtfs "local,path=$share,mount_tag=share,security_model=none,multidevs=remap" \
-  < "$stdin"
-qemu_status=$?
-set -e
+# Under TCG a kernel now and then oopses while it patches its own code early in boot (seen
+# on 6.12 with 2 vCPUs: "Oops: int3" in sched_clock_cpu, before any init ran). Such a guest
+# never reaches stage 2, so it is booted again; once stage 2 has started, nothing is retried.
+boot_attempts=${DMSNAP_VM_BOOT_ATTEMPTS:-3}
+for ((attempt = 1; ; attempt++)); do
+  rm -f "$share/status" "$share/booted"
+  set +e
+  timeout --foreground -k 10 "$timeout" qemu-system-x86_64 \
+    -accel tcg -cpu max -m "$memory" -smp "$cpus" \
+    -display none -monitor none -serial stdio -no-reboot \
+    -kernel "${image[0]}" -initrd "${image[1]}" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 dmsnap.stage2=$here/stage2.sh dmsnap.project=$project" \
+    -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+    -virtfs "local,path=$project,mount_tag=project,security_model=none,readonly=on,multidevs=remap" \
+    -virtfs "local,path=$share,mount_tag=share,security_model=none,multidevs=remap" \
+    < "$stdin"
+  qemu_status=$?
+  set -e
+  [[ -e $share/booted || $qemu_status == 124 || $qemu_status == 137 || $attempt -ge $boot_attempts ]] && break
+  echo "run.sh: the guest kernel stopped before it reached stage 2 (attempt $attempt of $boot_attempts); booting it again" >&2
+done
 
 if [[ -s $share/status ]]; then
   exit "$(cat "$share/status")"
@@ -92,5 +101,6 @@ if [[ $qemu_status == 124 || $qemu_status == 137 ]]; then
   echo "run.sh: the guest did not finish within ${timeout}s and was stopped" >&2
 else
   echo "run.sh: the guest stopped without reporting a status (qemu exited $qemu_status); see the console output above" >&2
+  [[ -e $share/booted ]] || echo "run.sh: it never reached stage 2, in $attempt boot(s): the kernel or the initramfs failed (scripts/vm/image.sh builds it)" >&2
 fi
 exit 1

@@ -15,6 +15,8 @@ mount -t tmpfs -o mode=1777 tmp $H/tmp
 mount -t tmpfs -o mode=755 run $H/run
 mkdir -p $share $H/run/lock
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=512000 share $share
+# Tells the host the kernel booted: a failure from here on is the command's, not the boot's.
+echo booted > $share/booted
 
 # The project has a share of its own, mounted at its own path: it may live under a
 # folder that the fresh tmpfs mounts above now hide (a clone in /tmp, say).
