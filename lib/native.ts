@@ -194,11 +194,14 @@ export interface NativeBinding {
   /** flock(fd, LOCK_UN). */
   unlock(fd: number): void;
   /**
-   * Spawns dmsnap-guardian for the origin device originName and waits until it is
-   * ready; it resumes the origin if this process dies before finishGuardian(…, true),
-   * once it holds the origin's lock (lockPath).
+   * Spawns dmsnap-guardian for the origin device originName; resolves once the child runs
+   * its own program (descriptors opened later never reach it). It resumes the origin if
+   * this process dies before finishGuardian(…, true), once it holds the origin's lock
+   * (lockPath).
    */
-  startGuardian(executable: string, controlPath: string, originName: string, lockPath: string, timeoutMs: number): Promise<{ pid: number; fd: number }>;
+  spawnGuardian(executable: string, controlPath: string, originName: string, lockPath: string): Promise<{ pid: number; fd: number }>;
+  /** Waits until the guardian is ready; if it is not within timeoutMs, kills and reaps it and rejects. */
+  awaitGuardianReady(pid: number, fd: number, executable: string, timeoutMs: number): Promise<void>;
   /** Ends the guardian: done=true means the freeze ended as planned. Resolves its exit status. */
   finishGuardian(pid: number, fd: number, done: boolean): Promise<number>;
   /** mknod(2) a block device node (the no-udev fallback for /dev/mapper/NAME). */

@@ -17,8 +17,8 @@ extern char** environ;
 
 namespace dmsnap {
 
-Guardian StartGuardian(const std::string& executable, const std::string& control_path,
-                       const std::string& origin_name, const std::string& lock_path, uint32_t timeout_ms) {
+Guardian SpawnGuardian(const std::string& executable, const std::string& control_path,
+                       const std::string& origin_name, const std::string& lock_path) {
   int pair[2];
   // Close-on-exec on both ends: no other child may inherit our end, or the guardian
   // would never see end of file when we die.
@@ -36,7 +36,11 @@ Guardian StartGuardian(const std::string& executable, const std::string& control
     ::close(pair[0]);
     throw SysError(rc, "posix_spawn", "", executable);
   }
-  Guardian guardian{pid, pair[0]};
+  // glibc's posix_spawn returns after the child's exec (it spawns with CLONE_VFORK).
+  return Guardian{pid, pair[0]};
+}
+
+void AwaitGuardianReady(Guardian guardian, const std::string& executable, uint32_t timeout_ms) {
   struct pollfd fds = {guardian.fd, POLLIN, 0};
   int ready = 0;
   do {
@@ -46,12 +50,11 @@ Guardian StartGuardian(const std::string& executable, const std::string& control
   if (ready <= 0 || ::read(guardian.fd, &byte, 1) != 1 || byte != 'R') {
     // It could not open the control node, or hung: it is no guardian.
     ::close(guardian.fd);
-    ::kill(pid, SIGKILL);
+    ::kill(guardian.pid, SIGKILL);
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    ::waitpid(guardian.pid, &status, 0);
     throw SysError(ready == 0 ? ETIMEDOUT : ECHILD, "dmsnap-guardian", "", executable);
   }
-  return guardian;
 }
 
 int FinishGuardian(Guardian guardian, bool done) {

@@ -44,20 +44,26 @@ Napi::Value UnlockJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value StartGuardianJs(const Napi::CallbackInfo& info) {
+Napi::Value SpawnGuardianJs(const Napi::CallbackInfo& info) {
   std::string executable = StringArg(info, 0, "executable");
   std::string control = StringArg(info, 1, "controlPath");
   std::string origin = StringArg(info, 2, "originName");
   std::string lock = StringArg(info, 3, "lockPath");
-  uint32_t timeout_ms = Uint32Arg(info, 4, "timeoutMs");
   return PromiseWork<Guardian>::Run(
-      info.Env(), "dmsnap.startGuardian", [=] { return StartGuardian(executable, control, origin, lock, timeout_ms); },
+      info.Env(), "dmsnap.spawnGuardian", [=] { return SpawnGuardian(executable, control, origin, lock); },
       [](Napi::Env env, Guardian& guardian) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("pid", Napi::Number::New(env, guardian.pid));
         out.Set("fd", Napi::Number::New(env, guardian.fd));
         return out;
       });
+}
+
+Napi::Value AwaitGuardianReadyJs(const Napi::CallbackInfo& info) {
+  Guardian guardian{static_cast<int>(Uint32Arg(info, 0, "pid")), static_cast<int>(Uint32Arg(info, 1, "fd"))};
+  std::string executable = StringArg(info, 2, "executable");
+  uint32_t timeout_ms = Uint32Arg(info, 3, "timeoutMs");
+  return RunVoid(info.Env(), "dmsnap.awaitGuardianReady", [=] { AwaitGuardianReady(guardian, executable, timeout_ms); });
 }
 
 Napi::Value FinishGuardianJs(const Napi::CallbackInfo& info) {
@@ -76,7 +82,8 @@ void RegisterSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New(env, UnmountJs, "unmount"));
   exports.Set("tryLock", Napi::Function::New(env, TryLockJs, "tryLock"));
   exports.Set("unlock", Napi::Function::New(env, UnlockJs, "unlock"));
-  exports.Set("startGuardian", Napi::Function::New(env, StartGuardianJs, "startGuardian"));
+  exports.Set("spawnGuardian", Napi::Function::New(env, SpawnGuardianJs, "spawnGuardian"));
+  exports.Set("awaitGuardianReady", Napi::Function::New(env, AwaitGuardianReadyJs, "awaitGuardianReady"));
   exports.Set("finishGuardian", Napi::Function::New(env, FinishGuardianJs, "finishGuardian"));
 }
 

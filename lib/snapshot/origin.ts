@@ -160,13 +160,16 @@ export class Origin implements SnapshotOwner {
     // The guardian starts now and gets ready while the checks and the preparation run:
     // it must be there before the freeze, and costs nothing inside it.
     const guardian = startGuardian(this.dm, this.name, this.options);
-    guardian.catch(() => undefined);
     try {
+      // The checks open the COW exclusively: not before the child exists, or its copy of
+      // our descriptors could hold the COW while we open it again to zero it (EBUSY). A
+      // guardian that cannot start fails the call here, before anything is written.
+      await guardian.spawned;
       const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true);
       await after('validate');
-      return await this.takeSnapshot(plan, name, chunkSectors, persistent, after, guardian);
+      return await this.takeSnapshot(plan, name, chunkSectors, persistent, after, guardian.ready);
     } finally {
-      const finished = finishGuardian(this.dm, guardian);
+      const finished = finishGuardian(this.dm, guardian.ready);
       release();
       await finished;
     }
@@ -210,8 +213,7 @@ export class Origin implements SnapshotOwner {
     const { dm } = this;
     const release = await lockOrigin(dm.nativeBinding, this.name, this.options);
     // Started first: it gets ready while the state is read.
-    const guardianStarting = startGuardian(dm, this.name, this.options);
-    guardianStarting.catch(() => undefined);
+    const guardianStarting = startGuardian(dm, this.name, this.options).ready;
     try {
       const [info, all, [wrapperLine], linearTable] = await Promise.all([
         dm.find(snap.name),
@@ -470,18 +472,33 @@ interface Guardian {
 /** Clients whose kernel was seen to have the snapshot targets. */
 const targetsSeen = new WeakSet<DeviceMapper>();
 
-function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleOptions): Promise<Guardian> {
+/** A guardian on its way: spawned (the child exists), then ready (it watches this process). */
+interface GuardianStart {
+  spawned: Promise<void>;
+  ready: Promise<Guardian>;
+}
+
+function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleOptions): GuardianStart {
   const binding = dm.nativeBinding;
-  return callNative(() =>
-    binding.startGuardian(guardianExecutable(), dm.controlPath, originName, lockPath(originName, options), GUARDIAN_START_TIMEOUT_MS),
-  ).catch((error: unknown) => {
+  const executable = guardianExecutable();
+  const failed = (error: unknown): never => {
     throw new DmsnapError(
       `cannot start dmsnap-guardian, which resumes the origin should dmsnap die while it is suspended: ${(error as Error).message}. ` +
         'Rebuild dmsnap (npm rebuild dmsnap) so that build/Release/dmsnap-guardian exists',
       'ERR_DMSNAP_GUARDIAN',
       { cause: error },
     );
-  });
+  };
+  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originName, lockPath(originName, options)));
+  const spawned = spawning.then(() => undefined, failed);
+  const ready = spawning.then(async (guardian) => {
+    await callNative(() => binding.awaitGuardianReady(guardian.pid, guardian.fd, executable, GUARDIAN_START_TIMEOUT_MS)).catch(failed);
+    return guardian;
+  }, failed);
+  // Looked at later, or not at all when the call fails first: never unhandled meanwhile.
+  spawned.catch(() => undefined);
+  ready.catch(() => undefined);
+  return { spawned, ready };
 }
 
 /**

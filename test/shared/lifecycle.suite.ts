@@ -174,6 +174,23 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       expect(env.runningGuardians()).toBe(before);
     });
 
+    it('fails before it changes anything when the guardian cannot start', async () => {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(4 * MiB);
+      const before = await state();
+      const saved = process.env.DMSNAP_GUARDIAN;
+      process.env.DMSNAP_GUARDIAN = '/nonexistent/dmsnap-guardian';
+      try {
+        await expect(origin.snapshot({ cow })).rejects.toMatchObject({ code: 'ERR_DMSNAP_GUARDIAN', message: expect.stringMatching(/npm rebuild dmsnap/) });
+      } finally {
+        if (saved === undefined) delete process.env.DMSNAP_GUARDIAN;
+        else process.env.DMSNAP_GUARDIAN = saved;
+      }
+      expect(await state()).toEqual(before);
+      expect(env.runningGuardians()).toBe(0);
+      await (await origin.snapshot({ cow })).drop();
+    });
+
     it('takes transient snapshots with other chunk sizes', async () => {
       const origin = await prepared();
       const snap = await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), persistent: false, chunkSectors: 16, name: `${origin.name}-t` });

@@ -5,7 +5,7 @@
  * error factory), so the shared suites run unchanged against it and against the real
  * addon in the VM.
  */
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -136,6 +136,11 @@ export interface FakeSystem {
   zeroed: Map<string, number>;
   /** Guardians started and not yet finished. */
   guardians: number;
+  /**
+   * Exclusive opens made while a guardian was being spawned: a half-spawned child holds
+   * copies of every descriptor open then, so the kernel may answer EBUSY to the next one.
+   */
+  exclusiveOpensDuringSpawn: number;
 }
 
 const EPERM = 1;
@@ -342,6 +347,8 @@ export function createFakeSystem(): FakeSystem {
   let deferredScheduled = false;
   let nextSemid = 32768;
   let nextCookieBase = 1;
+  /** Guardian spawns in flight. */
+  let spawning = 0;
 
   const system: FakeSystem = {
     dmLoaded: true,
@@ -372,6 +379,7 @@ export function createFakeSystem(): FakeSystem {
     mounts: new Map(),
     zeroed: new Map(),
     guardians: 0,
+    exclusiveOpensDuringSpawn: 0,
   };
 
   // ---- block devices -------------------------------------------------------------
@@ -1434,6 +1442,7 @@ export function createFakeSystem(): FakeSystem {
     udevCookieWait,
     udevCookieDestroy: (semid: number) => destroyCookie(semid, true),
     async checkExclusive(path: string) {
+      if (spawning > 0) system.exclusiveOpensDuringSpawn++;
       const found = lookupPath(path);
       if (!found) return failOpen(ENOENT, 'open', path);
       if (found === 'other') return failOpen(ENOTBLK, 'open', path);
@@ -1466,11 +1475,17 @@ export function createFakeSystem(): FakeSystem {
       system.mounts.delete(target);
     },
     // The fake kernel never outlives the test process: a guardian has nothing to do.
-    async startGuardian(_executable: string, controlPath: string, _originName: string, _lockPath: string) {
+    async spawnGuardian(executable: string, controlPath: string, _originName: string, _lockPath: string) {
+      // A spawn takes a turn of the loop on a pool thread, as the real one does.
+      spawning++;
+      await new Promise((resolve) => setImmediate(resolve));
+      spawning--;
+      if (!existsSync(executable)) return failOpen(ENOENT, 'posix_spawn', executable);
       if (!system.dmLoaded) return failOpen(ENOENT, 'open', controlPath);
       system.guardians++;
       return { pid: 0, fd: -1 };
     },
+    async awaitGuardianReady() {},
     async finishGuardian(_pid: number, _fd: number, done: boolean) {
       // The real call waits for the child on a pool thread: it ends a turn of the loop later.
       await new Promise((resolve) => setImmediate(resolve));

@@ -52,3 +52,33 @@ describe('reusing a COW (fake kernel)', () => {
     dm.close();
   });
 });
+
+describe('the guardian and the COW (fake kernel)', () => {
+  it('opens the COW exclusively only once the guardian is spawned', async () => {
+    // A child being spawned copies the descriptors open at that instant: an exclusive open
+    // of the COW among them would hold the COW, and the kernel answers EBUSY to the next.
+    const dm = await DeviceMapper.open({ binding: system.binding, devDir, udev: false });
+    const { prepare } = await import('../../lib');
+    const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm, lockDir, name: 'spawn' });
+    const snap = await origin.snapshot({ cow: system.addLoopDevice(2 * 1024 * 1024) });
+    expect(system.exclusiveOpensDuringSpawn).toBe(0);
+    await snap.drop();
+    expect(system.exclusiveOpensDuringSpawn).toBe(0);
+    dm.close();
+  });
+
+  it('writes nothing to the COW when the guardian cannot start', async () => {
+    const dm = await DeviceMapper.open({ binding: system.binding, devDir, udev: false });
+    const { prepare } = await import('../../lib');
+    const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm, lockDir, name: 'noguard' });
+    const cow = system.addLoopDevice(2 * 1024 * 1024);
+    process.env.DMSNAP_GUARDIAN = '/nonexistent/dmsnap-guardian';
+    try {
+      await expect(origin.snapshot({ cow })).rejects.toMatchObject({ code: 'ERR_DMSNAP_GUARDIAN' });
+    } finally {
+      delete process.env.DMSNAP_GUARDIAN;
+    }
+    expect(system.zeroed.has(cow)).toBe(false);
+    dm.close();
+  });
+});
