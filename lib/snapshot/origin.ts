@@ -161,11 +161,7 @@ export class Origin implements SnapshotOwner {
     // it must be there before the freeze, and costs nothing inside it.
     const guardian = startGuardian(this.dm, this.name, this.options);
     try {
-      // The checks open the COW exclusively: not before the child exists, or its copy of
-      // our descriptors could hold the COW while we open it again to zero it (EBUSY). A
-      // guardian that cannot start fails the call here, before anything is written.
-      await guardian.spawned;
-      const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true);
+      const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true, guardian.spawned);
       await after('validate');
       return await this.takeSnapshot(plan, name, chunkSectors, persistent, after, guardian.ready);
     } finally {
@@ -267,14 +263,18 @@ export class Origin implements SnapshotOwner {
     name: string,
     chunkSectors: number,
     forceWipe: boolean,
+    guardianSpawned: Promise<void>,
   ): Promise<SnapshotPlan> {
     const { dm } = this;
     // Not in use (O_EXCL), and holding no data: zeroing the first chunk is the only write
     // dmsnap makes to a user's device, so a filesystem, RAID member, LUKS header or
     // partition table on it is refused. Both only read the device: they start at once and
-    // are looked at after the cheaper checks.
+    // are looked at after the cheaper checks. The exclusive open waits for the guardian's
+    // spawn: a child being spawned copies the descriptors open at that instant, and its copy
+    // would hold the COW while we open it again to zero it (EBUSY). A guardian that cannot
+    // start fails the call here, before anything is written.
     const deviceChecks = Promise.allSettled([
-      callNative(() => dm.nativeBinding.checkExclusive(cow)),
+      guardianSpawned.then(() => callNative(() => dm.nativeBinding.checkExclusive(cow))),
       checkCowIsBlank(cow, { force: forceWipe, binding: dm.nativeBinding }),
     ]);
     const wrapper = await dm.info(this.name);
