@@ -346,7 +346,7 @@ Example:
         void (async () => {
           for await (const report of current.watch({ intervalMs: 500, signal: watching.signal })) {
             if (report.state === 'active') last = report;
-            const unusable = report.state === 'invalid' || report.state === 'overflow' || report.state === 'merge-failed';
+            const unusable = report.state !== 'active' && report.state !== 'merging';
             const overLimit = limit !== undefined && report.usedPercent !== null && report.usedPercent >= limit;
             if (unusable || overLimit) {
               invalid = unusable ? `became ${report.state}` : `reached the usage limit of ${limit}%`;

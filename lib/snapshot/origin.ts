@@ -19,6 +19,7 @@ import { check, checkPath } from '../validate';
 import { checkCowIsBlank } from '../safety/signatures';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup } from './discover';
+import { assertConsistent, currentGroup, type ViolationKind } from './invariants';
 import { lockOrigin, lockPath } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { deviceStack, devicePathOf, devKey, type DevNumber } from './stack';
@@ -151,10 +152,7 @@ export class Origin implements SnapshotOwner {
     check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
     const name = options.name ?? `${this.name}-snap`;
     checkDeviceName(name, 'name');
-    const hooks = [options.onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
-    const after = async (step: Step) => {
-      for (const hook of hooks) await hook(step);
-    };
+    const after = stepRunner(options.onStep);
 
     const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
     // The guardian starts now and gets ready while the checks and the preparation run:
@@ -200,62 +198,74 @@ export class Origin implements SnapshotOwner {
     }
   }
 
-  /** @internal Drops one snapshot; restores the linear table when it was the last. */
+  /**
+   * @internal Drops one snapshot; restores the linear table when it was the last. The
+   * snapshot is removed while the origin runs (the kernel unhooks it from the origin's
+   * writes), so the origin is suspended only for the swap back to linear, never while a
+   * remove is retried or udev is awaited.
+   */
   async dropSnapshot(snap: Snapshot, onStep?: StepHook): Promise<void> {
-    const hooks = [onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
-    const after = async (step: Step) => {
-      for (const hook of hooks) await hook(step);
-    };
+    const after = stepRunner(onStep);
     const { dm } = this;
     const release = await lockOrigin(dm.nativeBinding, this.name, this.options);
-    // Started first: it gets ready while the state is read.
-    const guardianStarting = startGuardian(dm, this.name, this.options).ready;
+    let guardian: Promise<Guardian> | undefined;
     try {
-      const [info, all, [wrapperLine], linearTable] = await Promise.all([
-        dm.find(snap.name),
-        this.snapshots(),
-        dm.table(this.name),
-        dm.table(this.realName),
-      ]);
-      if (info && info.openCount > 0) {
-        throw new DmsnapError(
-          `snapshot ${snap.name} is mounted or open (open count ${info.openCount}); unmount it or close it first`,
-          'EBUSY',
-        );
-      }
-      const restoreLinear = all.every((s) => s.name === snap.name) && wrapperLine?.type === 'snapshot-origin';
-      if (!info && !restoreLinear) return;
-      let loaded = false;
-      let suspended = false;
-      try {
-        if (restoreLinear) {
-          await dm.load(this.name, linearTable);
-          loaded = true;
-          await after('load-linear-table');
+      const group = await currentGroup(dm, this.originId);
+      await assertConsistent(dm, this.name, group, BENIGN_FOR_LIFECYCLE);
+      // Found by its tag, not by name alone: a device of that name from elsewhere is never touched.
+      const target = group.snaps.find((s) => s.name === snap.name);
+      const last = group.snaps.every((s) => s.name === snap.name);
+      if (last) guardian = startGuardian(dm, this.name, this.options).ready;
+      if (target) {
+        const info = await dm.find(snap.name);
+        if (info && info.openCount > 0) {
+          throw new DmsnapError(
+            `snapshot ${snap.name} is mounted or open (open count ${info.openCount}); unmount it or close it first`,
+            'EBUSY',
+          );
         }
-        await guardianStarting;
-        // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
-        await dm.suspend(this.name, { skipLockfs: true });
-        suspended = true;
-        await after('suspend-origin');
-        if (info) {
+        try {
           await dm.remove(snap.name, { retry: true });
-          await after('remove-snapshot');
+        } catch (error) {
+          if (error instanceof DmError && error.code === 'EBUSY') {
+            throw new DmsnapError(`snapshot ${snap.name} is mounted or open; unmount it or close it first`, 'EBUSY', { cause: error });
+          }
+          throw error;
         }
-        await dm.resume(this.name);
-        suspended = false;
-      } catch (error) {
-        // Back to where it was: the old table live, nothing waiting in the inactive slot.
-        if (loaded) await dm.clear(this.name).catch(() => undefined);
-        if (suspended) await dm.resume(this.name).catch(() => undefined);
-        throw error;
+        await after('remove-snapshot');
       }
-      await after('resume-origin');
+      const [wrapperLine] = await dm.table(this.name);
+      if (last && wrapperLine?.type === 'snapshot-origin') await this.restoreLinear(guardian!, after);
     } finally {
-      const finished = finishGuardian(dm, guardianStarting);
+      const finished = guardian ? finishGuardian(dm, guardian) : Promise.resolve();
       release();
       await finished;
     }
+  }
+
+  /** Swaps the origin back to the linear table of NAME-real (no snapshot is left to feed). */
+  private async restoreLinear(guardian: Promise<Guardian>, after: (step: Step) => Promise<void>): Promise<void> {
+    const { dm } = this;
+    let loaded = false;
+    let suspended = false;
+    try {
+      await dm.load(this.name, await dm.table(this.realName));
+      loaded = true;
+      await after('load-linear-table');
+      await guardian;
+      // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
+      await dm.suspend(this.name, { skipLockfs: true });
+      suspended = true;
+      await after('suspend-origin');
+      await dm.resume(this.name);
+      suspended = false;
+    } catch (error) {
+      // Back to where it was: the old table live, nothing waiting in the inactive slot.
+      if (loaded) await dm.clear(this.name).catch(() => undefined);
+      if (suspended) await dm.resume(this.name).catch(() => undefined);
+      throw error;
+    }
+    await after('resume-origin');
   }
 
   private async checkSnapshot(
@@ -277,13 +287,12 @@ export class Origin implements SnapshotOwner {
       guardianSpawned.then(() => callNative(() => dm.nativeBinding.checkExclusive(cow))),
       checkCowIsBlank(cow, { force: forceWipe, binding: dm.nativeBinding }),
     ]);
-    const wrapper = await dm.info(this.name);
-    if (wrapper.suspended) {
-      throw new DmsnapError(
-        `${this.name} is suspended (an interrupted dmsnap run?); run "dmsnap recover" before taking a snapshot`,
-        'ERR_DMSNAP_SUSPENDED',
-      );
-    }
+    // Never build on what an interrupted call left behind (a table waiting in the origin's
+    // inactive slot would be swapped in by this snapshot's resume).
+    const [wrapper] = await Promise.all([
+      dm.info(this.name),
+      currentGroup(dm, this.originId).then((group) => assertConsistent(dm, this.name, group, BENIGN_FOR_LIFECYCLE)),
+    ]);
     // Independent questions to the kernel, asked at once.
     const [real, targets, existing, cowInfo, [wrapperLine]] = await Promise.all([
       dm.info(this.realName),
@@ -429,7 +438,7 @@ export class Origin implements SnapshotOwner {
         }
         await batch.finish();
       }
-      const info = { name, originName: this.name, cow: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path }, chunkSectors, persistent, targetType: 'snapshot' };
+      const info = { name, originName: this.name, origin: { major: plan.real.major, minor: plan.real.minor }, cow: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path }, chunkSectors, persistent, targetType: 'snapshot' };
       return new Snapshot(dm, this, info, freezeMs);
     } catch (error) {
       await this.rollBack(name, created, preloaded);
@@ -459,6 +468,20 @@ export class Origin implements SnapshotOwner {
       await dm.resume(this.name, { skipLockfs: true }).catch(() => undefined);
     }
   }
+}
+
+/**
+ * Snapshot-origin with no snapshot left (a drop interrupted after its remove) is harmless to
+ * build on: a new snapshot is fed by it, and the next drop restores the linear table.
+ */
+const BENIGN_FOR_LIFECYCLE: ReadonlySet<ViolationKind> = new Set(['origin-without-snapshots']);
+
+/** Runs the test hooks (the caller's and the environment's) after each step. */
+function stepRunner(onStep: StepHook | undefined): (step: Step) => Promise<void> {
+  const hooks = [onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
+  return async (step) => {
+    for (const hook of hooks) await hook(step);
+  };
 }
 
 /** How long the guardian may take to start and open the control node. */

@@ -9,7 +9,8 @@ import { DmsnapError } from '../errors';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup, type TaggedDevice } from './discover';
 import { lockOrigin } from './lock';
-import { devKey } from './stack';
+import { parseSnapshotParams } from '../targets/snapshot';
+import { devKey, holdersOf } from './stack';
 
 /**
  * What recover did with a device; 'kept' (a working snapshot) and 'skipped' (another
@@ -104,10 +105,14 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
   }
 
   // 3. With no snapshot left, the origin goes back to linear over NAME-real.
-  if (wrapper && real && wrapperLine?.type === 'snapshot-origin' && kept === 0) {
-    await dm.load(wrapper.name, await dm.table(real.name));
-    await dm.resume(wrapper.name, { skipLockfs: true });
-    note(wrapper.name, 'restored-linear-table', 'snapshot-origin without any snapshot');
+  if (wrapper && real && kept === 0) {
+    const realTable = await dm.table(real.name);
+    const same = wrapperLine !== undefined && realTable.length === 1 && realTable[0].type === wrapperLine.type && realTable[0].params === wrapperLine.params;
+    if (!same) {
+      await dm.load(wrapper.name, realTable);
+      await dm.resume(wrapper.name, { skipLockfs: true });
+      note(wrapper.name, 'restored-linear-table', `${wrapperLine ? `"${wrapperLine.type}"` : 'no table'} without any snapshot`);
+    }
   }
 
   // 4. Leftovers of an interrupted prepare: NAME-real without NAME.
@@ -132,5 +137,9 @@ async function snapshotProblem(
   if (line?.type !== 'snapshot' && line?.type !== 'snapshot-merge') return `a dmsnap snapshot device with a ${line?.type ?? 'missing'} table`;
   if (!real || !line.params.startsWith(`${devKey(real)} `)) return "a snapshot whose origin's NAME-real is gone";
   if (!originTracksReal) return 'a snapshot the origin does not feed (the swap to snapshot-origin never happened): it no longer shows one instant';
+  const cow = parseSnapshotParams(line.params).cow;
+  const [major, minor] = cow.split(':').map(Number);
+  const users = holdersOf({ major, minor });
+  if (users.length > 1) return `its COW ${cow} is used by ${users.length} devices at once: what it holds cannot be trusted`;
   return undefined;
 }

@@ -13,7 +13,7 @@ import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
 import { devicePathOf, type DevNumber } from './stack';
 
 /** A snapshot's state, as `dmsnap status` reports it. */
-export type SnapshotState = 'active' | 'invalid' | 'overflow' | 'merging' | 'merge-failed' | 'unknown';
+export type SnapshotState = 'active' | 'orphaned' | 'invalid' | 'overflow' | 'merging' | 'merge-failed' | 'unknown';
 
 /** What the kernel says about a snapshot (step 4 of the procedure). */
 export interface SnapshotStatusReport {
@@ -23,17 +23,20 @@ export interface SnapshotStatusReport {
   /**
    * 'invalid': the COW filled up and the snapshot is lost (the origin is unaffected).
    * 'overflow': a PO snapshot's COW filled up.
+   * 'orphaned': the snapshot device works, but its origin no longer feeds it copy-on-write
+   * (an interrupted call left the origin on its linear table): it does not show one instant
+   * any more. `dmsnap recover` removes it.
    */
   state: SnapshotState;
-  /** Sectors of the COW in use (data and metadata); null unless active or merging. */
+  /** Sectors of the COW in use (data and metadata); null unless active, orphaned or merging. */
   allocatedSectors: number | null;
-  /** Size of the COW in sectors; null unless active or merging. */
+  /** Size of the COW in sectors; null unless active, orphaned or merging. */
   totalSectors: number | null;
-  /** Sectors of the COW holding the exception store's metadata; null unless active or merging. */
+  /** Sectors of the COW holding the exception store's metadata; null unless active, orphaned or merging. */
   metadataSectors: number | null;
-  /** Sectors of copied chunks (allocated − metadata); null unless active or merging. */
+  /** Sectors of copied chunks (allocated − metadata); null unless active, orphaned or merging. */
   dataSectors: number | null;
-  /** allocated / total × 100; null unless active or merging. */
+  /** allocated / total × 100; null unless active, orphaned or merging. */
   usedPercent: number | null;
 }
 
@@ -56,6 +59,8 @@ export interface SnapshotInfo {
   name: string;
   /** The origin's name, NAME. */
   originName: string;
+  /** The device it reads the origin's blocks from (NAME-real). */
+  origin: DevNumber;
   /** The COW device; path is null when sysfs does not name it. */
   cow: DevNumber & { path: string | null };
   /** Chunk size in 512-byte sectors. */
@@ -107,16 +112,21 @@ export class Snapshot implements AsyncDisposable {
 
   /** The kernel's view of the snapshot: state and COW usage. */
   async status(): Promise<SnapshotStatusReport> {
-    const lines = await this.dm.status(this.info.name);
+    const [lines, [originLine]] = await Promise.all([
+      this.dm.status(this.info.name),
+      this.dm.table(this.info.originName).catch(() => []),
+    ]);
     const type = lines[0]?.type;
     const base = { name: this.info.name, device: this.devicePath };
     const none = { allocatedSectors: null, totalSectors: null, metadataSectors: null, dataSectors: null, usedPercent: null };
     if (!lines[0] || (type !== 'snapshot' && type !== 'snapshot-merge')) return { ...base, state: 'unknown', ...none };
     const parsed = parseSnapshotStatus(lines[0].params);
     if (parsed.state !== 'active') return { ...base, state: parsed.state, ...none };
+    // Active only while the origin copies its old blocks here before it overwrites them.
+    const fed = originLine?.type === 'snapshot-origin' && originLine.params === `${this.info.origin.major}:${this.info.origin.minor}`;
     return {
       ...base,
-      state: type === 'snapshot-merge' ? 'merging' : 'active',
+      state: type === 'snapshot-merge' ? 'merging' : fed ? 'active' : 'orphaned',
       allocatedSectors: parsed.allocatedSectors,
       totalSectors: parsed.totalSectors,
       metadataSectors: parsed.metadataSectors,
@@ -182,7 +192,7 @@ export class Snapshot implements AsyncDisposable {
 
   /**
    * Calls `fn` once, as soon as usage reaches `percent` or the snapshot stops being
-   * usable (invalid, overflow). Returns a function that stops watching.
+   * usable (invalid, overflow, orphaned…). Returns a function that stops watching.
    */
   onUsage(percent: number, fn: (report: SnapshotStatusReport) => void, options: WatchOptions = {}): () => void {
     check(Number.isFinite(percent) && percent > 0 && percent <= 100, 'percent', 'a number above 0 and at most 100', percent);
@@ -190,7 +200,7 @@ export class Snapshot implements AsyncDisposable {
     const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
     void (async () => {
       for await (const report of this.watch({ ...options, signal })) {
-        const unusable = report.state === 'invalid' || report.state === 'overflow' || report.state === 'merge-failed';
+        const unusable = report.state !== 'active' && report.state !== 'merging';
         if (unusable || (report.usedPercent !== null && report.usedPercent >= percent)) {
           stop.abort();
           fn(report);
@@ -258,5 +268,6 @@ export function snapshotInfoFromTable(name: string, originName: string, type: st
   const parsed = parseSnapshotParams(params);
   const [major, minor] = parsed.cow.split(':').map(Number);
   const cow = { major, minor, path: devicePathOf({ major, minor }) ?? null };
-  return { name, originName, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type };
+  const [originMajor, originMinor] = parsed.origin.split(':').map(Number);
+  return { name, originName, origin: { major: originMajor, minor: originMinor }, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type };
 }

@@ -106,3 +106,9 @@ export function devicePathOf(dev: DevNumber): string | undefined {
     return undefined;
   }
 }
+
+/** The devices built directly on `dev` (its holders in sysfs), as "MAJOR:MINOR" keys. */
+export function holdersOf(dev: DevNumber): string[] {
+  const dir = sysfsDir(devKey(dev));
+  return dir ? related(dir, 'holders') : [];
+}

@@ -13,8 +13,11 @@ export type SnapshotStep =
   | 'resume-snapshot'
   | 'resume-origin';
 
-/** The steps of Snapshot.drop, in order; load-linear-table only when it drops the last snapshot. */
-export type DropStep = 'load-linear-table' | 'suspend-origin' | 'remove-snapshot' | 'resume-origin';
+/**
+ * The steps of Snapshot.drop, in order: the snapshot is removed while the origin runs; the
+ * others only when it was the last, to swap the origin back to its linear table.
+ */
+export type DropStep = 'remove-snapshot' | 'load-linear-table' | 'suspend-origin' | 'resume-origin';
 
 /** A step of taking or dropping a snapshot. */
 export type Step = SnapshotStep | DropStep;

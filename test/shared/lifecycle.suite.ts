@@ -3,6 +3,7 @@
  * real kernel (VM): prepare, snapshot, status, watch, drop, release, and the
  * transaction guarantees.
  */
+import { invariantsSuite } from './invariants.suite';
 import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, recover, withSnapshot, type Origin, type Step } from '../../lib';
 
 export interface LifecycleEnvironment {
@@ -464,4 +465,6 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       expect((await dm.info(foreign)).suspended).toBe(true);
     });
   });
+
+  invariantsSuite({ env, dm: () => dm, prepared: () => prepared(), state });
 }
