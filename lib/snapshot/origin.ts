@@ -22,7 +22,7 @@ import { scanGroups, type OriginGroup } from './discover';
 import { assertConsistent, currentGroup, type ViolationKind } from './invariants';
 import { lockOrigin, lockPath } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
-import { deviceStack, devicePathOf, devKey, type DevNumber } from './stack';
+import { deviceStack, devicePathOf, devKey, holdersOf, type DevNumber } from './stack';
 import { environmentStepHook, type Step, type StepHook } from './steps';
 import { formatTag, newOriginId, newSnapId, parseTag } from './tags';
 
@@ -397,7 +397,8 @@ export class Origin implements SnapshotOwner {
       const originLoad = firstSnapshot ? dm.load(this.name, [snapshotOrigin({ length: size, origin: realKey })]) : undefined;
       originLoad?.catch(() => undefined);
       try {
-        await dm.load(name, snapshotTable);
+        const loaded = await dm.load(name, snapshotTable);
+        assertSoleUser(plan.cow, loaded);
       } finally {
         // Whatever happened to the snapshot table, know the state of the origin's slot.
         if (originLoad) preloaded = await originLoad.then(() => true, () => false);
@@ -475,6 +476,21 @@ export class Origin implements SnapshotOwner {
  * build on: a new snapshot is fed by it, and the next drop restores the linear table.
  */
 const BENIGN_FOR_LIFECYCLE: ReadonlySet<ViolationKind> = new Set(['origin-without-snapshots']);
+
+/**
+ * The exclusive open before the zeroing cannot see another snapshot being made on the same
+ * COW at the same moment: device-mapper tables share one claim on the devices they use. Once
+ * the table is loaded, the COW's holders are the proof: this snapshot must be the only one.
+ */
+function assertSoleUser(cow: BlockDeviceInfo, snapshotDevice: DevNumber): void {
+  const others = holdersOf(cow).filter((key) => key !== devKey(snapshotDevice));
+  if (others.length > 0) {
+    throw new DmsnapError(
+      `the COW device ${cow.path} is also used by device ${others.join(', ')} (another snapshot made at the same time?); name an unused device`,
+      'EBUSY',
+    );
+  }
+}
 
 /** Runs the test hooks (the caller's and the environment's) after each step. */
 function stepRunner(onStep: StepHook | undefined): (step: Step) => Promise<void> {

@@ -48,6 +48,13 @@ describe('snapshots stay fed by their origin across crashes', () => {
     expect(cli(['release', name]).status).toBe(0);
   });
 
+  // Each case starts from a clean state, whatever the one before left.
+  beforeEach(() => {
+    cli(['recover', '-q']);
+    cli(['drop', name, '-q']);
+    expect(invariantViolations()).toEqual([]);
+  });
+
   function snapshotsInStatus(): StatusSnapshot[] {
     const result = cli(['status', name, '--json']);
     expect(result.status).toBe(0);
