@@ -358,6 +358,11 @@ Example:
           }
         })().catch(() => undefined);
         const result = await exited;
+        // The watch samples; the last word is the state once COMMAND is done.
+        if (!invalid) {
+          const final = await current.status();
+          if (final.state !== 'active' && final.state !== 'merging') invalid = `became ${final.state}`;
+        }
         if (invalid) {
           writeLine(io.stderr, `dmsnap backup: ${invalidMessage(name, current, last, invalid)}`);
           return ExitCode.snapshotInvalid;
