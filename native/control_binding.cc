@@ -1,6 +1,8 @@
 // N-API glue for the device-mapper control node (dm_control.h): a Control object per
 // open descriptor. Pending calls share ownership of the descriptor, so close() never
 // pulls it from under a call that is still running.
+#include <linux/dm-ioctl.h>
+
 #include <memory>
 #include <set>
 #include <thread>
@@ -63,6 +65,19 @@ std::vector<Target> TargetsArg(const Napi::CallbackInfo& info, size_t index) {
   }
   return targets;
 }
+
+// A table to load, shared by the copies of the work that sends it; loaded with
+// DM_SECURE_DATA_FLAG, its params are wiped once the last copy is gone.
+struct HeldTargets {
+  HeldTargets(std::vector<Target> t, bool s) : targets(std::move(t)), secure(s) {}
+  HeldTargets(const HeldTargets&) = delete;
+  HeldTargets& operator=(const HeldTargets&) = delete;
+  ~HeldTargets() {
+    if (secure) WipeParams(targets);
+  }
+  std::vector<Target> targets;
+  bool secure;
+};
 
 Napi::Object InfoToJs(Napi::Env env, const DeviceInfo& info) {
   Napi::Object out = Napi::Object::New(env);
@@ -245,9 +260,9 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
 
   Napi::Value Load(const Napi::CallbackInfo& info) {
     DeviceRef ref = RefArg(info, 0);
-    std::vector<Target> targets = TargetsArg(info, 1);
     uint32_t flags = Uint32Arg(info, 2, "flags");
-    return RunInfo(info, "dmsnap.load", [=](const DmControl& c) { return c.Load(ref, targets, flags); });
+    auto held = std::make_shared<HeldTargets>(TargetsArg(info, 1), (flags & DM_SECURE_DATA_FLAG) != 0);
+    return RunInfo(info, "dmsnap.load", [=](const DmControl& c) { return c.Load(ref, held->targets, flags); });
   }
 
   Napi::Value Clear(const Napi::CallbackInfo& info) {

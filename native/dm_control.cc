@@ -31,12 +31,24 @@ constexpr size_t kMaxPayload = 256 * 1024 * 1024;
 size_t Align8(size_t n) { return (n + 7) & ~size_t{7}; }
 
 // One request: a struct dm_ioctl header followed by its data area, 8-byte aligned.
+// A request sent with DM_SECURE_DATA_FLAG (a table with keys, a table or status query)
+// is wiped before its memory is freed, as the kernel wipes its own copy.
 class Request {
  public:
   explicit Request(size_t payload) : storage_((sizeof(struct dm_ioctl) + payload + 7) / 8, 0) {
     header()->data_size = static_cast<uint32_t>(storage_.size() * 8);
     header()->data_start = sizeof(struct dm_ioctl);
   }
+  Request(Request&& other) noexcept : storage_(std::move(other.storage_)), secure_(other.secure_) {
+    other.storage_.clear();
+  }
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+  ~Request() {
+    if (secure_) WipeMemory(storage_.data(), storage_.size() * sizeof(uint64_t));
+  }
+
+  void set_secure() { secure_ = true; }
 
   struct dm_ioctl* header() { return reinterpret_cast<struct dm_ioctl*>(storage_.data()); }
   const struct dm_ioctl* header() const { return reinterpret_cast<const struct dm_ioctl*>(storage_.data()); }
@@ -53,6 +65,7 @@ class Request {
 
  private:
   std::vector<uint64_t> storage_;
+  bool secure_ = false;
 };
 
 // Copies s into a fixed-size char field; the caller has validated the length.
@@ -94,6 +107,14 @@ DeviceInfo ReadInfo(const struct dm_ioctl* header) {
 
 }  // namespace
 
+void WipeMemory(void* data, size_t size) {
+  if (data != nullptr && size > 0) ::explicit_bzero(data, size);
+}
+
+void WipeParams(std::vector<Target>& targets) {
+  for (Target& t : targets) WipeMemory(t.params.data(), t.params.size());
+}
+
 std::string DeviceRef::Describe() const {
   if (!name.empty()) return name;
   if (!uuid.empty()) return "uuid " + uuid;
@@ -130,6 +151,7 @@ Request Run(int fd, const std::string& path, const Command& command, const std::
     header->version[1] = command.minor;
     header->version[2] = 0;
     fill(request);
+    if (header->flags & DM_SECURE_DATA_FLAG) request.set_secure();
     // Some commands answer with a positive value (a message to a device without a live
     // table returns 2): only a negative return is a failure.
     if (::ioctl(fd, command.request, request.bytes()) < 0) {
@@ -336,7 +358,10 @@ TableResult DmControl::TableStatus(const DeviceRef& ref, uint32_t flags) const {
                     req.header()->flags |= flags;
                   });
   TableResult result;
+  result.secure = (flags & DM_SECURE_DATA_FLAG) != 0;
   result.info = ReadInfo(r.header());
+  // Room for every target up front: growing the vector would leave copies behind.
+  result.targets.reserve(std::min<size_t>(r.header()->target_count, r.data_length() / sizeof(struct dm_target_spec)));
   const char* data = r.data();
   const size_t length = r.data_length();
   size_t offset = 0;

@@ -5,6 +5,7 @@
 // descriptor itself is only read.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -62,9 +63,27 @@ struct TargetVersion {
   uint32_t version[3];
 };
 
+// Overwrites memory that held a key, in a way the compiler cannot drop as a dead store.
+void WipeMemory(void* data, size_t size);
+
+// Overwrites the params of every target (where crypt and integrity tables hold keys).
+void WipeParams(std::vector<Target>& targets);
+
+// A DM_TABLE_STATUS reply. Asked for with DM_SECURE_DATA_FLAG, its params are wiped
+// when it is destroyed.
 struct TableResult {
   DeviceInfo info;
   std::vector<Target> targets;
+  bool secure = false;
+
+  TableResult() = default;
+  TableResult(TableResult&&) = default;  // the moved-from vector is left empty
+  TableResult& operator=(TableResult&&) = delete;
+  TableResult(const TableResult&) = delete;
+  TableResult& operator=(const TableResult&) = delete;
+  ~TableResult() {
+    if (secure) WipeParams(targets);
+  }
 };
 
 struct DepsResult {

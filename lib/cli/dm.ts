@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { DeviceMapper, type DeviceInfo, type DeviceRef } from '../dm/device-mapper';
 import { formatTargetLine, type TargetLine } from '../dm/table';
+import { maskTableKeys } from '../targets/keys';
 import { VERSION } from '../version';
 import { type CliContext, type Command, type ParsedArgs, UsageError, writeLine } from './command';
 
@@ -307,16 +308,24 @@ function tableLikeCommand(kind: 'table' | 'status'): Command {
     summary: isStatus
       ? "show each target's status, for a device or all devices (like dmsetup status)"
       : 'show the table of a device, or of all devices (like dmsetup table)',
-    usage: `[NAME] [--inactive]${isStatus ? ' [--noflush]' : ''} [--json]`,
-    help: `Prints START LENGTH TYPE ${isStatus ? 'STATUS' : 'PARAMS'} per target, byte-for-byte as dmsetup does; without NAME, each line is prefixed with "NAME: ".
+    usage: `[NAME] [--inactive]${isStatus ? ' [--noflush]' : ' [--showkeys]'} [--json]`,
+    help: `Prints START LENGTH TYPE ${isStatus ? 'STATUS' : 'PARAMS'} per target, byte-for-byte as dmsetup does; without NAME, each line is prefixed with "NAME: ".${
+      isStatus ? '' : '\nKeys of crypt and integrity targets are shown as zeroes, as dmsetup shows them, unless --showkeys is given.'
+    }
 
 Options:
-  --inactive   the inactive table instead of the live one${isStatus ? '\n  --noflush    do not flush before reading the status' : ''}
+  --inactive   the inactive table instead of the live one${
+    isStatus ? '\n  --noflush    do not flush before reading the status' : '\n  --showkeys   show the keys (also in --json)'
+  }
   --json       {"devices": [{"name", "targets": [{"start", "length", "type", "params"}]}]}
 
 Example:
   dmsnap dm ${kind} wrap-snap`,
-    options: { inactive: { type: 'boolean' }, ...(isStatus ? { noflush: { type: 'boolean' as const } } : {}), ...jsonOption },
+    options: {
+      inactive: { type: 'boolean' },
+      ...(isStatus ? { noflush: { type: 'boolean' as const } } : { showkeys: { type: 'boolean' as const } }),
+      ...jsonOption,
+    },
     allowPositionals: true,
     async run(args, io) {
       const [name] = positionals(args, 0, 1, 'NAME');
@@ -326,7 +335,7 @@ Example:
         const lines = isStatus
           ? await dm.status(n, { inactive: args.values.inactive === true, noFlush: args.values.noflush === true })
           : await dm.table(n, { inactive: args.values.inactive === true });
-        results.push({ name: n, targets: lines });
+        results.push({ name: n, targets: isStatus || args.values.showkeys === true ? lines : maskTableKeys(lines) });
       });
       if (args.values.json) {
         json(io, { devices: results.map((r) => ({ name: r.name, targets: linesJson(r.targets) })) });

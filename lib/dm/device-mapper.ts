@@ -18,6 +18,7 @@ import {
 import { sectors, type Sectors } from '../units';
 import { check, checkInteger, checkPath, checkString } from '../validate';
 import { checkDeviceName, checkDeviceUuid } from './names';
+import { maskTableKeys, tableCarriesKeys } from '../targets/keys';
 import { checkTable, formatTable, parseTable, type TargetLine } from './table';
 import { NodeSync, type NodeSyncOptions, type UdevBatch } from './udev';
 
@@ -355,21 +356,33 @@ export class DeviceMapper {
     }
   }
 
-  /** DM_TABLE_STATUS with DM_STATUS_TABLE_FLAG: the live (or inactive) table, devices as major:minor. */
+  /**
+   * DM_TABLE_STATUS with DM_STATUS_TABLE_FLAG: the live (or inactive) table, devices as
+   * major:minor. Keys of crypt and integrity targets are returned as the kernel prints
+   * them, so that the table can be loaded again; hide them with `maskTableKeys` before
+   * showing a table. The query is sent with DM_SECURE_DATA_FLAG, so the kernel and the
+   * addon wipe their buffers after use.
+   */
   async table(ref: DeviceRef, options: { inactive?: boolean } = {}): Promise<TargetLine[]> {
     const nativeRef = this.ref(ref);
     const { constants } = this.binding;
-    const flags = constants.DM_STATUS_TABLE_FLAG | (options.inactive ? constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0);
+    const flags =
+      constants.DM_STATUS_TABLE_FLAG | constants.DM_SECURE_DATA_FLAG | (options.inactive ? constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0);
     const { targets } = await this.call(() => this.control.tableStatus(nativeRef, flags));
     return targets.map(toTargetLine);
   }
 
-  /** DM_TABLE_STATUS: each target's status text (e.g. `6496/25189857 64` for a snapshot). */
+  /**
+   * DM_TABLE_STATUS: each target's status text (e.g. `6496/25189857 64` for a snapshot),
+   * sent with DM_SECURE_DATA_FLAG as `table` is.
+   */
   async status(ref: DeviceRef, options: { inactive?: boolean; noFlush?: boolean } = {}): Promise<TargetLine[]> {
     const nativeRef = this.ref(ref);
     const { constants } = this.binding;
     const flags =
-      (options.inactive ? constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0) | (options.noFlush ? constants.DM_NOFLUSH_FLAG : 0);
+      constants.DM_SECURE_DATA_FLAG |
+      (options.inactive ? constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0) |
+      (options.noFlush ? constants.DM_NOFLUSH_FLAG : 0);
     const { targets } = await this.call(() => this.control.tableStatus(nativeRef, flags));
     return targets.map(toTargetLine);
   }
@@ -458,13 +471,18 @@ export class DeviceMapper {
     return callNative(op);
   }
 
-  private async loadChecked(ref: NativeDeviceRef, table: TargetLine[], flags: number): Promise<NativeDeviceInfo> {
+  /**
+   * DM_TABLE_LOAD. A table with keys (crypt, integrity) goes with DM_SECURE_DATA_FLAG:
+   * the kernel wipes its copy and the addon its buffers; error messages show it masked.
+   */
+  private async loadChecked(ref: NativeDeviceRef, table: TargetLine[], flagsIn: number): Promise<NativeDeviceInfo> {
     const targets: NativeTarget[] = table.map((t) => ({ start: t.start, length: t.length, type: t.type, params: t.params }));
+    const flags = tableCarriesKeys(table) ? flagsIn | this.binding.constants.DM_SECURE_DATA_FLAG : flagsIn;
     try {
       return await this.call(() => this.control.load(ref, targets, flags));
     } catch (error) {
       if (error instanceof DmError && (error.code === 'EINVAL' || error.code === 'ENODEV' || error.code === 'ENOTBLK')) {
-        const text = formatTable(table).trimEnd().replace(/\n/g, '; ');
+        const text = formatTable(maskTableKeys(table)).trimEnd().replace(/\n/g, '; ');
         const why = error.code === 'EINVAL' ? 'the kernel rejected the table' : 'a device named in the table cannot be used in';
         appendHint(error, `${why} "${text}"; see dmesg for the target's reason`);
       }

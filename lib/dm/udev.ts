@@ -96,9 +96,16 @@ export class NodeSync {
     batch?: UdevBatch,
   ): Promise<{ info: NativeDeviceInfo; udevSynced: boolean }> {
     if (!this.udev) return { info: await op(0), udevSynced: true };
-    const own = batch ?? this.batch();
-    const info = await own.run(extraFlags, op);
-    if (batch) return { info, udevSynced: true };
+    if (batch) return { info: await batch.run(extraFlags, op), udevSynced: true };
+    const own = this.batch();
+    let info: NativeDeviceInfo;
+    try {
+      info = await own.run(extraFlags, op);
+    } catch (error) {
+      // A failed ioctl sent no uevent: no udev rule will ever touch this cookie.
+      own.discard();
+      throw error;
+    }
     return { info, udevSynced: await own.finish() };
   }
 
@@ -166,7 +173,11 @@ export class UdevBatch {
 
   constructor(private readonly nodes: NodeSync) {}
 
-  /** Runs one ioctl under the batch's cookie (no waiting). */
+  /**
+   * Runs one ioctl under the batch's cookie (no waiting). Its count on the cookie is
+   * taken back when it sends no uevent, also when it fails: the other calls of the
+   * batch are still waited for at finish().
+   */
   async run(extraFlags: number, op: (eventNr: number) => Promise<NativeDeviceInfo>): Promise<NativeDeviceInfo> {
     if (!this.nodes.udev) return op(0);
     const binding = this.nodes.nativeBinding;
@@ -178,12 +189,35 @@ export class UdevBatch {
       const flags = UdevFlags.primarySource | UdevFlags.disableLibraryFallback | extraFlags;
       info = await op(((flags << 16) | base) >>> 0);
     } catch (error) {
-      binding.udevCookieAdd(semid, -1);
+      this.takeBack(semid);
       throw error;
     }
-    if (!(info.flags & binding.constants.DM_UEVENT_GENERATED_FLAG)) binding.udevCookieAdd(semid, -1);
+    if (!(info.flags & binding.constants.DM_UEVENT_GENERATED_FLAG)) this.takeBack(semid);
     this.names.push(info.name);
     return info;
+  }
+
+  /**
+   * Removes the cookie's semaphore without waiting (for a batch whose calls all failed
+   * or sent no uevent). finish() then only makes the pending nodes.
+   */
+  discard(): void {
+    if (!this.cookie) return;
+    const { semid } = this.cookie;
+    this.cookie = undefined;
+    this.nodes.nativeBinding.udevCookieDestroy(semid);
+  }
+
+  /**
+   * Undoes one call's count. A failure here (the value is already 0) must not hide the
+   * ioctl's own result: finish() or discard() removes the semaphore in any case.
+   */
+  private takeBack(semid: number): void {
+    try {
+      this.nodes.nativeBinding.udevCookieAdd(semid, -1);
+    } catch {
+      // nothing to undo
+    }
   }
 
   /** A node to make after the wait, if udev does not (see NodeSync.ensureNode). */

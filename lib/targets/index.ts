@@ -18,3 +18,4 @@ export { snapshotOrigin, parseSnapshotOriginParams, type SnapshotOriginOptions, 
 export { snapshotMerge, parseSnapshotMergeParams, parseSnapshotMergeStatus } from './snapshot-merge';
 export { errorTarget } from './error';
 export { zeroTarget } from './zero';
+export { maskTableKeys, maskTargetKeys, tableCarriesKeys, targetCarriesKeys, KEYED_TARGET_TYPES } from './keys';

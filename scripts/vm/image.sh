@@ -23,7 +23,11 @@ dir=$cache/$line
 mkdir -p "$dir"
 
 # Modules the guest loads, in dependency order (resolved with modprobe below).
+# dm-crypt and dm-integrity (with the ciphers and hashes their test tables name: xts and ecb
+# for aes-xts-plain64, ctr and crc32 for integrity's journal_crypt and internal_hash) let
+# the tests check how keys in tables are handled.
 wanted=(virtio_pci 9p 9pnet_virtio loop dm-mod dm-snapshot dm-bufio dm-flakey dm-zero
+        dm-crypt dm-integrity xts ecb ctr crc32_generic
         md-mod raid1 ext4 xfs crc32c_generic)
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "image.sh: '$1' is missing; install the Debian package '$2'" >&2; exit 1; }; }
@@ -45,7 +49,9 @@ resolve_package() {
   apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }'
 }
 
-if [[ $refresh == 1 || ! -s $dir/version || ! -s $dir/vmlinuz || ! -s $dir/modules/modules.order ]]; then
+# The module set extracted last time: a changed list of wanted modules extracts them again.
+if [[ $refresh == 1 || ! -s $dir/version || ! -s $dir/vmlinuz || ! -s $dir/modules/modules.order ||
+      "$(cat "$dir/modules/wanted" 2>/dev/null)" != "${wanted[*]}" ]]; then
   pkg=$(resolve_package)
   if [[ -z "$pkg" ]]; then
     echo "image.sh: apt-cache knows no kernel package for line $line; run 'apt-get update' first" >&2
@@ -72,6 +78,7 @@ if [[ $refresh == 1 || ! -s $dir/version || ! -s $dir/vmlinuz || ! -s $dir/modul
       esac
       echo "$base" >> "$dir/modules.new/modules.order"
     done
+  echo "${wanted[*]}" > "$dir/modules.new/wanted"
   cp "$work/root/boot/vmlinuz-$version" "$dir/vmlinuz"
   rm -rf "$dir/modules" && mv "$dir/modules.new" "$dir/modules"
   echo "$version" > "$dir/version"
