@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
 
 /** The device's content, read with O_DIRECT: a page cache of the device would hide a change under it. */
-const sha = (path: string) => run('sh', ['-c', `dd if=${path} bs=1M iflag=direct status=none | sha256sum`]).split(' ')[0];
+const sha = (path: string) => run('bash', ['-c', `set -o pipefail; dd if=${path} bs=1M iflag=direct status=none | sha256sum`]).split(' ')[0];
 
 interface StatusSnapshot {
   name: string;

@@ -20,7 +20,8 @@ export const DROP_STEPS = ['remove-snapshot', 'load-linear-table', 'suspend-orig
 
 /** The content of a device, read with O_DIRECT (a page cache would hide a change under it). */
 export function deviceSha(path: string): string {
-  return run('sh', ['-c', `dd if=${path} bs=1M iflag=direct status=none | sha256sum`]).split(' ')[0];
+  const out = run('bash', ['-c', `set -o pipefail; dd if=${path} bs=1M iflag=direct status=none | sha256sum`]);
+  return out.split(' ')[0];
 }
 
 export interface CliResult {
