@@ -106,3 +106,20 @@ export function devicePathOf(dev: DevNumber): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * The roots and every device built on them (holders, partitions), transitively: the
+ * devices whose writes land on the roots.
+ */
+export function devicesAbove(roots: DevNumber[]): Set<string> {
+  const seen = new Set<string>();
+  const queue = roots.map(devKey);
+  while (queue.length > 0) {
+    const key = queue.pop()!;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const dir = sysfsDir(key);
+    if (dir) queue.push(...related(dir, 'holders'), ...partitionsOf(dir));
+  }
+  return seen;
+}
