@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, lstatSync, mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DmsnapError, InvalidArgumentError } from '../../lib/errors';
@@ -140,7 +140,7 @@ describe('openImageOutput', () => {
       for (let got = 0; got < data.length; ) {
         await new Promise((r) => setTimeout(r, 5));
         try {
-          const n = require('node:fs').readSync(reader, buffer, 0, buffer.length, null) as number;
+          const n = readSync(reader, buffer, 0, buffer.length, null);
           chunks.push(Buffer.from(buffer.subarray(0, n)));
           got += n;
         } catch (error) {
