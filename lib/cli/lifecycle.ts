@@ -2,69 +2,15 @@
  * The lifecycle commands: prepare, release, snapshot, status, drop, ls, backup, image.
  * Each is a few lines over the library; stdout carries data only.
  */
-import type { Writable } from 'node:stream';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
-import { copyDevice } from '../snapshot/image';
 import { listOrigins, openOrigin, prepare, type Origin } from '../snapshot/origin';
 import { recover } from '../snapshot/recover';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
-import { type CliContext, type Command, ExitCode, type ParsedArgs, UsageError, writeLine } from './command';
-import { ProgressBar } from './progress';
-import { formatBytes, parseSectors } from './sizes';
-
-async function withDm<T>(io: CliContext, fn: (dm: DeviceMapper) => Promise<T>): Promise<T> {
-  const dm = await DeviceMapper.open({ binding: io.binding });
-  try {
-    return await fn(dm);
-  } finally {
-    dm.close();
-  }
-}
-
-/** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
-function lifecycle(io: CliContext, dm: DeviceMapper) {
-  const timeout = process.env.DMSNAP_LOCK_TIMEOUT;
-  const seconds = timeout === undefined ? undefined : Number(timeout);
-  if (seconds !== undefined && !(seconds >= 0)) throw new UsageError(`DMSNAP_LOCK_TIMEOUT must be a number of seconds; got "${timeout}"`);
-  return {
-    dm,
-    lockDir: io.lockDir ?? process.env.DMSNAP_LOCK_DIR,
-    ...(seconds === undefined ? {} : { lockTimeoutMs: Math.round(seconds * 1000) }),
-  };
-}
-
-function one(args: ParsedArgs, what: string): string {
-  if (args.positionals.length === 0) throw new UsageError(`missing ${what}`);
-  if (args.positionals.length > 1) throw new UsageError(`unexpected argument "${args.positionals[1]}"`);
-  return args.positionals[0];
-}
-
-function info(io: CliContext, text: string): void {
-  if (!io.quiet) writeLine(io.stderr, text);
-}
-
-const snapshotOptions = {
-  cow: { type: 'string' as const },
-  'chunk-size': { type: 'string' as const },
-  'snapshot-name': { type: 'string' as const },
-  'force-wipe': { type: 'boolean' as const },
-};
-
-/** Takes a snapshot from the shared options of snapshot, backup and image. */
-async function takeSnapshot(origin: Origin, args: ParsedArgs, transient = false): Promise<Snapshot> {
-  const cow = args.values.cow as string | undefined;
-  if (!cow) throw new UsageError('--cow DEVICE is required: the block device that receives the copied blocks');
-  const chunk = args.values['chunk-size'] as string | undefined;
-  return origin.snapshot({
-    cow,
-    chunkSectors: chunk === undefined ? undefined : parseSectors(chunk, '--chunk-size'),
-    persistent: !transient,
-    name: args.values['snapshot-name'] as string | undefined,
-    forceWipe: args.values['force-wipe'] === true,
-  });
-}
+import { type Command, ExitCode, UsageError, writeLine } from './command';
+import { imageCommand } from './image';
+import { info, invalidMessage, lifecycle, one, snapshotOptions, takeSnapshot, withDm } from './lifecycle-common';
+import { formatBytes } from './sizes';
 
 const prepareCommand: Command = {
   name: ['prepare'],
@@ -269,13 +215,6 @@ Example:
   },
 };
 
-/** Describes why a snapshot is no longer usable, with the COW's size and usage. */
-function invalidMessage(name: string, snap: Snapshot, last: SnapshotStatusReport | undefined, reason: string): string {
-  const cow = snap.info.cow.path ?? `${snap.info.cow.major}:${snap.info.cow.minor}`;
-  const size = last?.totalSectors ? `${formatBytes(last.totalSectors * 512)}, ` : '';
-  const used = last?.usedPercent != null ? `${last.usedPercent.toFixed(1)}% used` : 'full';
-  return `the snapshot of ${name} ${reason}: its COW device ${cow} (${size}${used}) could not hold the blocks changed on ${name} meanwhile; the copy is incomplete. Use a larger COW device or back up at a quieter time`;
-}
 
 const backupCommand: Command = {
   name: ['backup'],
@@ -388,65 +327,6 @@ Example:
   },
 };
 
-const imageCommand: Command = {
-  name: ['image'],
-  summary: 'snapshot, copy the whole snapshot device to FILE or stdout, then drop',
-  usage: 'NAME --cow DEVICE --output FILE|- [--sparse] [--chunk-size SIZE]',
-  help: `A block-level image of the origin as it was at the snapshot. Shows progress on
-stderr when it is a terminal. Checks at the end that the snapshot stayed valid: if not,
-exits 3 and removes the partial file.
-
-Options:
-  --cow DEVICE       block device for the copied blocks (required)
-  --output FILE|-    the image file, or - for stdout
-  --sparse           leave holes for all-zero blocks (regular files only)
-  --chunk-size SIZE  as for dmsnap snapshot
-
-Example:
-  dmsnap image md2 --cow /dev/sdb6 --output - | zstd > md2.img.zst`,
-  options: { ...snapshotOptions, output: { type: 'string' }, sparse: { type: 'boolean' } },
-  allowPositionals: true,
-  async run(args, io) {
-    const name = one(args, 'NAME');
-    const output = args.values.output as string | undefined;
-    if (!output) throw new UsageError('--output FILE|- is required');
-    if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
-    return withDm(io, async (dm) => {
-      const origin = await openOrigin(name, lifecycle(io, dm));
-      const snap = await takeSnapshot(origin, args);
-      const progress = new ProgressBar(io.stderr, name);
-      let complete = false;
-      try {
-        info(io, `dmsnap: ${name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
-        const total = origin.sizeBytes;
-        let copied = 0;
-        let copyError: unknown;
-        try {
-          copied = await copyDevice(snap.devicePath, total, output === '-' ? (io.stdout as NodeJS.WritableStream as Writable) : output, {
-            sparse: args.values.sparse === true,
-            onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
-          });
-          progress.finish(copied, total);
-        } catch (error) {
-          // An invalidated snapshot answers reads with EIO: say why, not just "EIO".
-          copyError = error;
-        }
-        const status = await snap.status();
-        if (status.state !== 'active') {
-          writeLine(io.stderr, `dmsnap image: ${invalidMessage(name, snap, undefined, `became ${status.state}`)}`);
-          return ExitCode.snapshotInvalid;
-        }
-        if (copyError) throw copyError;
-        complete = true;
-        info(io, `dmsnap: copied ${formatBytes(copied)} of ${name}`);
-        return ExitCode.ok;
-      } finally {
-        if (!complete && output !== '-') rmSync(output, { force: true });
-        await snap.drop();
-      }
-    });
-  },
-};
 
 const recoverCommand: Command = {
   name: ['recover'],

@@ -38,10 +38,10 @@ function allZero(buffer: Buffer, start: number, end: number): boolean {
   return buffer.subarray(start, end).equals(ZEROS.subarray(0, end - start));
 }
 
-async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number | null): Promise<void> {
   let done = 0;
   while (done < length) {
-    const { bytesWritten } = await handle.write(buffer, done, length - done, position + done);
+    const { bytesWritten } = await handle.write(buffer, done, length - done, position === null ? null : position + done);
     done += bytesWritten;
   }
 }
@@ -66,14 +66,35 @@ function writeStream(stream: Writable, chunk: Buffer): Promise<void> {
   });
 }
 
+function isFileHandle(target: string | Writable | FileHandle): target is FileHandle {
+  return typeof target === 'object' && typeof (target as FileHandle).sync === 'function' && typeof (target as FileHandle).stat === 'function';
+}
+
 /**
  * Copies the block device `source` (`sizeBytes` long) to `target`: a file path (created
- * or truncated) or a writable stream such as stdout. Returns the bytes copied.
+ * or truncated), an open file handle (left open; written at offsets for a regular file or
+ * block device, in order for a FIFO or character device), or a writable stream such as
+ * stdout. Returns the bytes copied. `sparse` needs a regular file.
  */
-export async function copyDevice(source: string, sizeBytes: number, target: string | Writable, options: ImageOptions = {}): Promise<number> {
+export async function copyDevice(source: string, sizeBytes: number, target: string | Writable | FileHandle, options: ImageOptions = {}): Promise<number> {
   const input = await open(source, 'r');
-  const output = typeof target === 'string' ? await open(target, 'w') : undefined;
-  const sparse = options.sparse === true && output !== undefined;
+  const owned = typeof target === 'string';
+  let output: FileHandle | undefined;
+  try {
+    output = owned ? await open(target, 'w') : isFileHandle(target) ? target : undefined;
+  } catch (error) {
+    await input.close();
+    throw error;
+  }
+  const kind = output ? await output.stat() : undefined;
+  // Offsets only where the output has them; a pipe or tape takes the bytes in order.
+  const positional = kind !== undefined && (kind.isFile() || kind.isBlockDevice());
+  if (options.sparse === true && kind !== undefined && !kind.isFile()) {
+    await input.close();
+    if (owned) await output!.close();
+    throw new DmsnapError('a sparse image needs a regular file: holes cannot be left on a device or in a stream', 'ERR_INVALID_ARG_VALUE');
+  }
+  const sparse = options.sparse === true && kind !== undefined;
   const buffers = [Buffer.allocUnsafe(BLOCK_BYTES), Buffer.allocUnsafe(BLOCK_BYTES)];
   let pendingWrite: Promise<void> = Promise.resolve();
   let position = 0;
@@ -88,6 +109,7 @@ export async function copyDevice(source: string, sizeBytes: number, target: stri
       const at = position;
       if (output) {
         pendingWrite = (async () => {
+          if (!positional) return writeAll(output, buffer, bytesRead, null);
           if (!sparse) return writeAll(output, buffer, bytesRead, at);
           for (let offset = 0; offset < bytesRead; offset += HOLE_BYTES) {
             const end = Math.min(offset + HOLE_BYTES, bytesRead);
@@ -108,12 +130,12 @@ export async function copyDevice(source: string, sizeBytes: number, target: stri
       // Trailing holes: give the file its full length.
       if (sparse) await output.truncate(sizeBytes);
       // Make a file durable; a device such as /dev/null cannot be synced.
-      if ((await output.stat()).isFile()) await output.sync();
+      if (kind!.isFile()) await output.sync();
     }
     return position;
   } finally {
     await pendingWrite.catch(() => undefined);
     await input.close();
-    await output?.close();
+    if (owned) await output?.close();
   }
 }

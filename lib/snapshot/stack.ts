@@ -112,3 +112,20 @@ export function holdersOf(dev: DevNumber): string[] {
   const dir = sysfsDir(devKey(dev));
   return dir ? related(dir, 'holders') : [];
 }
+
+/**
+ * The roots and every device built on them (holders, partitions), transitively: the
+ * devices whose writes land on the roots.
+ */
+export function devicesAbove(roots: DevNumber[]): Set<string> {
+  const seen = new Set<string>();
+  const queue = roots.map(devKey);
+  while (queue.length > 0) {
+    const key = queue.pop()!;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const dir = sysfsDir(key);
+    if (dir) queue.push(...related(dir, 'holders'), ...partitionsOf(dir));
+  }
+  return seen;
+}

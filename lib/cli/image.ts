@@ -1,0 +1,122 @@
+/**
+ * `dmsnap image`: snapshot, copy the whole snapshot device to a file, a device or stdout,
+ * check that the snapshot stayed valid, drop. The output is checked and opened before the
+ * snapshot is taken; a regular file is replaced only by a complete, valid image.
+ */
+import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Writable } from 'node:stream';
+import { blockDeviceInfo } from '../block-device';
+import type { DeviceMapper } from '../dm/device-mapper';
+import { copyDevice } from '../snapshot/image';
+import { openImageOutput, decodeDev, type OutputGuard } from '../snapshot/image-output';
+import { openOrigin, type Origin } from '../snapshot/origin';
+import type { Snapshot } from '../snapshot/snapshot';
+import { deviceStack, devicesAbove, devKey } from '../snapshot/stack';
+import { type Command, ExitCode, UsageError, writeLine } from './command';
+import { info, invalidMessage, lifecycle, one, snapshotOptions, takeSnapshot, withDm } from './lifecycle-common';
+import { ProgressBar } from './progress';
+import { formatBytes } from './sizes';
+
+/** The origin's devices (all of its stack, for device outputs; it and what is built on it, for files) and the COW. */
+async function guardOf(dm: DeviceMapper, origin: Origin, cow: string): Promise<OutputGuard> {
+  const [wrapper, real] = await Promise.all([dm.info(origin.name), dm.info(origin.realName)]);
+  const own = new Map([
+    [devKey(wrapper), `the origin ${origin.devicePath}`],
+    [devKey(real), `${dm.devicePath(origin.realName)}, the origin's own mapping of its backing device`],
+    [devKey(origin.backing), `the origin's backing device`],
+  ]);
+  const devices = new Map<string, string>();
+  for (const key of deviceStack([wrapper, real, origin.backing])) devices.set(key, own.get(key) ?? `in the device stack of ${origin.name} (it shares blocks with it)`);
+  const filesystems = new Map<string, string>(own);
+  for (const key of devicesAbove([wrapper])) if (!filesystems.has(key)) filesystems.set(key, `device ${key}, built on ${origin.devicePath}`);
+  const cowStats = await stat(cow).catch(() => undefined);
+  if (cowStats?.isBlockDevice()) {
+    const key = devKey(decodeDev(cowStats.rdev));
+    devices.set(key, 'the COW device given with --cow');
+    filesystems.set(key, 'the COW device given with --cow');
+  }
+  return { devices, filesystems, nodeDir: dirname(dm.devicePath(origin.name)) };
+}
+
+export const imageCommand: Command = {
+  name: ['image'],
+  summary: 'snapshot, copy the whole snapshot device to FILE or stdout, then drop',
+  usage: 'NAME --cow DEVICE --output FILE|- [--sparse] [--chunk-size SIZE]',
+  help: `A block-level image of the origin as it was at the snapshot. Shows progress on
+stderr when it is a terminal. Checks at the end that the snapshot stayed valid: if not,
+exits 3.
+
+The output is checked before the snapshot is taken. A regular FILE is written to a new
+temporary file .FILE.dmsnap-XXXX (mode 0600) in the same folder, which replaces FILE only
+when the image is complete and valid; on failure only that temporary file is removed and
+an existing FILE is left as it was. A block or character device, an existing FIFO and
+stdout (-) are written in place (no rename is possible): a failed image leaves them
+partly written, and nothing is removed. A block device must be unused and at least as
+large as the origin. Refused: a directory, the origin, NAME-real, its backing device or
+anything else in its device stack, the COW, a new file in /dev/mapper, and a file on a
+filesystem that lives on the origin (its writes would fill the COW).
+
+Options:
+  --cow DEVICE       block device for the copied blocks (required)
+  --output FILE|-    the image file or device, or - for stdout
+  --sparse           leave holes for all-zero blocks (regular files only)
+  --chunk-size SIZE  as for dmsnap snapshot
+
+Example:
+  dmsnap image md2 --cow /dev/sdb6 --output - | zstd > md2.img.zst`,
+  options: { ...snapshotOptions, output: { type: 'string' }, sparse: { type: 'boolean' } },
+  allowPositionals: true,
+  async run(args, io) {
+    const name = one(args, 'NAME');
+    const output = args.values.output as string | undefined;
+    if (!output) throw new UsageError('--output FILE|- is required');
+    if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
+    const cow = args.values.cow as string | undefined;
+    if (!cow) throw new UsageError('--cow DEVICE is required: the block device that receives the copied blocks');
+    return withDm(io, async (dm) => {
+      const origin = await openOrigin(name, lifecycle(io, dm));
+      const total = origin.sizeBytes;
+      const fd = (io.stdout as { fd?: unknown }).fd;
+      const out = await openImageOutput({
+        target: output === '-' ? { stream: io.stdout, fd: typeof fd === 'number' ? fd : undefined } : output,
+        guard: await guardOf(dm, origin, cow),
+        sizeBytes: total,
+        sparse: args.values.sparse === true,
+        deviceSize: async (path) => (await blockDeviceInfo(path, { binding: io.binding })).sizeBytes,
+      });
+      let snap: Snapshot | undefined;
+      let complete = false;
+      try {
+        snap = await takeSnapshot(origin, args);
+        info(io, `dmsnap: ${name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
+        const progress = new ProgressBar(io.stderr, name);
+        let copied = 0;
+        let copyError: unknown;
+        try {
+          copied = await copyDevice(snap.devicePath, total, out.handle ?? (out.stream as NodeJS.WritableStream as Writable), {
+            sparse: args.values.sparse === true,
+            onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
+          });
+          progress.finish(copied, total);
+        } catch (error) {
+          // An invalidated snapshot answers reads with EIO: say why, not just "EIO".
+          copyError = error;
+        }
+        const status = await snap.status();
+        if (status.state !== 'active') {
+          writeLine(io.stderr, `dmsnap image: ${invalidMessage(name, snap, undefined, `became ${status.state}`)}`);
+          return ExitCode.snapshotInvalid;
+        }
+        if (copyError) throw copyError;
+        await out.commit();
+        complete = true;
+        info(io, `dmsnap: copied ${formatBytes(copied)} of ${name} to ${out.path}`);
+        return ExitCode.ok;
+      } finally {
+        if (!complete) await out.discard();
+        if (snap) await snap.drop();
+      }
+    });
+  },
+};
