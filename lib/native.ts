@@ -73,8 +73,8 @@ export interface NativeFreezeResult {
   /** From just before the suspend to the end of the origin's resume (CLOCK_MONOTONIC). */
   freezeMs: number;
   /**
-   * mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) for the critical section: 'locked', 'already-locked'
-   * (the process had locked memory itself: left as it was) or 'failed' (lockErrno; the freeze ran all the same).
+   * mlock of what the freeze thread runs on (the addon's and libc's mappings, a window of its stack): 'locked',
+   * 'already-locked' (the process had locked memory itself: left as it was) or 'failed' (lockErrno; the freeze ran all the same).
    */
   memoryLock: 'locked' | 'already-locked' | 'failed';
   lockErrno?: number;

@@ -1,6 +1,8 @@
 #include "freeze.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <linux/dm-ioctl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -8,22 +10,35 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace dmsnap {
 
 namespace {
 
-// Several freezes may overlap (other origins, worker threads): the memory lock is the
-// process's, taken by the first and dropped by the last.
+// What the freeze thread runs on while the origin is suspended is locked in memory: the
+// addon's and libc's mappings (shared by every freeze: locked by the first, unlocked by
+// the last) and a window of the thread's own stack. Only this thread must make progress
+// for the origin to be resumed, and locking the whole process (mlockall) would make the
+// kernel unlock every resident page when the process dies, delaying the guardian.
 std::mutex lock_mutex;
 int lock_holders = 0;
-bool lock_ours = false;
+bool shared_locked = false;
+int shared_failed_errno = 0;
+std::vector<std::pair<uintptr_t, size_t>> shared_ranges;
+
+constexpr size_t kStackWindow = 64 * 1024;
 
 // Memory the process locked itself (VmLck in /proc/self/status): then dmsnap neither
-// locks nor unlocks, so that munlockall never undoes the application's own lock.
+// locks nor unlocks, so that munlock never undoes the application's own lock.
 bool ProcessHoldsLockedMemory() {
   FILE* status = std::fopen("/proc/self/status", "re");
   if (!status) return false;
@@ -36,34 +51,79 @@ bool ProcessHoldsLockedMemory() {
   return kb > 0;
 }
 
-void LockMemory(FreezeOutcome& outcome) {
-  std::lock_guard<std::mutex> guard(lock_mutex);
-  if (lock_holders > 0) {
-    outcome.memory = lock_ours ? MemoryLock::kLocked : MemoryLock::kAlreadyLocked;
-    lock_holders++;
-    return;
+// The mappings of the files that hold `addresses` (from /proc/self/maps).
+std::vector<std::pair<uintptr_t, size_t>> MappingsOf(std::initializer_list<const void*> addresses) {
+  std::vector<std::string> files;
+  for (const void* address : addresses) {
+    Dl_info info;
+    if (!::dladdr(address, &info) || !info.dli_fname) continue;
+    char resolved[PATH_MAX];
+    files.emplace_back(::realpath(info.dli_fname, resolved) ? resolved : info.dli_fname);
   }
-  if (ProcessHoldsLockedMemory()) {
-    outcome.memory = MemoryLock::kAlreadyLocked;
-    lock_ours = false;
-  } else if (::mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0) {
-    // MCL_ONFAULT (Linux 4.4): resident pages stay, the others are locked when touched;
-    // nothing is read in now.
-    outcome.memory = MemoryLock::kLocked;
-    lock_ours = true;
-  } else {
-    outcome.memory = MemoryLock::kFailed;
-    outcome.lock_errno = errno;
-    lock_ours = false;
+  std::vector<std::pair<uintptr_t, size_t>> ranges;
+  FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (!maps) return ranges;
+  char line[4096];
+  while (std::fgets(line, sizeof(line), maps)) {
+    unsigned long start = 0, end = 0;
+    int path_at = 0;
+    if (std::sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &start, &end, &path_at) < 2 || path_at == 0) continue;
+    std::string path(line + path_at);
+    while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.pop_back();
+    for (const std::string& file : files) {
+      if (path == file) ranges.emplace_back(start, end - start);
+    }
   }
-  lock_holders++;
+  std::fclose(maps);
+  return ranges;
 }
 
-void UnlockMemory() {
+struct StackLock {
+  uintptr_t start = 0;
+  size_t length = 0;
+};
+
+void LockMemory(FreezeOutcome& outcome, StackLock& stack) {
   std::lock_guard<std::mutex> guard(lock_mutex);
-  if (--lock_holders == 0 && lock_ours) {
-    ::munlockall();
-    lock_ours = false;
+  if (lock_holders == 0) {
+    shared_locked = false;
+    shared_failed_errno = 0;
+    if (ProcessHoldsLockedMemory()) {
+      outcome.memory = MemoryLock::kAlreadyLocked;
+      lock_holders++;
+      return;
+    }
+    shared_ranges = MappingsOf({reinterpret_cast<const void*>(&RunFreeze), reinterpret_cast<const void*>(&::ioctl)});
+    shared_locked = true;
+    for (const auto& range : shared_ranges) {
+      if (::mlock(reinterpret_cast<void*>(range.first), range.second) != 0 && shared_failed_errno == 0) shared_failed_errno = errno;
+    }
+  }
+  lock_holders++;
+  if (!shared_locked) {
+    outcome.memory = MemoryLock::kAlreadyLocked;
+    return;
+  }
+  // The stack below this frame, which the critical section grows into.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  uintptr_t here = reinterpret_cast<uintptr_t>(&stack) & ~static_cast<uintptr_t>(page - 1);
+  stack.start = here - kStackWindow;
+  stack.length = kStackWindow + static_cast<size_t>(page);
+  int errnum = shared_failed_errno;
+  if (::mlock(reinterpret_cast<void*>(stack.start), stack.length) != 0) {
+    if (errnum == 0) errnum = errno;
+    stack.length = 0;
+  }
+  outcome.memory = errnum == 0 && !shared_ranges.empty() ? MemoryLock::kLocked : MemoryLock::kFailed;
+  if (outcome.memory == MemoryLock::kFailed) outcome.lock_errno = errnum != 0 ? errnum : ENOENT;
+}
+
+void UnlockMemory(const StackLock& stack) {
+  std::lock_guard<std::mutex> guard(lock_mutex);
+  if (stack.length) ::munlock(reinterpret_cast<void*>(stack.start), stack.length);
+  if (--lock_holders == 0 && shared_locked) {
+    for (const auto& range : shared_ranges) ::munlock(reinterpret_cast<void*>(range.first), range.second);
+    shared_locked = false;
   }
 }
 
@@ -94,11 +154,12 @@ struct Requests {
   Request suspend, resume_snapshot, resume_origin, clear, recover;
 };
 
-void Critical(int fd, const FreezePlan& plan, Requests& r, FreezeOutcome& outcome) {
+// Reads nothing from the heap: the caller copies the plan's scalars onto this thread's stack.
+void Critical(int fd, int seam_step, SeamAction seam_action, bool clear_on_failure, Requests& r, FreezeOutcome& outcome) {
   auto seam = [&](int step) {
-    if (plan.seam_step != step) return false;
-    if (plan.seam_action == SeamAction::kKill) ::kill(::getpid(), SIGKILL);
-    return plan.seam_action == SeamAction::kFail;
+    if (seam_step != step) return false;
+    if (seam_action == SeamAction::kKill) ::kill(::getpid(), SIGKILL);
+    return seam_action == SeamAction::kFail;
   };
   auto fail = [&](int step, int errnum) {
     outcome.failed_step = step;
@@ -129,7 +190,7 @@ void Critical(int fd, const FreezePlan& plan, Requests& r, FreezeOutcome& outcom
     }
   }
   // Never leave the origin suspended: drop the new table, resume the previous one.
-  if (plan.clear_on_failure) outcome.recovery_clear = ::ioctl(fd, DM_TABLE_CLEAR, &r.clear) < 0 ? errno : 0;
+  if (clear_on_failure) outcome.recovery_clear = ::ioctl(fd, DM_TABLE_CLEAR, &r.clear) < 0 ? errno : 0;
   outcome.recovery_resume = ::ioctl(fd, DM_DEV_SUSPEND, &r.recover) < 0 ? errno : 0;
   outcome.origin_resumed = outcome.recovery_resume == 0;
   outcome.freeze_ms = Now() - started;
@@ -148,9 +209,10 @@ FreezeOutcome RunFreeze(const DmControl& control, const FreezePlan& plan) {
   Prepare(r.clear, plan.origin, 0, 0);
   Prepare(r.recover, plan.origin, origin_resume, plan.origin_event_nr);
 
-  LockMemory(outcome);
-  Critical(control.fd(), plan, r, outcome);
-  UnlockMemory();
+  StackLock stack;
+  LockMemory(outcome, stack);
+  Critical(control.fd(), plan.seam_step, plan.seam_action, plan.clear_on_failure, r, outcome);
+  UnlockMemory(stack);
 
   if (outcome.snapshot_resumed) outcome.snapshot_info = ReadRequestInfo(&r.resume_snapshot.header);
   if (outcome.origin_resumed) {

@@ -1,8 +1,9 @@
 // The freeze of a snapshot as one native sequence, on a thread of its own: suspend the
 // origin (flush, freeze its filesystem), resume the snapshot, resume the origin with its
-// new table. Nothing in it waits for the libuv thread pool, memory is locked while the
-// origin is suspended (a page fault then cannot wait for the suspended device), and the
-// requests are built before the suspend, so that the critical section only makes ioctls.
+// new table. Nothing in it waits for the libuv thread pool; what the thread runs on (the
+// addon's and libc's mappings, its stack) is locked in memory while the origin is
+// suspended, so a page fault cannot wait for the suspended device; and the requests are
+// built before the suspend, so that the critical section only makes ioctls.
 // Plain C++, no N-API types: freeze_binding.cc runs it and reports the outcome.
 #pragma once
 
@@ -38,7 +39,7 @@ enum class MemoryLock { kLocked, kAlreadyLocked, kFailed };
 
 struct FreezeOutcome {
   MemoryLock memory = MemoryLock::kFailed;
-  int lock_errno = 0;  // mlockall's errno when memory is kFailed
+  int lock_errno = 0;  // mlock's errno when memory is kFailed
 
   // The step that failed (-1: none), its errno (0 when a test seam made it fail).
   int failed_step = -1;
