@@ -10,6 +10,8 @@
         "native/dm_control.cc",
         "native/event_poll.cc",
         "native/file_lock.cc",
+        "native/freeze.cc",
+        "native/freeze_binding.cc",
         "native/guardian.cc",
         "native/libblkid.cc",
         "native/mount.cc",

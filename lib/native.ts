@@ -58,6 +58,36 @@ export interface NativeTargetVersion {
   version: [number, number, number];
 }
 
+/** Options of NativeControl.freeze. */
+export interface NativeFreezeOptions {
+  /** The origin's new table waits in its inactive slot: a failed freeze drops it (DM_TABLE_CLEAR) before resuming. */
+  clearOnFailure: boolean;
+  /** Test seam (only with DMSNAP_TEST_SEAMS=1): right after step 0 (suspend) or 1 (snapshot resume)… */
+  seamStep?: 0 | 1;
+  /** …fail as if the next ioctl had failed, or SIGKILL the process. */
+  seamAction?: 'fail' | 'kill';
+}
+
+/** What NativeControl.freeze did. It resolves even when a step failed: see `failure` and `recovery`. */
+export interface NativeFreezeResult {
+  /** From just before the suspend to the end of the origin's resume (CLOCK_MONOTONIC). */
+  freezeMs: number;
+  /**
+   * mlock of what the freeze thread runs on (the addon's and libc's mappings, a window of its stack): 'locked',
+   * 'already-locked' (the process had locked memory itself: left as it was) or 'failed' (lockErrno; the freeze ran all the same).
+   */
+  memoryLock: 'locked' | 'already-locked' | 'failed';
+  lockErrno?: number;
+  /** The snapshot's resume, when it succeeded. */
+  snapshot?: NativeDeviceInfo;
+  /** The origin's resume (by the last step, or by the recovery), when it succeeded. */
+  origin?: NativeDeviceInfo;
+  /** The step that failed: its ioctl's errno (0 when a test seam made it fail). */
+  failure?: { step: 'suspend-origin' | 'resume-snapshot' | 'resume-origin'; errno: number; injected: boolean; ioctl: string; path: string; device: string };
+  /** After a failure with the origin suspended: whether its new table was dropped and it was resumed. */
+  recovery?: { cleared: boolean; clearErrno?: number; resumed: boolean; resumeErrno?: number };
+}
+
 /**
  * An open /dev/mapper/control descriptor. Every method is one ioctl (retried with a
  * larger buffer when the kernel sets DM_BUFFER_FULL_FLAG) run on the libuv thread pool;
@@ -86,6 +116,21 @@ export interface NativeControl {
   suspend(ref: NativeDeviceRef, flags: number): Promise<NativeDeviceInfo>;
   /** DM_DEV_SUSPEND without DM_SUSPEND_FLAG: resume, swapping in the inactive table if any. */
   resume(ref: NativeDeviceRef, flags: number, eventNr: number): Promise<NativeDeviceInfo>;
+  /**
+   * The freeze of a snapshot on a thread of its own (never the libuv thread pool), memory
+   * locked: suspend the origin, resume the snapshot, resume the origin. After a failure
+   * with the origin suspended it resumes the origin with its previous table itself.
+   */
+  freeze(
+    origin: NativeDeviceRef,
+    originSuspendFlags: number,
+    snapshot: NativeDeviceRef,
+    snapshotResumeFlags: number,
+    snapshotEventNr: number,
+    originResumeFlags: number,
+    originEventNr: number,
+    options: NativeFreezeOptions,
+  ): Promise<NativeFreezeResult>;
   /** DM_DEV_STATUS (flags: DM_QUERY_INACTIVE_TABLE_FLAG). */
   info(ref: NativeDeviceRef, flags: number): Promise<NativeDeviceInfo>;
   /**

@@ -9,12 +9,11 @@
 
 #include "addon.h"
 #include "async_work.h"
+#include "control_binding.h"
 #include "dm_control.h"
 #include "event_poll.h"
 
 namespace dmsnap {
-
-namespace {
 
 using ControlPtr = std::shared_ptr<DmControl>;
 
@@ -39,6 +38,8 @@ DeviceRef RefArg(const Napi::CallbackInfo& info, size_t index) {
   }
   return ref;
 }
+
+namespace {
 
 std::vector<Target> TargetsArg(const Napi::CallbackInfo& info, size_t index) {
   Napi::Env env = info.Env();
@@ -79,6 +80,8 @@ struct HeldTargets {
   bool secure;
 };
 
+}  // namespace
+
 Napi::Object InfoToJs(Napi::Env env, const DeviceInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("name", Napi::String::New(env, info.name));
@@ -91,6 +94,8 @@ Napi::Object InfoToJs(Napi::Env env, const DeviceInfo& info) {
   out.Set("flags", Napi::Number::New(env, info.flags));
   return out;
 }
+
+namespace {
 
 Napi::Value InfoResult(Napi::Env env, DeviceInfo& info) { return InfoToJs(env, info); }
 
@@ -122,6 +127,7 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
                            InstanceMethod<&ControlWrap::Rename>("rename"),
                            InstanceMethod<&ControlWrap::Suspend>("suspend"),
                            InstanceMethod<&ControlWrap::Resume>("resume"),
+                           InstanceMethod<&ControlWrap::Freeze>("freeze"),
                            InstanceMethod<&ControlWrap::Info>("info"),
                            InstanceMethod<&ControlWrap::WaitEvent>("waitEvent"),
                            InstanceMethod<&ControlWrap::Load>("load"),
@@ -245,6 +251,9 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
     uint32_t event_nr = Uint32Arg(info, 2, "eventNr");
     return RunInfo(info, "dmsnap.resume", [=](const DmControl& c) { return c.Resume(ref, flags, event_nr); });
   }
+
+  // Suspend, resume, resume on a thread of its own, memory locked: see freeze.h.
+  Napi::Value Freeze(const Napi::CallbackInfo& info) { return StartFreeze(info, Get(info.Env())); }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
     DeviceRef ref = RefArg(info, 0);

@@ -82,7 +82,9 @@ std::string ReadString(const char* p, const char* end) {
   return std::string(p, strnlen(p, static_cast<size_t>(end - p)));
 }
 
-void SetRef(struct dm_ioctl* header, const DeviceRef& ref) {
+}  // namespace
+
+void SetRequestRef(struct dm_ioctl* header, const DeviceRef& ref) {
   if (!ref.name.empty()) {
     CopyField(header->name, sizeof(header->name), ref.name);
   } else if (!ref.uuid.empty()) {
@@ -92,7 +94,7 @@ void SetRef(struct dm_ioctl* header, const DeviceRef& ref) {
   }
 }
 
-DeviceInfo ReadInfo(const struct dm_ioctl* header) {
+DeviceInfo ReadRequestInfo(const struct dm_ioctl* header) {
   DeviceInfo info;
   info.name = ReadField(header->name, sizeof(header->name));
   info.uuid = ReadField(header->uuid, sizeof(header->uuid));
@@ -104,8 +106,6 @@ DeviceInfo ReadInfo(const struct dm_ioctl* header) {
   info.flags = header->flags;
   return info;
 }
-
-}  // namespace
 
 void WipeMemory(void* data, size_t size) {
   if (data != nullptr && size > 0) ::explicit_bzero(data, size);
@@ -240,71 +240,71 @@ DeviceInfo DmControl::Create(const std::string& name, const std::string& uuid, u
     if (!uuid.empty()) CopyField(req.header()->uuid, sizeof(req.header()->uuid), uuid);
     req.header()->flags |= flags;
   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Remove(const DeviceRef& ref, uint32_t flags, uint32_t event_nr) const {
   Request r = Run(fd_, path_, {DM_DEV_REMOVE, "DM_DEV_REMOVE", kMinorBase}, ref.Describe(), 0, [&](Request& req) {
-    SetRef(req.header(), ref);
+    SetRequestRef(req.header(), ref);
     req.header()->flags |= flags;
     req.header()->event_nr = event_nr;
   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Rename(const DeviceRef& ref, const std::string& new_value, uint32_t flags,
                              uint32_t event_nr) const {
   Request r = Run(fd_, path_, {DM_DEV_RENAME, "DM_DEV_RENAME", kMinorBase}, ref.Describe(), Align8(new_value.size() + 1),
                   [&](Request& req) {
-                    SetRef(req.header(), ref);
+                    SetRequestRef(req.header(), ref);
                     req.header()->flags |= flags;
                     req.header()->event_nr = event_nr;
                     // The new name (or uuid) is a string at the start of the data area.
                     std::memcpy(req.bytes() + req.header()->data_start, new_value.c_str(), new_value.size() + 1);
                   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Suspend(const DeviceRef& ref, uint32_t flags) const {
   Request r = Run(fd_, path_, {DM_DEV_SUSPEND, "DM_DEV_SUSPEND", kMinorBase}, ref.Describe(), 0, [&](Request& req) {
-    SetRef(req.header(), ref);
+    SetRequestRef(req.header(), ref);
     req.header()->flags |= flags | DM_SUSPEND_FLAG;
   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Resume(const DeviceRef& ref, uint32_t flags, uint32_t event_nr) const {
   Request r = Run(fd_, path_, {DM_DEV_SUSPEND, "DM_DEV_SUSPEND", kMinorBase}, ref.Describe(), 0, [&](Request& req) {
-    SetRef(req.header(), ref);
+    SetRequestRef(req.header(), ref);
     req.header()->flags |= flags & ~static_cast<uint32_t>(DM_SUSPEND_FLAG);
     req.header()->event_nr = event_nr;
   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Info(const DeviceRef& ref, uint32_t flags) const {
   Request r = Run(fd_, path_, {DM_DEV_STATUS, "DM_DEV_STATUS", kMinorBase}, ref.Describe(), 0, [&](Request& req) {
-    SetRef(req.header(), ref);
+    SetRequestRef(req.header(), ref);
     req.header()->flags |= flags;
   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::WaitEvent(const DeviceRef& ref, uint32_t event_nr) const {
   // DM_DEV_WAIT answers with the status of the live table; keep the reply small.
   Request r = Run(fd_, path_, {DM_DEV_WAIT, "DM_DEV_WAIT", kMinorBase}, ref.Describe(), kInitialPayload,
                   [&](Request& req) {
-                    SetRef(req.header(), ref);
+                    SetRequestRef(req.header(), ref);
                     req.header()->event_nr = event_nr;
                   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Load(const DeviceRef& ref, const std::vector<Target>& targets, uint32_t flags) const {
   size_t payload = 0;
   for (const Target& t : targets) payload += Align8(sizeof(struct dm_target_spec) + t.params.size() + 1);
   Request r = Run(fd_, path_, {DM_TABLE_LOAD, "DM_TABLE_LOAD", kMinorBase}, ref.Describe(), payload, [&](Request& req) {
-    SetRef(req.header(), ref);
+    SetRequestRef(req.header(), ref);
     req.header()->flags |= flags;
     req.header()->target_count = static_cast<uint32_t>(targets.size());
     size_t offset = req.header()->data_start;
@@ -321,23 +321,23 @@ DeviceInfo DmControl::Load(const DeviceRef& ref, const std::vector<Target>& targ
       offset += size;
     }
   });
-  return ReadInfo(r.header());
+  return ReadRequestInfo(r.header());
 }
 
 DeviceInfo DmControl::Clear(const DeviceRef& ref) const {
   Request r = Run(fd_, path_, {DM_TABLE_CLEAR, "DM_TABLE_CLEAR", kMinorBase}, ref.Describe(), 0,
-                  [&](Request& req) { SetRef(req.header(), ref); });
-  return ReadInfo(r.header());
+                  [&](Request& req) { SetRequestRef(req.header(), ref); });
+  return ReadRequestInfo(r.header());
 }
 
 DepsResult DmControl::Deps(const DeviceRef& ref, uint32_t flags) const {
   Request r = Run(fd_, path_, {DM_TABLE_DEPS, "DM_TABLE_DEPS", kMinorBase}, ref.Describe(), kInitialPayload,
                   [&](Request& req) {
-                    SetRef(req.header(), ref);
+                    SetRequestRef(req.header(), ref);
                     req.header()->flags |= flags;
                   });
   DepsResult result;
-  result.info = ReadInfo(r.header());
+  result.info = ReadRequestInfo(r.header());
   const size_t length = r.data_length();
   if (length >= sizeof(struct dm_target_deps)) {
     const auto* deps = reinterpret_cast<const struct dm_target_deps*>(r.data());
@@ -354,12 +354,12 @@ DepsResult DmControl::Deps(const DeviceRef& ref, uint32_t flags) const {
 TableResult DmControl::TableStatus(const DeviceRef& ref, uint32_t flags) const {
   Request r = Run(fd_, path_, {DM_TABLE_STATUS, "DM_TABLE_STATUS", kMinorBase}, ref.Describe(), kInitialPayload,
                   [&](Request& req) {
-                    SetRef(req.header(), ref);
+                    SetRequestRef(req.header(), ref);
                     req.header()->flags |= flags;
                   });
   TableResult result;
   result.secure = (flags & DM_SECURE_DATA_FLAG) != 0;
-  result.info = ReadInfo(r.header());
+  result.info = ReadRequestInfo(r.header());
   // Room for every target up front: growing the vector would leave copies behind.
   result.targets.reserve(std::min<size_t>(r.header()->target_count, r.data_length() / sizeof(struct dm_target_spec)));
   const char* data = r.data();
@@ -385,7 +385,7 @@ std::optional<std::string> DmControl::Message(const DeviceRef& ref, uint64_t sec
   size_t payload = std::max(kInitialPayload, Align8(sizeof(struct dm_target_msg) + message.size() + 1));
   Request r = Run(fd_, path_, {DM_TARGET_MSG, "DM_TARGET_MSG", kMinorTargetMsg}, ref.Describe(), payload,
                   [&](Request& req) {
-                    SetRef(req.header(), ref);
+                    SetRequestRef(req.header(), ref);
                     auto* msg = reinterpret_cast<struct dm_target_msg*>(req.bytes() + req.header()->data_start);
                     msg->sector = sector;
                     std::memcpy(req.bytes() + req.header()->data_start + sizeof(struct dm_target_msg),

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+struct dm_ioctl;
+
 namespace dmsnap {
 
 struct DmVersion {
@@ -90,6 +92,11 @@ struct DepsResult {
   DeviceInfo info;
   std::vector<std::pair<uint32_t, uint32_t>> devices;
 };
+
+// Writes the device a request is about into a struct dm_ioctl header.
+void SetRequestRef(struct dm_ioctl* header, const DeviceRef& ref);
+// Reads the device fields of a struct dm_ioctl header the kernel filled in.
+DeviceInfo ReadRequestInfo(const struct dm_ioctl* header);
 
 class DmControl {
  public:

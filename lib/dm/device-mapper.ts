@@ -17,6 +17,7 @@ import {
 } from '../native';
 import { sectors, type Sectors } from '../units';
 import { check, checkInteger, checkPath, checkString } from '../validate';
+import { runFreeze, type FreezeOptions, type FreezeOutcome } from './freeze';
 import { checkDeviceName, checkDeviceUuid } from './names';
 import { maskTableKeys, tableCarriesKeys } from '../targets/keys';
 import { checkTable, formatTable, parseTable, type TargetLine } from './table';
@@ -282,6 +283,21 @@ export class DeviceMapper {
     if (options.batch) options.batch.ensureNodeLater(info.name, info.major, info.minor);
     else await this.nodes.ensureNode(info.name, info.major, info.minor, udevSynced);
     return this.toInfo(info);
+  }
+
+  /**
+   * The freeze of a snapshot, in one native call on a thread of its own with memory
+   * locked: suspends `origin` (flushing and freezing its filesystem), resumes `snapshot`,
+   * resumes `origin`. Both resumes share `options.batch`'s udev cookie. If a step fails
+   * once the origin is suspended, the origin is resumed with its previous table before
+   * the call rejects; the error has `freezeStep` and `recovery` (see lib/dm/freeze.ts).
+   */
+  async freeze(origin: DeviceRef, snapshot: DeviceRef, options: FreezeOptions): Promise<FreezeOutcome<DeviceInfo>> {
+    const originRef = this.ref(origin);
+    const snapshotRef = this.ref(snapshot);
+    const flags = this.suspendFlags({ skipLockfs: options.skipLockfs });
+    const done = await this.call(() => runFreeze(this.control, originRef, snapshotRef, flags, options));
+    return { ...done, snapshot: this.toInfo(done.snapshot), origin: this.toInfo(done.origin) };
   }
 
   /**

@@ -179,22 +179,36 @@ export class UdevBatch {
    * batch are still waited for at finish().
    */
   async run(extraFlags: number, op: (eventNr: number) => Promise<NativeDeviceInfo>): Promise<NativeDeviceInfo> {
-    if (!this.nodes.udev) return op(0);
+    const slot = this.reserve(extraFlags);
+    let info: NativeDeviceInfo;
+    try {
+      info = await op(slot.eventNr);
+    } catch (error) {
+      slot.settle();
+      throw error;
+    }
+    slot.settle(info);
+    return info;
+  }
+
+  /**
+   * The batch's cookie for one ioctl made elsewhere (several in one native call):
+   * `settle` once with what the ioctl returned, or with nothing if it failed or never ran.
+   */
+  reserve(extraFlags: number): { eventNr: number; settle(info?: NativeDeviceInfo): void } {
+    if (!this.nodes.udev) return { eventNr: 0, settle: () => undefined };
     const binding = this.nodes.nativeBinding;
     this.cookie ??= binding.udevCookieCreate();
     const { base, semid } = this.cookie;
     binding.udevCookieAdd(semid, 1);
-    let info: NativeDeviceInfo;
-    try {
-      const flags = UdevFlags.primarySource | UdevFlags.disableLibraryFallback | extraFlags;
-      info = await op(((flags << 16) | base) >>> 0);
-    } catch (error) {
-      this.takeBack(semid);
-      throw error;
-    }
-    if (!(info.flags & binding.constants.DM_UEVENT_GENERATED_FLAG)) this.takeBack(semid);
-    this.names.push(info.name);
-    return info;
+    const flags = UdevFlags.primarySource | UdevFlags.disableLibraryFallback | extraFlags;
+    return {
+      eventNr: ((flags << 16) | base) >>> 0,
+      settle: (info) => {
+        if (!info || !(info.flags & binding.constants.DM_UEVENT_GENERATED_FLAG)) this.takeBack(semid);
+        if (info) this.names.push(info.name);
+      },
+    };
   }
 
   /**

@@ -23,7 +23,7 @@ import { assertConsistent, currentGroup, type ViolationKind } from './invariants
 import { lockOrigin, lockPath } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { deviceStack, devicePathOf, devKey, holdersOf, type DevNumber } from './stack';
-import { environmentStepHook, type Step, type StepHook } from './steps';
+import { environmentFreezeSeam, environmentStepHook, type Step, type StepHook } from './steps';
 import { formatTag, newOriginId, newSnapId, parseTag } from './tags';
 
 /** udev must not probe the private layers: they hold the same filesystem as the origin. */
@@ -412,32 +412,29 @@ export class Origin implements SnapshotOwner {
 
       // If this process dies while the origin is suspended, the guardian resumes it.
       await guardianStarting;
-      // The freeze: nothing in here waits for udev or does work that could come before.
+      // The freeze: one native call on a thread of its own with memory locked (see
+      // lib/dm/freeze.ts), so that nothing in it waits for the thread pool, udev or
+      // JavaScript. If a step fails, it resumes the origin with its previous table itself.
       const batch = dm.udevBatch();
-      let suspended = false;
-      const started = performance.now();
       try {
         step = 'suspend-origin';
-        await dm.suspend(this.name);
-        suspended = true;
-        await after(step);
-        step = 'resume-snapshot';
-        await dm.resume(name, { batch, udevFlags: HIDDEN_LAYER });
-        await after(step);
-        step = 'resume-origin';
-        await dm.resume(this.name, { batch });
-        suspended = false;
+        const seam = environmentFreezeSeam();
+        const frozen = await dm.freeze(this.name, name, { batch, snapshotUdevFlags: HIDDEN_LAYER, originTableLoaded: preloaded, ...(seam ? { seam } : {}) });
         preloaded = false;
-        freezeMs = performance.now() - started;
-        await after(step);
+        freezeMs = frozen.freezeMs;
+      } catch (error) {
+        // The step the native freeze failed at, and whether it dropped the new table.
+        const { freezeStep, recovery } = error as { freezeStep?: Step; recovery?: { cleared: boolean } };
+        if (freezeStep) step = freezeStep;
+        if (recovery?.cleared) preloaded = false;
+        throw error;
       } finally {
-        if (suspended) {
-          // Never leave the origin frozen: drop the new table, resume the old one.
-          if (preloaded) await dm.clear(this.name).catch(() => undefined);
-          preloaded = false;
-          await dm.resume(this.name, { batch }).catch(() => undefined);
-        }
         await batch.finish();
+      }
+      // Reported once the freeze is over: no JavaScript runs while the origin is suspended.
+      for (const done of ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const) {
+        step = done;
+        await after(step);
       }
       const info = { name, originName: this.name, origin: { major: plan.real.major, minor: plan.real.minor }, cow: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path }, chunkSectors, persistent, targetType: 'snapshot' };
       return new Snapshot(dm, this, info, freezeMs);

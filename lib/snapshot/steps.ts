@@ -24,7 +24,9 @@ export type Step = SnapshotStep | DropStep;
 
 /**
  * Called after each step completes. Only for tests: a hook that throws simulates a
- * failure right after that step.
+ * failure right after that step. The steps of the freeze (suspend-origin,
+ * resume-snapshot, resume-origin) run in one native call, so their hooks are called once
+ * it is over; the environment seams below act inside it.
  */
 export type StepHook = (step: Step) => void | Promise<void>;
 
@@ -42,4 +44,18 @@ export function environmentStepHook(): StepHook | undefined {
     if (step === killAfter) process.kill(process.pid, 'SIGKILL');
     if (step === failAfter) throw new Error(`test seam: failing after step "${step}"`);
   };
+}
+
+/**
+ * The environment seam for a step inside the freeze (suspend-origin, resume-snapshot),
+ * where no JavaScript runs: the native freeze itself fails or SIGKILLs the process
+ * right after that step. Undefined unless DMSNAP_TEST_SEAMS=1 names one.
+ */
+export function environmentFreezeSeam(): { step: 'suspend-origin' | 'resume-snapshot'; action: 'fail' | 'kill' } | undefined {
+  if (process.env.DMSNAP_TEST_SEAMS !== '1') return undefined;
+  const inFreeze = (step: string | undefined) => (step === 'suspend-origin' || step === 'resume-snapshot' ? step : undefined);
+  const kill = inFreeze(process.env.DMSNAP_TEST_KILL_AFTER);
+  if (kill) return { step: kill, action: 'kill' };
+  const fail = inFreeze(process.env.DMSNAP_TEST_FAIL_AFTER);
+  return fail ? { step: fail, action: 'fail' } : undefined;
 }

@@ -364,6 +364,33 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       await snap.drop();
     });
 
+    // Inside the freeze no JavaScript runs: the environment seam makes the native freeze
+    // itself fail right after the step, and it resumes the origin with its previous table.
+    it.each([
+      ['suspend-origin', 1],
+      ['resume-snapshot', 1],
+      ['suspend-origin', 2],
+      ['resume-snapshot', 2],
+    ] as const)('rolls back a failure inside the freeze right after "%s" (snapshot %d)', async (failAfter, nth) => {
+      const origin = await prepared();
+      if (nth === 2) await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), name: `${origin.name}-s1` });
+      const before = await state();
+      const cow = await env.makeBlockDevice(2 * MiB);
+      Object.assign(process.env, { DMSNAP_TEST_SEAMS: '1', DMSNAP_TEST_FAIL_AFTER: failAfter });
+      const error = await origin
+        .snapshot({ cow, name: `${origin.name}-s2` })
+        .catch((e: unknown) => e)
+        .finally(() => {
+          delete process.env.DMSNAP_TEST_SEAMS;
+          delete process.env.DMSNAP_TEST_FAIL_AFTER;
+        });
+      expect((error as Error).message).toContain(`failed at step "${failAfter}": test seam: failing after step "${failAfter}"`);
+      expect(await state()).toEqual(before);
+      expect((await dm.info(origin.name)).inactiveTable).toBe(false);
+      await env.writeThrough(origin.devicePath, 64 * 1024);
+      await (await origin.snapshot({ cow, name: `${origin.name}-s2` })).drop();
+    });
+
     it('rolls back the second snapshot of an origin without touching the first', async () => {
       const origin = await prepared();
       const first = await origin.snapshot({ cow: await env.makeBlockDevice(2 * MiB), name: `${origin.name}-s1` });

@@ -22,6 +22,7 @@ import {
   type NativeTargetVersion,
   type NativeUdevCookie,
 } from '../../lib/native';
+import { fakeFreeze } from './fake-freeze';
 
 export interface FakeBlockDevice extends NativeBlockDeviceInfo {}
 
@@ -1334,11 +1335,12 @@ export function createFakeSystem(): FakeSystem {
       }
     }
 
-    return {
+    const control: NativeControl = {
       path,
       get closed() {
         return state.closed;
       },
+      freeze: (...args) => fakeFreeze(control, ...args),
       version: () => ioctl('DM_VERSION', '', () => [...system.driverVersion] as [number, number, number]),
       listDevices: () => ioctl('DM_LIST_DEVICES', '', listDevices),
       listVersions: () => ioctl('DM_LIST_VERSIONS', '', () => TARGET_VERSIONS.map((v) => ({ name: v.name, version: [...v.version] as [number, number, number] }))),
@@ -1385,6 +1387,7 @@ export function createFakeSystem(): FakeSystem {
         for (const done of state.polls.splice(0)) done(false);
       },
     };
+    return control;
   }
 
   system.binding = {

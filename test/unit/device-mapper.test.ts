@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { DeviceMapper, DmError } from '../../lib';
 import { deviceMapperSuite } from '../shared/device-mapper.suite';
+import { freezeSuite } from '../shared/freeze.suite';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 
 let system: FakeSystem;
@@ -70,4 +71,9 @@ describe('fake-only client behaviour', () => {
       warn.mockRestore();
     }
   });
+});
+
+freezeSuite({
+  binding: () => system.binding,
+  openOptions: () => ({ devDir, udev: false }),
 });

@@ -3,6 +3,7 @@
  * flavours by the VM matrix).
  */
 import { deviceMapperSuite } from '../shared/device-mapper.suite';
+import { freezeSuite } from '../shared/freeze.suite';
 import { loadBinding } from '../../lib/native';
 import { createLoopDevice } from './support/system';
 
@@ -12,4 +13,9 @@ deviceMapperSuite({
   async makeBlockDevice(sizeBytes) {
     return createLoopDevice(sizeBytes);
   },
+});
+
+freezeSuite({
+  binding: () => loadBinding(),
+  openOptions: () => ({}),
 });
