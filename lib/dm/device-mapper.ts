@@ -323,7 +323,7 @@ export class DeviceMapper {
           this.call(() => this.control.remove({ name: before.name }, flags, eventNr)),
         );
         const deferred = (info.flags & constants.DM_DEFERRED_REMOVE) !== 0;
-        if (!deferred) await this.nodes.removeNode(before.name, udevSynced);
+        if (!deferred) await this.nodes.removeNode(before.name, udevSynced, before);
         return { ...this.toInfo(before), deferredRemove: deferred };
       } catch (error) {
         if (!(error instanceof DmError && error.code === 'EBUSY') || attempt >= attempts) throw error;
@@ -340,7 +340,7 @@ export class DeviceMapper {
     const { info, udevSynced } = await this.nodes.withCookie(0, (eventNr) =>
       this.call(() => this.control.rename(nativeRef, newName, 0, eventNr)),
     );
-    await this.nodes.removeNode(before.name, udevSynced);
+    await this.nodes.removeNode(before.name, udevSynced, before);
     await this.nodes.ensureNode(newName, info.major, info.minor, udevSynced);
     return this.toInfo({ ...info, name: newName });
   }

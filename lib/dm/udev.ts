@@ -154,14 +154,23 @@ export class NodeSync {
     await callNative(() => this.binding.makeBlockNode(path, major, minor, NODE_MODE));
   }
 
-  /** Removes /dev/mapper/NAME if it is a block node or a link (never any other file). */
-  async removeNode(name: string, udevSynced: boolean): Promise<void> {
-    if (this.udev && udevSynced) return;
+  /**
+   * Removes /dev/mapper/NAME if it is a block node or a link (never any other file). With
+   * udev in step, udev removes its own link; a block node for the removed device is dmsnap's
+   * own (made when udev did not answer in time) and is removed all the same, so that it never
+   * outlives its device.
+   */
+  async removeNode(name: string, udevSynced: boolean, removed?: { major: number; minor: number }): Promise<void> {
     const path = this.nodePath(name);
     const existing = await fs.lstat(path).catch(() => undefined);
-    if (existing && (existing.isBlockDevice() || existing.isSymbolicLink())) {
-      await fs.unlink(path).catch(() => undefined);
+    if (!existing) return;
+    if (this.udev && udevSynced) {
+      const ours = removed !== undefined && existing.isBlockDevice() && existing.rdev === makeDev(removed.major, removed.minor);
+      if (!ours) return;
+    } else if (!existing.isBlockDevice() && !existing.isSymbolicLink()) {
+      return;
     }
+    await fs.unlink(path).catch(() => undefined);
   }
 }
 
