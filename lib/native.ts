@@ -3,6 +3,7 @@
  * dmsnap errors. Everything else in lib/ talks to the kernel through a `NativeBinding`,
  * so tests can inject a fake one.
  */
+import { devOverride } from './dev-overrides';
 import { DmError, DmsnapError, SyscallError, type SyscallFailure } from './errors';
 import { explainFailure } from './explain';
 
@@ -283,7 +284,8 @@ let loadedPath: string | undefined;
  * The dmsnap-guardian executable, built next to the addon (DMSNAP_GUARDIAN overrides).
  */
 export function guardianExecutable(): string {
-  if (process.env.DMSNAP_GUARDIAN) return process.env.DMSNAP_GUARDIAN;
+  const override = devOverride('DMSNAP_GUARDIAN');
+  if (override) return override;
   loadBinding();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { dirname, join } = require('node:path') as typeof import('node:path');
@@ -298,7 +300,7 @@ export function loadBinding(): NativeBinding {
   if (loaded) return loaded;
   let addon: LoadedAddon;
   try {
-    const override = process.env.DMSNAP_ADDON;
+    const override = devOverride('DMSNAP_ADDON');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     loadedPath = override ? require('node:path').resolve(override) : require('bindings')({ bindings: 'dmsnap', path: true });
     // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -2,6 +2,8 @@
  * Named steps of taking and dropping a snapshot. Errors say which step failed; tests
  * can fail or kill the process right after a step (see `stepHook`).
  */
+import { devOverride } from '../dev-overrides';
+
 /** The steps of Origin.snapshot, in order; the freeze runs from suspend-origin to resume-origin. */
 export type SnapshotStep =
   | 'validate'
@@ -36,7 +38,7 @@ export type StepHook = (step: Step) => void | Promise<void>;
  * process with SIGKILL right after STEP, to prove what survives a crash.
  */
 export function environmentStepHook(): StepHook | undefined {
-  if (process.env.DMSNAP_TEST_SEAMS !== '1') return undefined;
+  if (devOverride('DMSNAP_TEST_SEAMS') !== '1') return undefined;
   const failAfter = process.env.DMSNAP_TEST_FAIL_AFTER;
   const killAfter = process.env.DMSNAP_TEST_KILL_AFTER;
   if (!failAfter && !killAfter) return undefined;
@@ -52,7 +54,7 @@ export function environmentStepHook(): StepHook | undefined {
  * right after that step. Undefined unless DMSNAP_TEST_SEAMS=1 names one.
  */
 export function environmentFreezeSeam(): { step: 'suspend-origin' | 'resume-snapshot'; action: 'fail' | 'kill' } | undefined {
-  if (process.env.DMSNAP_TEST_SEAMS !== '1') return undefined;
+  if (devOverride('DMSNAP_TEST_SEAMS') !== '1') return undefined;
   const inFreeze = (step: string | undefined) => (step === 'suspend-origin' || step === 'resume-snapshot' ? step : undefined);
   const kill = inFreeze(process.env.DMSNAP_TEST_KILL_AFTER);
   if (kill) return { step: kill, action: 'kill' };
