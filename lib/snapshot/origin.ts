@@ -22,7 +22,7 @@ import { scanGroups, type OriginGroup } from './discover';
 import { assertConsistent, currentGroup, type ViolationKind } from './invariants';
 import { lockOrigin, lockPath } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
-import { deviceStack, devicePathOf, devKey, holdersOf, type DevNumber } from './stack';
+import { deviceStack, devicePathOf, devKey, holdersOf, loopBackingFilesystems, type DevNumber } from './stack';
 import { environmentFreezeSeam, environmentStepHook, type Step, type StepHook } from './steps';
 import { formatTag, newOriginId, newSnapId, parseTag } from './tags';
 
@@ -343,7 +343,17 @@ export class Origin implements SnapshotOwner {
       throw error;
     }
     // Held by nobody, but sharing blocks with the origin all the same (a partition of its disk…).
-    if (deviceStack([wrapper, real, this.backing]).has(devKey(cowInfo))) throw inOrigin();
+    const originStack = deviceStack([wrapper, real, this.backing]);
+    if (originStack.has(devKey(cowInfo))) throw inOrigin();
+    // A loop device over a file on the origin's own filesystem: copy-on-write would write
+    // through the filesystem being snapshotted (and, during the freeze, wait on it).
+    if (loopBackingFilesystems(cowInfo).some((key) => originStack.has(key))) {
+      throw new DmsnapError(
+        `the COW device ${cow} is a loop device whose backing file lives on the filesystem of ${this.name}; ` +
+          'put the COW on another filesystem or device',
+        'ERR_DMSNAP_COW_IN_ORIGIN',
+      );
+    }
     if (blank.status === 'rejected') {
       const error = blank.reason;
       if (error instanceof SyscallError) {

@@ -3,7 +3,7 @@
  * what is built on it (holders), all the way down and up. A COW device must lie outside
  * the origin's stack: writing to any of those would corrupt the origin.
  */
-import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
 /** A block device number. */
@@ -128,4 +128,37 @@ export function devicesAbove(roots: DevNumber[]): Set<string> {
     if (dir) queue.push(...related(dir, 'holders'), ...partitionsOf(dir));
   }
   return seen;
+}
+
+/** Splits a kernel dev_t (as stat returns it) into major and minor. */
+export function splitDev(dev: bigint): DevNumber {
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  return { major, minor };
+}
+
+/**
+ * The filesystems that hold the backing files of the loop devices at or below `dev`, as
+ * "MAJOR:MINOR" keys of the devices they are mounted from; a backing file that cannot be
+ * found any more (renamed or deleted) is left out.
+ */
+export function loopBackingFilesystems(dev: DevNumber): string[] {
+  const found: string[] = [];
+  const seen = new Set<string>();
+  const queue = [devKey(dev)];
+  while (queue.length > 0) {
+    const key = queue.pop()!;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const dir = sysfsDir(key);
+    if (!dir) continue;
+    queue.push(...related(dir, 'slaves'));
+    try {
+      const file = readFileSync(`${dir}/loop/backing_file`, 'utf8').replace(/\n$/, '');
+      found.push(devKey(splitDev(statSync(file, { bigint: true }).dev)));
+    } catch {
+      // not a loop device, or its file is gone
+    }
+  }
+  return found;
 }

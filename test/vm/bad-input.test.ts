@@ -107,3 +107,27 @@ describe('bad input', () => {
       expect(cli(['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-taken`]).status).toBe(0);
     });
 });
+
+describe('a COW that lives on the origin itself', () => {
+  it("refuses a loop device whose backing file is on the origin's filesystem, and changes nothing", () => {
+    const own = `badloop${process.pid}`;
+    expect(cli(['prepare', createLoopDevice(32 * MiB), '--name', own]).status).toBe(0);
+    run('mkfs.ext4', ['-q', `/dev/mapper/${own}`]);
+    const dir = mkdtempSync('/tmp/dmsnap-badloop-');
+    run('mount', [`/dev/mapper/${own}`, dir]);
+    const file = `${dir}/cow.img`;
+    writeFileSync(file, Buffer.alloc(4 * MiB));
+    const loop = run('losetup', ['--find', '--show', file]).trim();
+    try {
+      const before = dmsetupState();
+      const result = cli(['snapshot', own, '--cow', loop]);
+      expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 1, stderr: expect.stringMatching(/backing file lives on the filesystem of/) });
+      expect(dmsetupState()).toBe(before);
+    } finally {
+      cli(['drop', own]);
+      run('losetup', ['--detach', loop]);
+      run('umount', [dir]);
+      expect(cli(['release', own]).status).toBe(0);
+    }
+  });
+});
