@@ -38,10 +38,11 @@ function allZero(buffer: Buffer, start: number, end: number): boolean {
   return buffer.subarray(start, end).equals(ZEROS.subarray(0, end - start));
 }
 
-async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+/** Writes `length` bytes at `position`, or at the current offset when position is null. */
+async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number | null): Promise<void> {
   let done = 0;
   while (done < length) {
-    const { bytesWritten } = await handle.write(buffer, done, length - done, position + done);
+    const { bytesWritten } = await handle.write(buffer, done, length - done, position === null ? null : position + done);
     done += bytesWritten;
   }
 }
@@ -73,11 +74,17 @@ function writeStream(stream: Writable, chunk: Buffer): Promise<void> {
 export async function copyDevice(source: string, sizeBytes: number, target: string | Writable, options: ImageOptions = {}): Promise<number> {
   const input = await open(source, 'r');
   const output = typeof target === 'string' ? await open(target, 'w') : undefined;
-  const sparse = options.sparse === true && output !== undefined;
+  let sparse = false;
+  let positioned = false;
   const buffers = [Buffer.allocUnsafe(BLOCK_BYTES), Buffer.allocUnsafe(BLOCK_BYTES)];
   let pendingWrite: Promise<void> = Promise.resolve();
   let position = 0;
   try {
+    // A FIFO or character device takes no positioned writes (Linux 5.10 answers ESPIPE):
+    // those get their blocks in order, without holes, as the copy makes them anyway.
+    const outputStats = await output?.stat();
+    positioned = outputStats !== undefined && (outputStats.isFile() || outputStats.isBlockDevice());
+    sparse = options.sparse === true && outputStats?.isFile() === true;
     for (let turn = 0; position < sizeBytes; turn++) {
       options.signal?.throwIfAborted();
       const buffer = buffers[turn % 2];
@@ -88,7 +95,7 @@ export async function copyDevice(source: string, sizeBytes: number, target: stri
       const at = position;
       if (output) {
         pendingWrite = (async () => {
-          if (!sparse) return writeAll(output, buffer, bytesRead, at);
+          if (!sparse) return writeAll(output, buffer, bytesRead, positioned ? at : null);
           for (let offset = 0; offset < bytesRead; offset += HOLE_BYTES) {
             const end = Math.min(offset + HOLE_BYTES, bytesRead);
             if (end - offset === HOLE_BYTES && allZero(buffer, offset, end)) continue;
