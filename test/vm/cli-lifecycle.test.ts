@@ -324,10 +324,12 @@ describe('image', () => {
     const child = spawn(process.execPath, [CLI, 'image', name, '--cow', cow, '--chunk-size', '8', '--output', fifo]);
     let err = '';
     child.stderr.on('data', (d) => (err += d));
-    const reader = spawn('sh', ['-c', `sleep 2; cat ${fifo} > /dev/null`]);
+    // The copy waits for a reader of the FIFO: the snapshot is lost (its 1 MiB COW
+    // overflows) before the reader comes, so that no timing decides the outcome.
     for (let i = 0; i < 300 && !err.includes('was frozen'); i++) await new Promise((r) => setTimeout(r, 50));
     writeFileSync(`/dev/mapper/${name}`, randomBytes(32 * MiB));
     run('sync', []);
+    const reader = spawn('sh', ['-c', `cat ${fifo} > /dev/null`]);
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     reader.kill();
     expect(code).toBe(3);
