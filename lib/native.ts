@@ -50,7 +50,8 @@ export interface NativeListEntry {
   major: number;
   minor: number;
   eventNr?: number;
-  uuid?: string;
+  /** The uuid, null when the device has none; absent before interface 4.45, which does not say. */
+  uuid?: string | null;
 }
 
 /** One target type from DM_LIST_VERSIONS. */

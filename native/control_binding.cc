@@ -192,7 +192,10 @@ class ControlWrap : public Napi::ObjectWrap<ControlWrap> {
             entry.Set("major", Napi::Number::New(env, entries[i].major));
             entry.Set("minor", Napi::Number::New(env, entries[i].minor));
             if (entries[i].event_nr) entry.Set("eventNr", Napi::Number::New(env, *entries[i].event_nr));
-            if (entries[i].uuid) entry.Set("uuid", Napi::String::New(env, *entries[i].uuid));
+            // uuid: the string, null when the device has none, absent when the kernel does not say.
+            if (entries[i].uuid_known) {
+              entry.Set("uuid", entries[i].uuid.empty() ? env.Null() : Napi::String::New(env, entries[i].uuid));
+            }
             out.Set(static_cast<uint32_t>(i), entry);
           }
           return out;

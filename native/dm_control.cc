@@ -23,6 +23,8 @@ constexpr uint32_t kMinorBase = 0;        // 4.0.0: every original command
 constexpr uint32_t kMinorListVersions = 1;
 constexpr uint32_t kMinorTargetMsg = 2;
 constexpr uint32_t kMinorArmPoll = 36;
+// From 4.45 on, DM_LIST_DEVICES with DM_UUID_FLAG reports each device's uuid.
+constexpr uint32_t kMinorListUuids = 45;
 
 // First payload size tried for commands that return data; doubled on DM_BUFFER_FULL_FLAG.
 constexpr size_t kInitialPayload = 16 * 1024;
@@ -115,6 +117,31 @@ void WipeParams(std::vector<Target>& targets) {
   for (Target& t : targets) WipeMemory(t.params.data(), t.params.size());
 }
 
+namespace {
+
+// The fields after a DM_LIST_DEVICES record's name, from `extra` (8-byte aligned after
+// it) to `record_end`. Kernels since 4.37 put a u32 event_nr there; 4.45 and later add a
+// u32 flags word and, with DM_NAME_LIST_FLAG_HAS_UUID, the uuid (8-byte aligned after
+// it). Before 4.45 the word after event_nr is padding left as the request sent it (zero
+// here): the uuid is known only when the kernel is new enough and set one of the two bits.
+void ReadListExtras(const char* extra, const char* record_end, bool lists_uuids, ListEntry& entry) {
+  if (extra + sizeof(uint32_t) > record_end) return;
+  uint32_t event_nr;
+  std::memcpy(&event_nr, extra, sizeof(event_nr));
+  entry.event_nr = event_nr;
+  if (!lists_uuids || extra + 2 * sizeof(uint32_t) > record_end) return;
+  uint32_t flags;
+  std::memcpy(&flags, extra + sizeof(uint32_t), sizeof(flags));
+  if (flags & DM_NAME_LIST_FLAG_HAS_UUID) {
+    entry.uuid_known = true;
+    entry.uuid = ReadString(extra + Align8(2 * sizeof(uint32_t)), record_end);
+  } else if (flags & DM_NAME_LIST_FLAG_DOESNT_HAVE_UUID) {
+    entry.uuid_known = true;
+  }
+}
+
+}  // namespace
+
 std::string DeviceRef::Describe() const {
   if (!name.empty()) return name;
   if (!uuid.empty()) return "uuid " + uuid;
@@ -173,6 +200,9 @@ DmVersion DmControl::Version() const {
 std::vector<ListEntry> DmControl::ListDevices() const {
   Request r = Run(fd_, path_, {DM_LIST_DEVICES, "DM_LIST_DEVICES", kMinorBase}, "", kInitialPayload,
                   [](Request& req) { req.header()->flags |= DM_UUID_FLAG; });
+  // Every reply header carries the kernel's own interface version.
+  const bool lists_uuids = r.header()->version[0] > DM_VERSION_MAJOR ||
+                           (r.header()->version[0] == DM_VERSION_MAJOR && r.header()->version[1] >= kMinorListUuids);
   std::vector<ListEntry> entries;
   const char* data = r.data();
   const size_t length = r.data_length();
@@ -193,17 +223,7 @@ std::vector<ListEntry> DmControl::ListDevices() const {
     entry.name = ReadString(name, record_end);
     entry.major = ::major(record->dev);
     entry.minor = ::minor(record->dev);
-    // Newer kernels append, 8-byte aligned after the name: u32 event_nr, u32 flags, and
-    // the uuid when flags has DM_NAME_LIST_FLAG_HAS_UUID.
-    size_t extra = Align8(offset + kNameOffset + entry.name.size() + 1);
-    if (data + extra + 2 * sizeof(uint32_t) <= record_end) {
-      uint32_t fields[2];
-      std::memcpy(fields, data + extra, sizeof(fields));
-      entry.event_nr = fields[0];
-      if (fields[1] & DM_NAME_LIST_FLAG_HAS_UUID) {
-        entry.uuid = ReadString(data + Align8(extra + sizeof(fields)), record_end);
-      }
-    }
+    ReadListExtras(data + Align8(offset + kNameOffset + entry.name.size() + 1), record_end, lists_uuids, entry);
     entries.push_back(std::move(entry));
     if (!record->next) break;
     offset += record->next;

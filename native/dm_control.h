@@ -57,7 +57,10 @@ struct ListEntry {
   uint32_t major = 0;
   uint32_t minor = 0;
   std::optional<uint32_t> event_nr;  // absent on kernels that do not report it
-  std::optional<std::string> uuid;   // absent when the device has none (or the kernel does not say)
+  // Whether the kernel said if the device has a uuid (interface 4.45 and later); if so,
+  // `uuid` is it, empty when the device has none. Older kernels leave this unknown.
+  bool uuid_known = false;
+  std::string uuid;
 };
 
 struct TargetVersion {

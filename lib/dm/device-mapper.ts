@@ -76,10 +76,10 @@ export interface DeviceListEntry {
   name: string;
   major: number;
   minor: number;
-  /** Absent where the kernel does not report it (before 4.45). */
+  /** Absent where the kernel does not report it. */
   eventNr?: number;
-  /** The uuid, null when the device has none; absent where the kernel does not say. */
-  uuid?: string | null;
+  /** The uuid, null when the device has none. */
+  uuid: string | null;
 }
 
 /** A target type the kernel knows, from `targets()`. */
@@ -205,19 +205,26 @@ export class DeviceMapper {
     return { major, minor, patch, text: `${major}.${minor}.${patch}` };
   }
 
-  /** DM_LIST_DEVICES: every device-mapper device, sorted by name. */
+  /**
+   * DM_LIST_DEVICES: every device-mapper device, sorted by name. Kernels before interface
+   * 4.45 do not list uuids: then each device's comes from DM_DEV_STATUS, as dmsetup does,
+   * and a device removed in between is left out.
+   */
   async list(): Promise<DeviceListEntry[]> {
     const entries = await this.call(() => this.control.listDevices());
-    return entries
-      .map((e) => {
-        const entry: DeviceListEntry = { name: e.name, major: e.major, minor: e.minor };
-        if (e.eventNr !== undefined) {
-          entry.eventNr = e.eventNr;
-          entry.uuid = e.uuid ?? null;
-        }
-        return entry;
-      })
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const listed: DeviceListEntry[] = [];
+    for (const e of entries) {
+      let uuid = e.uuid;
+      if (uuid === undefined) {
+        const info = await this.find({ major: e.major, minor: e.minor });
+        if (!info || info.name !== e.name) continue;
+        uuid = info.uuid;
+      }
+      const entry: DeviceListEntry = { name: e.name, major: e.major, minor: e.minor, uuid };
+      if (e.eventNr !== undefined) entry.eventNr = e.eventNr;
+      listed.push(entry);
+    }
+    return listed.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** DM_LIST_VERSIONS: the target types the kernel has loaded. */

@@ -30,13 +30,10 @@ export interface OriginGroup {
 export async function scanGroups(dm: DeviceMapper): Promise<Map<string, OriginGroup>> {
   const groups = new Map<string, OriginGroup>();
   for (const device of await dm.list()) {
-    let uuid = device.uuid;
-    // Kernels before 4.45 do not list uuids: ask for each device.
-    if (uuid === undefined) uuid = (await dm.find({ major: device.major, minor: device.minor }))?.uuid ?? null;
-    const tag = parseTag(uuid);
+    const tag = parseTag(device.uuid);
     if (!tag) continue;
     const group = groups.get(tag.originId) ?? { originId: tag.originId, snaps: [] };
-    const tagged: TaggedDevice = { ...device, uuid, tag };
+    const tagged: TaggedDevice = { ...device, tag };
     if (tag.role === 'origin') group.origin = tagged;
     else if (tag.role === 'real') group.real = tagged;
     else group.snaps.push(tagged);

@@ -2,9 +2,12 @@
 # Builds (or finds in the cache) a Debian kernel and a busybox initramfs for the VM test bed.
 # Prints two lines: the kernel image path and the initramfs path.
 #
-# usage: scripts/vm/image.sh [6.1|6.12] [--refresh]
+# usage: scripts/vm/image.sh [5.10|6.1|6.12] [--refresh]
 # The kernel line defaults to $DMSNAP_VM_KERNEL, else 6.1. Downloads land in
 # $DMSNAP_VM_CACHE (default ~/.cache/dmsnap-vm) so a second run needs no network.
+# 6.1 and 6.12 come from the host's apt sources (Debian 12); 5.10 from Debian 11
+# (bullseye, bullseye-security) through a private apt configuration in the cache,
+# which leaves the host's sources alone. --refresh also updates those private lists.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,8 +16,8 @@ refresh=0
 for arg in "$@"; do
   case "$arg" in
     --refresh) refresh=1 ;;
-    6.1|6.12) line=$arg ;;
-    *) echo "image.sh: unknown argument '$arg' (expected 6.1, 6.12 or --refresh)" >&2; exit 2 ;;
+    5.10|6.1|6.12) line=$arg ;;
+    *) echo "image.sh: unknown argument '$arg' (expected 5.10, 6.1, 6.12 or --refresh)" >&2; exit 2 ;;
   esac
 done
 
@@ -39,14 +42,38 @@ if [[ ! -x $busybox || "$(LC_ALL=C ldd "$busybox" 2>&1)" != *"not a dynamic exec
   exit 1
 fi
 
-# Resolve the package name of the kernel for this line, e.g. linux-image-6.1.0-56-amd64.
+# apt options for this line: none (the host's configuration) for the Debian 12 lines;
+# for 5.10 a sources list, package lists and cache of its own under $dir/apt.
+apt_opts=()
+if [[ $line == 5.10 ]]; then
+  apt_dir=$dir/apt
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  [[ -s $keyring ]] || { echo "image.sh: $keyring is missing; install the Debian package 'debian-archive-keyring'" >&2; exit 1; }
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+            -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null
+            -o APT::Sandbox::User=root)
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+  cat > "$apt_dir/sources.list.new" <<SOURCES
+deb [signed-by=$keyring] http://deb.debian.org/debian bullseye main
+deb [signed-by=$keyring] http://deb.debian.org/debian-security bullseye-security main
+SOURCES
+  mv "$apt_dir/sources.list.new" "$apt_dir/sources.list"
+  if [[ $refresh == 1 ]] || ! compgen -G "$apt_dir/lists/*_Packages*" >/dev/null; then
+    echo "image.sh: updating the Debian 11 package lists in $apt_dir" >&2
+    apt-get -q "${apt_opts[@]}" update >&2
+  fi
+fi
+
+# Resolve the package name of the kernel for this line, e.g. linux-image-6.1.0-56-amd64:
+# the current dependency of the line's metapackage.
 resolve_package() {
   local meta
   case "$line" in
-    6.1) meta=linux-image-amd64 ;;
+    5.10|6.1) meta=linux-image-amd64 ;;
     6.12) meta=linux-image-6.12-amd64 ;;
   esac
-  apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }'
+  apt-cache "${apt_opts[@]}" depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }'
 }
 
 # The module set extracted last time: a changed list of wanted modules extracts them again.
@@ -54,14 +81,15 @@ if [[ $refresh == 1 || ! -s $dir/version || ! -s $dir/vmlinuz || ! -s $dir/modul
       "$(cat "$dir/modules/wanted" 2>/dev/null)" != "${wanted[*]}" ]]; then
   pkg=$(resolve_package)
   if [[ -z "$pkg" ]]; then
-    echo "image.sh: apt-cache knows no kernel package for line $line; run 'apt-get update' first" >&2
+    if [[ $line == 5.10 ]]; then echo "image.sh: the Debian 11 lists in $dir/apt name no kernel package; run 'scripts/vm/image.sh 5.10 --refresh'" >&2
+    else echo "image.sh: apt-cache knows no kernel package for line $line; run 'apt-get update' first" >&2; fi
     exit 1
   fi
   version=${pkg#linux-image-}
   work=$(mktemp -d "$cache/extract.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   echo "image.sh: downloading $pkg" >&2
-  (cd "$work" && apt-get -q -o APT::Sandbox::User=root download "$pkg" >&2)
+  (cd "$work" && apt-get -q -o APT::Sandbox::User=root "${apt_opts[@]}" download "$pkg" >&2)
   dpkg-deb -x "$work"/*.deb "$work/root"
   depmod -b "$work/root" "$version"
   rm -rf "$dir/modules.new" && mkdir -p "$dir/modules.new"

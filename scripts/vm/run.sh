@@ -3,7 +3,7 @@
 # project directory, on the host's own root file system (shared read-only).
 # Exits with the command's status.
 #
-# usage: scripts/vm/run.sh [--kernel 6.1|6.12] [--udev] [--memory MiB] [--cpus N]
+# usage: scripts/vm/run.sh [--kernel 5.10|6.1|6.12] [--udev] [--memory MiB] [--cpus N]
 #                          [--timeout SECONDS] [--share DIR] [--shell] [--] COMMAND [ARGS...]
 #   --kernel   the Debian kernel line (default: $DMSNAP_VM_KERNEL, else 6.1)
 #   --udev     start systemd-udevd in the guest (default: $DMSNAP_VM_UDEV, else no udev)
@@ -41,7 +41,7 @@ done
 if [[ $shell == 1 ]]; then set -- bash -i; fi
 [[ $# -gt 0 ]] || { echo "run.sh: no command given" >&2; usage; }
 [[ $project != *[[:space:]]* ]] || { echo "run.sh: the project path '$project' contains white space; move it" >&2; exit 2; }
-case "$kernel" in 6.1|6.12) ;; *) echo "run.sh: --kernel must be 6.1 or 6.12, not '$kernel'" >&2; exit 2 ;; esac
+case "$kernel" in 5.10|6.1|6.12) ;; *) echo "run.sh: --kernel must be 5.10, 6.1 or 6.12, not '$kernel'" >&2; exit 2 ;; esac
 
 "$here/deps.sh"
 

@@ -20,6 +20,12 @@ export interface NativeContractEnvironment {
    * ENOENT (newer kernels pass lookup_bdev's error on).
    */
   missingTableDeviceCode?: string;
+  /**
+   * Whether the kernel adds a device's gendisk when the device is created (before Linux
+   * 5.15, e.g. 5.10) rather than at its first table load: then removing or renaming a
+   * device that never had a table sends a uevent too. Default false (the fake models 6.1).
+   */
+  gendiskAtCreate?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -263,11 +269,11 @@ export function nativeContractSuite(env: NativeContractEnvironment): void {
         expect(has((await control.info({ name }, 0)).flags, 'DM_SUSPEND_FLAG')).toBe(true);
       });
 
-      it('sends no uevent when removing a device that never had a table', async () => {
+      it('sends no uevent when removing a device that never had a table (but where its gendisk came at create)', async () => {
         const name = unique('bare');
         await control.create(name, '', 0);
         const removed = await control.remove({ name }, 0, 0);
-        expect(has(removed.flags, 'DM_UEVENT_GENERATED_FLAG')).toBe(false);
+        expect(has(removed.flags, 'DM_UEVENT_GENERATED_FLAG')).toBe(env.gendiskAtCreate === true);
         expectIoctlError(await failure(control.info({ name }, 0)), 'ENXIO', 6, 'DM_DEV_STATUS', name);
       });
     });
@@ -302,11 +308,13 @@ export function nativeContractSuite(env: NativeContractEnvironment): void {
         expectIoctlError(await failure(control.rename({ name: newName }, `${uuid}-2`, flag('DM_UUID_FLAG'), 0)), 'EINVAL', 22, 'DM_DEV_RENAME', newName);
         expectIoctlError(await failure(control.rename({ name: other }, uuid, flag('DM_UUID_FLAG'), 0)), 'EBUSY', 16, 'DM_DEV_RENAME', other);
 
+        // From interface 4.45 the list says each device's uuid (null: none); before, it does not say.
+        const [, minor] = await control.version();
+        const listsUuids = minor >= 45;
         const listed = (await control.listDevices()).find((entry) => entry.name === newName);
-        expect(listed).toEqual({ name: newName, major: created.major, minor: created.minor, eventNr: 2, uuid });
+        expect(listed).toEqual({ name: newName, major: created.major, minor: created.minor, eventNr: 2, ...(listsUuids ? { uuid } : {}) });
         const plain = (await control.listDevices()).find((entry) => entry.name === other);
-        expect(plain).toMatchObject({ name: other, eventNr: 0 });
-        expect(plain?.uuid).toBeUndefined();
+        expect(plain).toEqual({ name: other, major: plain?.major, minor: plain?.minor, eventNr: 0, ...(listsUuids ? { uuid: null } : {}) });
       });
 
       it('looks the device up by name only (ENXIO by uuid)', async () => {
@@ -323,7 +331,7 @@ export function nativeContractSuite(env: NativeContractEnvironment): void {
         const newName = unique('quiet');
         const renamed = await control.rename({ name }, newName, 0, 0);
         expect(renamed.eventNr).toBe(0);
-        expect(has(renamed.flags, 'DM_UEVENT_GENERATED_FLAG')).toBe(false);
+        expect(has(renamed.flags, 'DM_UEVENT_GENERATED_FLAG')).toBe(env.gendiskAtCreate === true);
       });
     });
 

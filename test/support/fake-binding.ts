@@ -74,6 +74,7 @@ export interface FakeSystem {
   dmLoaded: boolean;
   /** Pretend the caller is not root: opening the control node and devices, and every ioctl, fail with EACCES. */
   unprivileged: boolean;
+  /** DM_VERSION. Below 4.45 (Linux 5.10 has 4.43.0) DM_LIST_DEVICES does not report uuids. */
   driverVersion: [number, number, number];
   blockDevices: Map<string, FakeBlockDevice>;
   /** Other paths that exist but are not block devices. */
@@ -1218,10 +1219,13 @@ export function createFakeSystem(): FakeSystem {
     return reply;
   }
 
+  /** With DM_UUID_FLAG: the uuid (null for none) from interface 4.45 on; before that only event_nr follows the name. */
   function listDevices(): NativeListEntry[] {
+    const [major, minor] = system.driverVersion;
+    const listsUuids = major > 4 || (major === 4 && minor >= 45);
     return [...mds.values()]
       .sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)))
-      .map((md) => ({ name: md.name, major: DM_MAJOR, minor: md.minor, eventNr: md.eventNr, ...(md.uuid ? { uuid: md.uuid } : {}) }));
+      .map((md) => ({ name: md.name, major: DM_MAJOR, minor: md.minor, eventNr: md.eventNr, ...(listsUuids ? { uuid: md.uuid || null } : {}) }));
   }
 
   // ---- udev cookies ---------------------------------------------------------------------

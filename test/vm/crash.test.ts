@@ -8,11 +8,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cli, createLoopDevice, dmsetup, run, withUdev } from './support/system';
+import { cellRole, cli, createLoopDevice, dmsetup, run } from './support/system';
 
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
-const onDefaultKernel = process.env.DMSNAP_VM_KERNEL === '6.1' && !withUdev;
+const onDefaultKernel = cellRole === 'primary';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 

@@ -68,8 +68,10 @@ describe('cross-checks with dmsetup', () => {
       const info = cli(['dm', 'info', name]);
       expect(info.stdout).toBe(dmsetup('info', name));
     }
+    // dmsetup prints the kernel's order (sorted by name since the kernel keeps its devices
+    // in a tree; older kernels such as 5.10 list them in hash order); dmsnap sorts by name.
     const ls = cli(['dm', 'ls']).stdout.split('\n').filter((l) => l.startsWith(prefix));
-    expect(ls).toEqual(dmsetup('ls').split('\n').filter((l) => l.startsWith(prefix)));
+    expect(ls).toEqual(dmsetup('ls').split('\n').filter((l) => l.startsWith(prefix)).sort());
   });
 
   it('dmsnap reads devices that dmsetup made exactly as dmsetup prints them', async () => {
@@ -107,6 +109,51 @@ describe('cross-checks with dmsetup', () => {
     ] as const) {
       expect(dmsetup('udevflags', String((flag << 16) | 1)).trim()).toBe(`${name}='1'`);
     }
+  });
+});
+
+describe('the device list and uuids (interface 4.45 lists them; 5.10 has 4.43, whose list does not)', () => {
+  /** name → uuid ('' for none) of our devices, as `dmsetup info` prints them. */
+  function dmsetupUuids(): Map<string, string> {
+    const lines = dmsetup('info', '-c', '--noheadings', '--separator', ' ', '-o', 'name,uuid').split('\n');
+    const ours = lines.filter((l) => l.startsWith(prefix)).map((l) => l.split(' ') as [string, string?]);
+    return new Map(ours.map(([name, uuid]) => [name, uuid ?? '']));
+  }
+
+  it('list() and `dm ls --json` give every device the uuid dmsetup shows', async () => {
+    await dm.create(`${prefix}u1`, { uuid: `${prefix}uuid-1`, table: '0 8 zero' });
+    await dm.create(`${prefix}u0`, { table: '0 8 zero' });
+    run('dmsetup', ['create', `${prefix}u2`, '--uuid', `${prefix}uuid-2`], { input: '0 8 zero\n' });
+    if (!withUdev) dmsetup('mknodes', `${prefix}u2`);
+    const expected = dmsetupUuids();
+    expect([...expected.values()].sort()).toEqual(['', `${prefix}uuid-1`, `${prefix}uuid-2`]);
+
+    const listed = (await dm.list()).filter((d) => d.name.startsWith(prefix));
+    expect(new Map(listed.map((d) => [d.name, d.uuid ?? '']))).toEqual(expected);
+    const json = JSON.parse(cli(['dm', 'ls', '--json']).stdout) as { devices: { name: string; uuid: string | null }[] };
+    const cliListed = json.devices.filter((d) => d.name.startsWith(prefix));
+    expect(new Map(cliListed.map((d) => [d.name, d.uuid ?? '']))).toEqual(expected);
+  });
+
+  it('`dmsnap ls --json` and `status` find a prepared origin, and a second prepare reuses it', () => {
+    const disk = createLoopDevice(16 * 1024 * 1024);
+    const name = `${prefix}origin`;
+    expect(cli(['prepare', disk, '--name', name])).toMatchObject({ status: 0, stdout: `/dev/mapper/${name}\n` });
+    let released: ReturnType<typeof cli> | undefined;
+    try {
+      const uuids = dmsetupUuids();
+      expect(uuids.get(name)).toMatch(/^DMSNAP-/);
+      const ls = JSON.parse(cli(['ls', '--json']).stdout) as { origins: { name: string; backing: string }[] };
+      expect(ls.origins.filter((o) => o.name === name)).toEqual([expect.objectContaining({ name, backing: disk })]);
+      const status = cli(['status', name, '--json']);
+      expect(status.status).toBe(0);
+      expect(JSON.parse(status.stdout).origins).toEqual([expect.objectContaining({ name, device: `/dev/mapper/${name}`, backing: disk })]);
+      expect(cli(['prepare', disk, '--name', name])).toMatchObject({ status: 0, stdout: `/dev/mapper/${name}\n` });
+    } finally {
+      released = cli(['release', name]);
+    }
+    expect(released).toMatchObject({ status: 0, stderr: '' });
+    expect(dmsetupUuids().has(name)).toBe(false);
   });
 });
 

@@ -9,6 +9,17 @@ import { join } from 'node:path';
 
 export const inVm = process.env.DMSNAP_VM === '1';
 export const withUdev = process.env.DMSNAP_VM_UDEV === '1';
+/**
+ * The cell of the VM matrix this run is (scripts/test-vm.sh sets DMSNAP_VM_CELL_ROLE):
+ * the primary cell (kernel 6.1 without udev) runs the long crash and soak tests in full,
+ * the secondary ones run shorter versions. Outside the matrix the same rule applies.
+ */
+export const cellRole: 'primary' | 'secondary' =
+  process.env.DMSNAP_VM_CELL_ROLE === 'primary' || process.env.DMSNAP_VM_CELL_ROLE === 'secondary'
+    ? process.env.DMSNAP_VM_CELL_ROLE
+    : process.env.DMSNAP_VM_KERNEL === '6.1' && !withUdev
+      ? 'primary'
+      : 'secondary';
 
 /** Runs a program and returns its stdout; throws with its stderr if it fails. */
 export function run(program: string, args: string[], options: { input?: string } = {}): string {
