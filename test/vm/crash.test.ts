@@ -2,7 +2,8 @@
  * Crashes at every step of snapshot and drop: the process is SIGKILLed right after the
  * step (a test-only seam), and then the origin must take writes within a second (the
  * guardian resumes it), `dmsnap recover` must leave a clean state, no data may be lost,
- * and the next snapshot cycle must work. Then random SIGKILLs over 50 rapid cycles.
+ * and the next snapshot cycle must work. Then random SIGKILLs over rapid cycles (50 in the
+ * primary cell, 15 in the others).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -12,7 +13,7 @@ import { cellRole, cli, createLoopDevice, dmsetup, run } from './support/system'
 
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
-const onDefaultKernel = cellRole === 'primary';
+const CYCLES = cellRole === 'primary' ? 50 : 15;
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -29,7 +30,7 @@ function ourDevices(name: string): string[] {
   return dmsetup('ls').split('\n').map((l) => l.split('\t')[0]).filter((n) => n === name || n.startsWith(`${name}-`)).sort();
 }
 
-(onDefaultKernel ? describe : describe.skip)('crash safety (default kernel)', () => {
+describe('crash safety', () => {
   const name = `crash${process.pid}`;
   let dir: string;
   let cow: string;
@@ -102,9 +103,9 @@ function ourDevices(name: string): string[] {
     checkData();
   });
 
-  it('survives random SIGKILLs during 50 rapid snapshot/drop cycles', async () => {
+  it(`survives random SIGKILLs during ${CYCLES} rapid snapshot/drop cycles`, async () => {
     let kills = 0;
-    for (let cycle = 0; cycle < 50; cycle++) {
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
       for (const args of [['snapshot', name, '--cow', cow, '-q'], ['drop', name, '-q']]) {
         const child = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
         const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
@@ -123,7 +124,7 @@ function ourDevices(name: string): string[] {
     cli(['drop', name, '-q']);
     expect(ourDevices(name)).toEqual([name, `${name}-real`]);
     checkData();
-    console.log(`random kills: ${kills} in 50 cycles`);
-    expect(kills).toBeGreaterThan(5);
+    console.log(`random kills: ${kills} in ${CYCLES} cycles`);
+    expect(kills).toBeGreaterThan(CYCLES / 10);
   }, 1_800_000);
 });

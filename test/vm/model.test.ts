@@ -6,15 +6,17 @@
  * exactly as the origin was at its freeze.
  *
  * Seeded and replayable: DMSNAP_MODEL_SEED=N replays a run (the seed is printed on
- * failure), DMSNAP_MODEL_COMMANDS=N sets its length (default 60 per VM cell).
+ * failure), DMSNAP_MODEL_COMMANDS=N sets its length (default 100 in the primary VM cell, 50 in the
+ * others: 300 in a CI run of the five cells).
  */
 import * as fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { cellRole } from './support/system';
 import { DROP_STEPS, ModelSystem, SNAPSHOT_STEPS, deviceSha, freshSeed, runCli } from './support/model';
 
-const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? 60);
+const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? (cellRole === 'primary' ? 100 : 50));
 const SEED = process.env.DMSNAP_MODEL_SEED !== undefined ? Number(process.env.DMSNAP_MODEL_SEED) : freshSeed();
 const COWS = 3;
 
