@@ -19,7 +19,7 @@ import { check, checkPath } from '../validate';
 import { checkCowIsBlank } from '../safety/signatures';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup } from './discover';
-import { lockOrigin, lockPath } from './lock';
+import { lockOrigin, type OriginLock } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { deviceStack, devicePathOf, devKey, type DevNumber } from './stack';
 import { environmentStepHook, type Step, type StepHook } from './steps';
@@ -159,7 +159,7 @@ export class Origin implements SnapshotOwner {
     const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
     // The guardian starts now and gets ready while the checks and the preparation run:
     // it must be there before the freeze, and costs nothing inside it.
-    const guardian = startGuardian(this.dm, this.name, this.options);
+    const guardian = startGuardian(this.dm, this.name, release);
     try {
       const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true, guardian.spawned);
       await after('validate');
@@ -209,7 +209,7 @@ export class Origin implements SnapshotOwner {
     const { dm } = this;
     const release = await lockOrigin(dm.nativeBinding, this.name, this.options);
     // Started first: it gets ready while the state is read.
-    const guardianStarting = startGuardian(dm, this.name, this.options).ready;
+    const guardianStarting = startGuardian(dm, this.name, release).ready;
     try {
       const [info, all, [wrapperLine], linearTable] = await Promise.all([
         dm.find(snap.name),
@@ -478,7 +478,8 @@ interface GuardianStart {
   ready: Promise<Guardian>;
 }
 
-function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleOptions): GuardianStart {
+/** Starts the guardian of `originName`, which takes `lock` (the same file, by DEV:INO) before it acts. */
+function startGuardian(dm: DeviceMapper, originName: string, lock: OriginLock): GuardianStart {
   const binding = dm.nativeBinding;
   const executable = guardianExecutable();
   const failed = (error: unknown): never => {
@@ -489,7 +490,7 @@ function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleO
       { cause: error },
     );
   };
-  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originName, lockPath(originName, options)));
+  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originName, lock.path, lock.id));
   const spawned = spawning.then(() => undefined, failed);
   const ready = spawning.then(async (guardian) => {
     await callNative(() => binding.awaitGuardianReady(guardian.pid, guardian.fd, executable, GUARDIAN_START_TIMEOUT_MS)).catch(failed);
