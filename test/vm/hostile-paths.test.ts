@@ -131,6 +131,22 @@ describe('paths another user controls', () => {
       expect(lstatSync(mountDir(link)).isSymbolicLink()).toBe(true);
     });
 
+    it('mounts on a safe mount directory it creates, through its verified descriptor', () => {
+      const dir = join(mkdtempSync('/tmp/dmsnap-safe-'), 'sub', 'mnt');
+      const seen = `/tmp/dmsnap-seen-${process.pid}`;
+      const result = cli(['backup', name, '--cow', cow, '--mount-dir', dir, '--', 'sh', '-c', `cat /proc/self/mountinfo > ${seen}`], {
+        env: { DMSNAP_LOCK_DIR: safeLocks },
+      });
+      expect(result.status).toBe(0);
+      const mountinfo = readFileSync(seen, 'utf8');
+      rmSync(seen);
+      // Field 5 is the mount point: the snapshot was mounted on dir itself, read-only.
+      const line = mountinfo.split('\n').find((l) => l.split(' ')[4] === dir);
+      expect(line).toMatch(/ ro,/);
+      expect(statSync(dir).mode & 0o7777).toBe(0o700);
+      expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(` ${dir} `);
+    });
+
     it('refuses a mount directory inside a directory another user owns', () => {
       const parent = `/tmp/dmsnap-mntparent-${process.pid}`;
       asNobody(`mkdir -m 0755 ${parent}`);
