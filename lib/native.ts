@@ -232,9 +232,12 @@ export interface NativeBinding {
   zeroDeviceStart(path: string, major: number, minor: number, lengthBytes: number): Promise<void>;
   /** Reads up to `length` bytes at `offset` of a block device or file (fewer at its end). */
   readDeviceBytes(path: string, offset: number, length: number): Promise<Buffer>;
-  /** mount(2). flags are MS_* bits; data the filesystem's option string. */
+  /**
+   * mount(2). flags are MS_* bits; data the filesystem's option string. The target's last
+   * component must be a directory, never a symlink (it is opened O_PATH | O_NOFOLLOW first).
+   */
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
-  /** umount2(2). */
+  /** umount2(2), always with UMOUNT_NOFOLLOW. */
   unmount(target: string, flags: number): Promise<void>;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when someone else holds it. */
   tryLock(fd: number): boolean;
@@ -244,9 +247,9 @@ export interface NativeBinding {
    * Spawns dmsnap-guardian for the origin device originName; resolves once the child runs
    * its own program (descriptors opened later never reach it). It resumes the origin if
    * this process dies before finishGuardian(…, true), once it holds the origin's lock
-   * (lockPath).
+   * (lockPath, which must still be the file lockId, "DEV:INO", that this process holds).
    */
-  spawnGuardian(executable: string, controlPath: string, originName: string, lockPath: string): Promise<{ pid: number; fd: number }>;
+  spawnGuardian(executable: string, controlPath: string, originName: string, lockPath: string, lockId: string): Promise<{ pid: number; fd: number }>;
   /** Waits until the guardian is ready; if it is not within timeoutMs, kills and reaps it and rejects. */
   awaitGuardianReady(pid: number, fd: number, executable: string, timeoutMs: number): Promise<void>;
   /** Ends the guardian: done=true means the freeze ended as planned. Resolves its exit status. */

@@ -18,7 +18,7 @@ extern char** environ;
 namespace dmsnap {
 
 Guardian SpawnGuardian(const std::string& executable, const std::string& control_path,
-                       const std::string& origin_name, const std::string& lock_path) {
+                       const std::string& origin_name, const std::string& lock_path, const std::string& lock_id) {
   int pair[2];
   // Close-on-exec on both ends: no other child may inherit our end, or the guardian
   // would never see end of file when we die.
@@ -27,7 +27,8 @@ Guardian SpawnGuardian(const std::string& executable, const std::string& control
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pair[1], STDIN_FILENO);
   std::vector<char*> argv = {const_cast<char*>(executable.c_str()), const_cast<char*>(control_path.c_str()),
-                             const_cast<char*>(origin_name.c_str()), const_cast<char*>(lock_path.c_str()), nullptr};
+                             const_cast<char*>(origin_name.c_str()), const_cast<char*>(lock_path.c_str()),
+                             const_cast<char*>(lock_id.c_str()), nullptr};
   pid_t pid = 0;
   int rc = posix_spawn(&pid, executable.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);

@@ -15,9 +15,10 @@ struct Guardian {
 // Spawns the guardian. Returns once it runs its own program; it copied our descriptor table
 // when it was spawned, so a descriptor opened after this returns never reaches it (an
 // exclusive open of the COW held by a half-spawned child would make the kernel answer
-// EBUSY to our own next exclusive open). Throws SysError.
+// EBUSY to our own next exclusive open). lock_id ("DEV:INO") names the lock file we hold at
+// lock_path: the guardian acts only once it holds that same file. Throws SysError.
 Guardian SpawnGuardian(const std::string& executable, const std::string& control_path,
-                       const std::string& origin_name, const std::string& lock_path);
+                       const std::string& origin_name, const std::string& lock_path, const std::string& lock_id);
 
 // Waits (at most timeout_ms) until the guardian has the control node open and says it is
 // ready. If it does not, kills and reaps it, closes our end, and throws SysError.

@@ -7,10 +7,16 @@
 // for the swap and resumes the origin, so no filesystem stays frozen. It knows only raw
 // ioctls and needs no Node.
 //
-// usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME LOCK_PATH
+// The lock must be the very file dmsnap held (LOCK_ID is its DEV:INO). It is opened
+// relative to a descriptor of its directory, opened without following a symlink and
+// checked to be root's alone (dmsnap checked every parent before it took the lock), and
+// never created: if it is anything else, the guardian refuses to act.
+//
+// usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME LOCK_PATH LOCK_ID
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <linux/dm-ioctl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -32,11 +38,50 @@ int Fail(const char* what, const dmsnap::SysError& error) {
   return 1;
 }
 
+// Opens the lock file dmsnap held. Returns the descriptor, or -1 with `why` set.
+int OpenHeldLock(const std::string& path, const char* id, std::string& why) {
+  unsigned long long dev = 0, ino = 0;
+  char end = 0;
+  if (std::sscanf(id, "%llu:%llu%c", &dev, &ino, &end) != 2) {
+    why = "malformed lock id";
+    return -1;
+  }
+  size_t slash = path.rfind('/');
+  std::string dir_path = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  int dir = open(dir_path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (dir < 0 || fstat(dir, &st) != 0) {
+    why = std::string("cannot open its directory: ") + std::strerror(errno);
+    if (dir >= 0) close(dir);
+    return -1;
+  }
+  if (st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
+    why = "its directory is owned by uid " + std::to_string(st.st_uid) + " or writable by other users";
+    close(dir);
+    return -1;
+  }
+  int fd = openat(dir, base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  int open_errno = errno;
+  close(dir);
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    why = std::string("cannot open it: ") + std::strerror(fd < 0 ? open_errno : errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1 || st.st_dev != dev || st.st_ino != ino) {
+    why = "it is not the lock dmsnap held (another file is at that path now)";
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME LOCK_PATH\n");
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME LOCK_PATH LOCK_ID\n");
     return 2;
   }
   // The caller may be gone when we write: never die of SIGPIPE.
@@ -56,8 +101,16 @@ int main(int argc, char** argv) {
     }
     // Another dmsnap process may hold the lock for a moment (and, seeing the origin
     // suspended, give up); after a while, resume anyway: a frozen filesystem is worse.
-    int lock = open(argv[3], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    for (int waited_ms = 0; lock >= 0 && waited_ms < kLockWaitMs; waited_ms += 10) {
+    std::string why;
+    int lock = OpenHeldLock(argv[3], argv[4], why);
+    if (lock < 0) {
+      std::fprintf(stderr,
+                   "dmsnap-guardian: the dmsnap process died, but its lock %s is unusable: %s; "
+                   "%s is left as it is: run \"dmsnap recover\"\n",
+                   argv[3], why.c_str(), origin.name.c_str());
+      return 1;
+    }
+    for (int waited_ms = 0; waited_ms < kLockWaitMs; waited_ms += 10) {
       if (flock(lock, LOCK_EX | LOCK_NB) == 0) break;
       usleep(10 * 1000);
     }

@@ -49,8 +49,9 @@ Napi::Value SpawnGuardianJs(const Napi::CallbackInfo& info) {
   std::string control = StringArg(info, 1, "controlPath");
   std::string origin = StringArg(info, 2, "originName");
   std::string lock = StringArg(info, 3, "lockPath");
+  std::string lock_id = StringArg(info, 4, "lockId");
   return PromiseWork<Guardian>::Run(
-      info.Env(), "dmsnap.spawnGuardian", [=] { return SpawnGuardian(executable, control, origin, lock); },
+      info.Env(), "dmsnap.spawnGuardian", [=] { return SpawnGuardian(executable, control, origin, lock, lock_id); },
       [](Napi::Env env, Guardian& guardian) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("pid", Napi::Number::New(env, guardian.pid));

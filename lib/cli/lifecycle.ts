@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { DmsnapError } from '../errors';
 import { listOrigins, openOrigin, prepare, type Origin } from '../snapshot/origin';
 import { recover } from '../snapshot/recover';
+import { ensureMountDir } from '../safety/paths';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
 import { type Command, ExitCode, UsageError, writeLine } from './command';
 import { imageCommand } from './image';
@@ -247,6 +248,9 @@ Example:
     if (limit !== undefined && !(limit > 0 && limit <= 100)) throw new UsageError(`--usage-limit must be a percentage above 0 and at most 100; got "${limitText}"`);
     return withDm(io, async (dm) => {
       const origin = await openOrigin(name, lifecycle(io, dm));
+      // Checked before the snapshot exists: a mount directory another user controls is refused.
+      const madeDir = args.values['mount-dir'] === undefined;
+      const dir = madeDir ? mkdtempSync('/tmp/dmsnap-backup-') : ensureMountDir(args.values['mount-dir'] as string);
       let stopSignal: NodeJS.Signals | undefined;
       let child: import('node:child_process').ChildProcess | undefined;
       const onSignal = (signal: NodeJS.Signals) => {
@@ -255,8 +259,6 @@ Example:
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
-      const madeDir = args.values['mount-dir'] === undefined;
-      const dir = (args.values['mount-dir'] as string | undefined) ?? mkdtempSync('/tmp/dmsnap-backup-');
       let snap: Snapshot | undefined;
       const watching = new AbortController();
       try {

@@ -20,7 +20,7 @@ import { checkCowIsBlank } from '../safety/signatures';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup } from './discover';
 import { assertConsistent, currentGroup, type ViolationKind } from './invariants';
-import { lockOrigin, lockPath } from './lock';
+import { lockOrigin, type OriginLock } from './lock';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { deviceStack, devicePathOf, devKey, holdersOf, loopBackingFilesystems, type DevNumber } from './stack';
 import { environmentFreezeSeam, environmentStepHook, type Step, type StepHook } from './steps';
@@ -157,7 +157,7 @@ export class Origin implements SnapshotOwner {
     const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
     // The guardian starts now and gets ready while the checks and the preparation run:
     // it must be there before the freeze, and costs nothing inside it.
-    const guardian = startGuardian(this.dm, this.name, this.options);
+    const guardian = startGuardian(this.dm, this.name, release);
     try {
       const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true, guardian.spawned);
       await after('validate');
@@ -215,7 +215,7 @@ export class Origin implements SnapshotOwner {
       // Found by its tag, not by name alone: a device of that name from elsewhere is never touched.
       const target = group.snaps.find((s) => s.name === snap.name);
       const last = group.snaps.every((s) => s.name === snap.name);
-      if (last) guardian = startGuardian(dm, this.name, this.options).ready;
+      if (last) guardian = startGuardian(dm, this.name, release).ready;
       if (target) {
         const info = await dm.find(snap.name);
         if (info && info.openCount > 0) {
@@ -524,7 +524,8 @@ interface GuardianStart {
   ready: Promise<Guardian>;
 }
 
-function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleOptions): GuardianStart {
+/** Starts the guardian of `originName`, which takes `lock` (the same file, by DEV:INO) before it acts. */
+function startGuardian(dm: DeviceMapper, originName: string, lock: OriginLock): GuardianStart {
   const binding = dm.nativeBinding;
   const executable = guardianExecutable();
   const failed = (error: unknown): never => {
@@ -535,7 +536,7 @@ function startGuardian(dm: DeviceMapper, originName: string, options: LifecycleO
       { cause: error },
     );
   };
-  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originName, lockPath(originName, options)));
+  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originName, lock.path, lock.id));
   const spawned = spawning.then(() => undefined, failed);
   const ready = spawning.then(async (guardian) => {
     await callNative(() => binding.awaitGuardianReady(guardian.pid, guardian.fd, executable, GUARDIAN_START_TIMEOUT_MS)).catch(failed);

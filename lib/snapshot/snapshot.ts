@@ -2,11 +2,12 @@
  * A snapshot: a frozen, read-only view of an origin at one instant, backed by a COW
  * device that holds the origin's old blocks as they are overwritten.
  */
-import { createReadStream, mkdirSync, type ReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
 import { callNative } from '../native';
+import { ensureMountDir } from '../safety/paths';
 import { parseSnapshotParams, parseSnapshotStatus } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
@@ -220,9 +221,11 @@ export class Snapshot implements AsyncDisposable {
   }
 
   /**
-   * Mounts the snapshot read-only on `dir` (created if missing), with the options its
-   * filesystem needs on a frozen copy (XFS: nouuid; ext4: noload). Refuses
-   * Btrfs. Also nosuid, nodev, noexec.
+   * Mounts the snapshot read-only on `dir` (created, mode 0700, if missing), with the options
+   * its filesystem needs on a frozen copy (XFS: nouuid; ext4: noload). Refuses
+   * Btrfs. Also nosuid, nodev, noexec. Refuses (ERR_DMSNAP_UNSAFE_MOUNT_DIR) a `dir` that is
+   * a symlink, that another user owns, or whose parents another user can write to (unless
+   * sticky): such a path could be swapped before the mount.
    */
   async mount(dir: string): Promise<SnapshotMount> {
     checkPath(dir, 'dir');
@@ -231,10 +234,10 @@ export class Snapshot implements AsyncDisposable {
     }
     const fsType = await detectFilesystem(this.devicePath);
     const plan = mountPlan(fsType, this.devicePath);
-    mkdirSync(dir, { recursive: true });
+    const target = ensureMountDir(dir);
     const binding = this.dm.nativeBinding;
-    await callNative(() => binding.mount(this.devicePath, dir, plan.fstype, plan.flags, plan.data));
-    this.mounted = { dir, fsType: fsType! };
+    await callNative(() => binding.mount(this.devicePath, target, plan.fstype, plan.flags, plan.data));
+    this.mounted = { dir: target, fsType: fsType! };
     return this.mounted;
   }
 

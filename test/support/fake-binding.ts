@@ -1482,7 +1482,7 @@ export function createFakeSystem(): FakeSystem {
       system.mounts.delete(target);
     },
     // The fake kernel never outlives the test process: a guardian has nothing to do.
-    async spawnGuardian(executable: string, controlPath: string, _originName: string, _lockPath: string) {
+    async spawnGuardian(executable: string, controlPath: string, _originName: string, _lockPath: string, _lockId: string) {
       // A spawn takes a turn of the loop on a pool thread, as the real one does.
       spawning++;
       await new Promise((resolve) => setImmediate(resolve));
