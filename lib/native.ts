@@ -249,7 +249,7 @@ export interface NativeBinding {
    * this process dies before finishGuardian(…, true), once it holds the origin's lock
    * (lockPath, which must still be the file lockId, "DEV:INO", that this process holds).
    */
-  spawnGuardian(executable: string, controlPath: string, originName: string, lockPath: string, lockId: string): Promise<{ pid: number; fd: number }>;
+  spawnGuardian(executable: string, controlPath: string, originUuid: string, lockPath: string, lockId: string): Promise<{ pid: number; fd: number }>;
   /** Waits until the guardian is ready; if it is not within timeoutMs, kills and reaps it and rejects. */
   awaitGuardianReady(pid: number, fd: number, executable: string, timeoutMs: number): Promise<void>;
   /** Ends the guardian: done=true means the freeze ended as planned. Resolves its exit status. */

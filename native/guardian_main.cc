@@ -12,7 +12,12 @@
 // checked to be root's alone (dmsnap checked every parent before it took the lock), and
 // never created: if it is anything else, the guardian refuses to act.
 //
-// usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME LOCK_PATH LOCK_ID
+// The origin is named by its uuid (DMSNAP-<id>-origin), so that a device renamed or made
+// since under the same name is never touched. The guardian acts only under the lock: if
+// another process holds it, the guardian waits, and gives up as soon as the origin is no
+// longer suspended (that process resumed it, e.g. "dmsnap recover").
+//
+// usage: dmsnap-guardian CONTROL_PATH ORIGIN_UUID LOCK_PATH LOCK_ID
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -31,7 +36,8 @@
 
 namespace {
 
-constexpr int kLockWaitMs = 30 * 1000;
+constexpr int kPollMs = 10;
+constexpr int kNoticeAfterMs = 30 * 1000;
 
 int Fail(const char* what, const dmsnap::SysError& error) {
   std::fprintf(stderr, "dmsnap-guardian: %s: %s (%s)\n", what, std::strerror(error.errnum), error.ioctl.c_str());
@@ -81,13 +87,13 @@ int OpenHeldLock(const std::string& path, const char* id, std::string& why) {
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH ORIGIN_NAME LOCK_PATH LOCK_ID\n");
+    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH ORIGIN_UUID LOCK_PATH LOCK_ID\n");
     return 2;
   }
   // The caller may be gone when we write: never die of SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
   dmsnap::DeviceRef origin;
-  origin.name = argv[2];
+  origin.uuid = argv[2];
   try {
     dmsnap::DmControl control(argv[1]);
     if (write(STDIN_FILENO, "R", 1) != 1) return 1;
@@ -100,19 +106,23 @@ int main(int argc, char** argv) {
       break;  // end of file: the caller died
     }
     // Another dmsnap process may hold the lock for a moment (and, seeing the origin
-    // suspended, give up); after a while, resume anyway: a frozen filesystem is worse.
+    // suspended, give up, or resume it itself): act only once the lock is ours.
     std::string why;
     int lock = OpenHeldLock(argv[3], argv[4], why);
     if (lock < 0) {
       std::fprintf(stderr,
                    "dmsnap-guardian: the dmsnap process died, but its lock %s is unusable: %s; "
                    "%s is left as it is: run \"dmsnap recover\"\n",
-                   argv[3], why.c_str(), origin.name.c_str());
+                   argv[3], why.c_str(), origin.uuid.c_str());
       return 1;
     }
-    for (int waited_ms = 0; waited_ms < kLockWaitMs; waited_ms += 10) {
-      if (flock(lock, LOCK_EX | LOCK_NB) == 0) break;
-      usleep(10 * 1000);
+    for (int waited_ms = 0; flock(lock, LOCK_EX | LOCK_NB) != 0; waited_ms += kPollMs) {
+      if (waited_ms % 100 == 0 && !(control.Info(origin, 0).flags & DM_SUSPEND_FLAG)) return 0;
+      if (waited_ms == kNoticeAfterMs) {
+        std::fprintf(stderr, "dmsnap-guardian: %s is suspended and its lock %s has been held by another process for 30 s; waiting for it\n",
+                     origin.uuid.c_str(), argv[3]);
+      }
+      usleep(kPollMs * 1000);
     }
     dmsnap::DeviceInfo info = control.Info(origin, 0);
     if (!(info.flags & DM_SUSPEND_FLAG)) return 0;

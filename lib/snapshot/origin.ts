@@ -92,6 +92,11 @@ export class Origin implements SnapshotOwner {
     return this.dm.devicePath(this.name);
   }
 
+  /** The uuid of NAME: DMSNAP-<originId>-origin. */
+  get originUuid(): string {
+    return formatTag({ originId: this.originId, role: 'origin' });
+  }
+
   /** The name of NAME-real, the linear mapping of the backing device that snapshots read from. */
   get realName(): string {
     return `${this.name}-real`;
@@ -157,7 +162,7 @@ export class Origin implements SnapshotOwner {
     const release = await lockOrigin(this.dm.nativeBinding, this.name, this.options);
     // The guardian starts now and gets ready while the checks and the preparation run:
     // it must be there before the freeze, and costs nothing inside it.
-    const guardian = startGuardian(this.dm, this.name, release);
+    const guardian = startGuardian(this.dm, this.originUuid, release);
     try {
       const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true, guardian.spawned);
       await after('validate');
@@ -215,7 +220,7 @@ export class Origin implements SnapshotOwner {
       // Found by its tag, not by name alone: a device of that name from elsewhere is never touched.
       const target = group.snaps.find((s) => s.name === snap.name);
       const last = group.snaps.every((s) => s.name === snap.name);
-      if (last) guardian = startGuardian(dm, this.name, release).ready;
+      if (last) guardian = startGuardian(dm, this.originUuid, release).ready;
       if (target) {
         const info = await dm.find(snap.name);
         if (info && info.openCount > 0) {
@@ -525,7 +530,8 @@ interface GuardianStart {
 }
 
 /** Starts the guardian of `originName`, which takes `lock` (the same file, by DEV:INO) before it acts. */
-function startGuardian(dm: DeviceMapper, originName: string, lock: OriginLock): GuardianStart {
+/** Starts the guardian of the origin whose uuid is `originUuid` (it acts by uuid, never by name). */
+function startGuardian(dm: DeviceMapper, originUuid: string, lock: OriginLock): GuardianStart {
   const binding = dm.nativeBinding;
   const executable = guardianExecutable();
   const failed = (error: unknown): never => {
@@ -536,7 +542,7 @@ function startGuardian(dm: DeviceMapper, originName: string, lock: OriginLock): 
       { cause: error },
     );
   };
-  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originName, lock.path, lock.id));
+  const spawning = callNative(() => binding.spawnGuardian(executable, dm.controlPath, originUuid, lock.path, lock.id));
   const spawned = spawning.then(() => undefined, failed);
   const ready = spawning.then(async (guardian) => {
     await callNative(() => binding.awaitGuardianReady(guardian.pid, guardian.fd, executable, GUARDIAN_START_TIMEOUT_MS)).catch(failed);

@@ -162,7 +162,8 @@ describe('paths another user controls', () => {
       // The guardian of a suspended origin whose dmsnap process died, run by hand.
       const guardian = (lockPath: string, lockId: string) => {
         dmsetup('suspend', name);
-        const child = spawnSync('build/Release/dmsnap-guardian', ['/dev/mapper/control', name, lockPath, lockId], {
+        const uuid = dmsetup('info', '-c', '--noheadings', '-o', 'uuid', name).trim();
+        const child = spawnSync('build/Release/dmsnap-guardian', ['/dev/mapper/control', uuid, lockPath, lockId], {
           encoding: 'utf8',
           input: '', // end of file at once: "dmsnap died"
           timeout: 60_000,
@@ -187,6 +188,28 @@ describe('paths another user controls', () => {
       const same = guardian(lock, `${dev}:${ino}`);
       expect(same).toMatchObject({ status: 0, suspended: false });
       expect(same.stderr).toMatch(/resumed/);
+    });
+
+    it('the guardian never acts while another process holds the lock, and leaves once the origin is resumed', async () => {
+      const lock = join(safeLocks, `${name}.lock`);
+      const { dev, ino } = statSync(lock, { bigint: true });
+      const holder = spawn('flock', [lock, 'sleep', '60'], { stdio: 'ignore', detached: true });
+      try {
+        await new Promise((r) => setTimeout(r, 500));
+        dmsetup('suspend', name);
+        const uuid = dmsetup('info', '-c', '--noheadings', '-o', 'uuid', name).trim();
+        const child = spawn('build/Release/dmsnap-guardian', ['/dev/mapper/control', uuid, lock, `${dev}:${ino}`], { stdio: ['pipe', 'ignore', 'pipe'] });
+        const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+        child.stdin!.end(); // "dmsnap died"
+        await new Promise((r) => setTimeout(r, 2000));
+        expect(dmsetup('info', name)).toMatch(/SUSPENDED/);
+        expect(child.exitCode).toBeNull();
+        dmsetup('resume', name); // the lock holder resumes it, as recover would
+        expect(await exited).toBe(0);
+      } finally {
+        process.kill(-holder.pid!, 'SIGKILL');
+        if (/SUSPENDED/.test(dmsetup('info', name))) dmsetup('resume', name);
+      }
     });
   });
 });
