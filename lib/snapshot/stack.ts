@@ -75,10 +75,10 @@ function partitionsOf(dir: string): string[] {
 }
 
 /**
- * Every device that shares blocks with any of `roots`: the roots, everything below them
- * (slaves, parent disks), everything above (holders, partitions), transitively.
+ * The roots and every device `next` leads to from them, transitively (`next` gets each
+ * device's sysfs folder and returns "MAJOR:MINOR" keys).
  */
-export function deviceStack(roots: DevNumber[]): Set<string> {
+function walk(roots: DevNumber[], next: (dir: string) => string[]): Set<string> {
   const seen = new Set<string>();
   const queue = roots.map(devKey);
   while (queue.length > 0) {
@@ -86,12 +86,20 @@ export function deviceStack(roots: DevNumber[]): Set<string> {
     if (seen.has(key)) continue;
     seen.add(key);
     const dir = sysfsDir(key);
-    if (!dir) continue;
-    queue.push(...related(dir, 'slaves'), ...related(dir, 'holders'), ...partitionsOf(dir));
-    const parent = partitionParent(dir);
-    if (parent) queue.push(parent);
+    if (dir) queue.push(...next(dir));
   }
   return seen;
+}
+
+/**
+ * Every device that shares blocks with any of `roots`: the roots, everything below them
+ * (slaves, parent disks), everything above (holders, partitions), transitively.
+ */
+export function deviceStack(roots: DevNumber[]): Set<string> {
+  return walk(roots, (dir) => {
+    const parent = partitionParent(dir);
+    return [...related(dir, 'slaves'), ...related(dir, 'holders'), ...partitionsOf(dir), ...(parent ? [parent] : [])];
+  });
 }
 
 /** /dev/NAME of a device number, from sysfs (undefined when sysfs does not know it). */
@@ -118,16 +126,7 @@ export function holdersOf(dev: DevNumber): string[] {
  * devices whose writes land on the roots.
  */
 export function devicesAbove(roots: DevNumber[]): Set<string> {
-  const seen = new Set<string>();
-  const queue = roots.map(devKey);
-  while (queue.length > 0) {
-    const key = queue.pop()!;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const dir = sysfsDir(key);
-    if (dir) queue.push(...related(dir, 'holders'), ...partitionsOf(dir));
-  }
-  return seen;
+  return walk(roots, (dir) => [...related(dir, 'holders'), ...partitionsOf(dir)]);
 }
 
 /** Splits a kernel dev_t (as stat returns it) into major and minor. */
@@ -144,21 +143,14 @@ export function splitDev(dev: bigint): DevNumber {
  */
 export function loopBackingFilesystems(dev: DevNumber): string[] {
   const found: string[] = [];
-  const seen = new Set<string>();
-  const queue = [devKey(dev)];
-  while (queue.length > 0) {
-    const key = queue.pop()!;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const dir = sysfsDir(key);
-    if (!dir) continue;
-    queue.push(...related(dir, 'slaves'));
+  walk([dev], (dir) => {
     try {
       const file = readFileSync(`${dir}/loop/backing_file`, 'utf8').replace(/\n$/, '');
       found.push(devKey(splitDev(statSync(file, { bigint: true }).dev)));
     } catch {
       // not a loop device, or its file is gone
     }
-  }
+    return related(dir, 'slaves');
+  });
   return found;
 }

@@ -3,9 +3,10 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { DeviceMapper } from '../../lib';
 import { lifecycleSuite } from '../shared/lifecycle.suite';
+import { fakeLifecycleEnvironment } from '../support/fake-lifecycle';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 
 let system: FakeSystem;
@@ -22,19 +23,7 @@ beforeEach(() => {
 afterEach(() => nodes.remove());
 afterAll(() => rmSync(lockDir, { recursive: true, force: true }));
 
-lifecycleSuite({
-  openClient: () => DeviceMapper.open({ binding: system.binding, devDir, udev: false }),
-  makeBlockDevice: async (sizeBytes) => system.addLoopDevice(sizeBytes),
-  async writeThrough(devicePath, bytes, offsetBytes = 0) {
-    system.writeOrigin(basename(devicePath), bytes / 512, offsetBytes / 512);
-    await system.settle();
-  },
-  async formatExt4(path) {
-    system.signatures.set(path, [{ type: 'ext4', usage: 'filesystem', label: '', uuid: '', offset: 1080 }]);
-  },
-  lockDir,
-  runningGuardians: () => system.guardians,
-});
+lifecycleSuite(fakeLifecycleEnvironment(() => ({ system, devDir: devDir }), lockDir));
 
 describe('reusing a COW (fake kernel)', () => {
   it('ignores signatures in an old snapshot\'s copied blocks, but not in its header chunks', async () => {

@@ -5,10 +5,10 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
-import { DeviceMapper } from '../../lib';
+import { join } from 'node:path';
 import { deviceMapperSuite } from '../shared/device-mapper.suite';
 import { lifecycleSuite } from '../shared/lifecycle.suite';
+import { fakeLifecycleEnvironment } from '../support/fake-lifecycle';
 import { nativeContractSuite } from '../shared/native-contract.suite';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 
@@ -44,16 +44,4 @@ deviceMapperSuite({
   makeBlockDevice: async (sizeBytes) => system.addLoopDevice(sizeBytes),
 });
 
-lifecycleSuite({
-  openClient: () => DeviceMapper.open({ binding: system.binding, devDir: nodes.devDir, udev: false }),
-  makeBlockDevice: async (sizeBytes) => system.addLoopDevice(sizeBytes),
-  async writeThrough(devicePath, bytes, offsetBytes = 0) {
-    system.writeOrigin(basename(devicePath), bytes / 512, offsetBytes / 512);
-    await system.settle();
-  },
-  async formatExt4(path) {
-    system.signatures.set(path, [{ type: 'ext4', usage: 'filesystem', label: '', uuid: '', offset: 1080 }]);
-  },
-  lockDir,
-  runningGuardians: () => system.guardians,
-});
+lifecycleSuite(fakeLifecycleEnvironment(() => ({ system, devDir: nodes.devDir }), lockDir));
