@@ -32,7 +32,7 @@ async function takeSnapshot(model: Model, sys: ModelSystem, cow: number, killAft
   const before = deviceSha(sys.origin);
   const result = await runCli(['snapshot', sys.name, '--cow', sys.cows[cow], '--snapshot-name', sys.nextSnapshotName()], killAfter);
   noteOutcome(sys, result, what, model.failing[cow]);
-  sys.sync(before);
+  await sys.sync(before);
 }
 
 /**
@@ -56,7 +56,7 @@ const snapshotCommand = (cow: number, killAfter: string | undefined): Command =>
   async run(model, sys) {
     const what = `snapshot --cow ${cow}${killAfter ? ` (killed after ${killAfter})` : ''}`;
     await takeSnapshot(model, sys, cow, killAfter, what);
-    sys.check(what);
+    await sys.check(what);
   },
   toString: () => `snapshot(${cow}${killAfter ? `, kill after ${killAfter}` : ''})`,
 });
@@ -66,8 +66,8 @@ const dropCommand = (killAfter: string | undefined): Command => ({
   async run(_model, sys) {
     const what = `drop${killAfter ? ` (killed after ${killAfter})` : ''}`;
     noteOutcome(sys, await runCli(['drop', sys.name], killAfter), what);
-    sys.sync('unknown');
-    sys.check(what);
+    await sys.sync('unknown');
+    await sys.check(what);
   },
   toString: () => `drop(${killAfter ? `kill after ${killAfter}` : ''})`,
 });
@@ -81,8 +81,8 @@ const raceCommand = (cowA: number, cowB: number): Command => ({
     results.forEach((r) => noteOutcome(sys, r, `racing snapshots on COWs ${cowA} and ${cowB}`, failing));
     if (cowA !== cowB && !sys.crashed && !failing) expect(results.map((r) => r.status)).toEqual([0, 0]);
     if (cowA === cowB) expect(results.filter((r) => r.status === 0).length).toBeLessThanOrEqual(1);
-    sys.sync(before);
-    sys.check(`race(${cowA}, ${cowB})`);
+    await sys.sync(before);
+    await sys.check(`race(${cowA}, ${cowB})`);
   },
   toString: () => `race(${cowA}, ${cowB})`,
 });
@@ -98,8 +98,8 @@ const imageCommand = (cow: number): Command => ({
       noteOutcome(sys, result, `image --cow ${cow}`, model.failing[cow]);
       // A completed image is exactly the origin at its freeze.
       if (result.status === 0) expect(createHash('sha256').update(readFileSync(output)).digest('hex')).toBe(before);
-      sys.sync(before);
-      sys.check(`image(${cow})`);
+      await sys.sync(before);
+      await sys.check(`image(${cow})`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -113,8 +113,8 @@ const recoverCommand = (): Command => ({
     const result = await runCli(['recover']);
     expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: '' });
     sys.crashed = false;
-    sys.sync('unknown');
-    sys.check('recover');
+    await sys.sync('unknown');
+    await sys.check('recover');
   },
   toString: () => 'recover',
 });
@@ -123,7 +123,7 @@ const writeCommand = (offsetMiB: number, lengthKiB: number): Command => ({
   check: () => true,
   async run(_model, sys) {
     sys.writeOrigin(offsetMiB, lengthKiB);
-    sys.check(`write ${lengthKiB} KiB at ${offsetMiB} MiB`);
+    await sys.check(`write ${lengthKiB} KiB at ${offsetMiB} MiB`);
   },
   toString: () => `write(${offsetMiB} MiB, ${lengthKiB} KiB)`,
 });
@@ -134,7 +134,7 @@ const cowToggleCommand = (cow: number): Command => ({
     const failing = !model.failing[cow];
     sys.setCowFailing(cow, failing);
     model.failing[cow] = failing;
-    sys.check(`COW ${cow} ${failing ? 'fails writes' : 'works again'}`);
+    await sys.check(`COW ${cow} ${failing ? 'fails writes' : 'works again'}`);
   },
   toString: () => `toggle-cow(${cow})`,
 });

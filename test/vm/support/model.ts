@@ -8,6 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { DeviceMapper, openOrigin } from '../../../lib';
 import { invariantViolations } from './invariants';
 import { cli, createLoopDevice, run, scratchDir } from './system';
 
@@ -88,22 +89,29 @@ export class ModelSystem {
     if (result.status !== 0) throw new Error(`the origin did not take a write (status ${result.status}, ${result.signal ?? ''}, ${Date.now() - started} ms)`);
   }
 
-  /** The snapshots of the origin that exist now, with their state, as dmsnap reports them. */
-  snapshotStates(): { name: string; device: string; state: string }[] {
-    const result = cli(['status', this.name, '--json']);
-    if (result.status !== 0) throw new Error(`dmsnap status failed: ${result.stderr}`);
-    return JSON.parse(result.stdout).origins[0]?.snapshots ?? [];
+  /**
+   * The snapshots of the origin that exist now, with their state, as dmsnap's status
+   * reports them (the library in this process: the same code as `dmsnap status`, without a
+   * process start per look).
+   */
+  async snapshotStates(): Promise<{ name: string; device: string; state: string }[]> {
+    const dm = await DeviceMapper.open();
+    try {
+      return (await (await openOrigin(this.name, { dm })).status()).snapshots;
+    } finally {
+      dm.close();
+    }
   }
 
   /** Forgets snapshots that are gone; a new one (kept by a killed command) froze `frozenSha`. */
-  sync(frozenSha: string): void {
-    const names = new Set(this.snapshotStates().map((s) => s.name));
+  async sync(frozenSha: string): Promise<void> {
+    const names = new Set((await this.snapshotStates()).map((s) => s.name));
     for (const known of [...this.manifest.keys()]) if (!names.has(known)) this.manifest.delete(known);
     for (const name of names) if (!this.manifest.has(name)) this.manifest.set(name, frozenSha);
   }
 
   /** What must hold after every command. */
-  check(what: string): void {
+  async check(what: string): Promise<void> {
     this.log.push(what);
     // Live at once, or within a second after a crash (the guardian resumes it).
     for (let waited = 0; ; waited += 50) {
@@ -116,7 +124,7 @@ export class ModelSystem {
       const broken = invariantViolations();
       if (broken.length > 0) throw new Error(`after "${what}": invariants broken: ${broken.join('; ')}`);
     }
-    for (const snap of this.snapshotStates()) {
+    for (const snap of await this.snapshotStates()) {
       if (snap.state !== 'active') continue;
       const expected = this.manifest.get(snap.name);
       const actual = deviceSha(snap.device);
