@@ -199,13 +199,18 @@ describe('paths another user controls', () => {
         dmsetup('suspend', name);
         const uuid = dmsetup('info', '-c', '--noheadings', '-o', 'uuid', name).trim();
         const child = spawn('build/Release/dmsnap-guardian', ['/dev/mapper/control', uuid, lock, `${dev}:${ino}`], { stdio: ['pipe', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
         const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-        child.stdin!.end(); // "dmsnap died"
+        // "dmsnap died", once the guardian said it is ready (it writes "R" on this socket first).
+        await new Promise((r) => setTimeout(r, 500));
+        child.stdin!.end();
         await new Promise((r) => setTimeout(r, 2000));
         expect(dmsetup('info', name)).toMatch(/SUSPENDED/);
-        expect(child.exitCode).toBeNull();
+        expect({ exitCode: child.exitCode, stderr }).toEqual({ exitCode: null, stderr: '' });
         dmsetup('resume', name); // the lock holder resumes it, as recover would
-        expect(await exited).toBe(0);
+        const soon = new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 1.5 s'), 1500));
+        expect(await Promise.race([exited, soon])).toBe(0);
       } finally {
         process.kill(-holder.pid!, 'SIGKILL');
         if (/SUSPENDED/.test(dmsetup('info', name))) dmsetup('resume', name);
