@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { invariantViolations } from './support/invariants';
-import { cli, createLoopDevice, run } from './support/system';
+import { cellRole, cli, createLoopDevice, run } from './support/system';
 
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
@@ -97,7 +97,12 @@ describe('snapshots stay fed by their origin across crashes', () => {
     expect(invariantViolations()).toEqual([]);
   }
 
-  it.each(['zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'])(
+  // Every step in the primary cell; elsewhere the steps that leave a different kernel state
+  // behind (a table staged in an inactive slot, a snapshot the origin does not feed, a
+  // complete snapshot, snapshot-origin without a snapshot).
+  const pick = (steps: string[], few: string[]) => (cellRole === 'primary' ? steps : few);
+
+  it.each(pick(['zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'], ['load-origin-table', 'resume-snapshot', 'resume-origin']))(
     'after a SIGKILL right after snapshot step "%s"',
     (step) => {
       killedAfter(step, ['snapshot', name, '--cow', cows[0]]);
@@ -105,7 +110,7 @@ describe('snapshots stay fed by their origin across crashes', () => {
     },
   );
 
-  it.each(['load-linear-table', 'suspend-origin', 'remove-snapshot', 'resume-origin'])('after a SIGKILL right after drop step "%s"', (step) => {
+  it.each(pick(['remove-snapshot', 'load-linear-table', 'suspend-origin', 'resume-origin'], ['remove-snapshot', 'load-linear-table']))('after a SIGKILL right after drop step "%s"', (step) => {
     expect(cli(['snapshot', name, '--cow', cows[0], '-q']).status).toBe(0);
     killedAfter(step, ['drop', name]);
     afterTheCrash();

@@ -52,10 +52,10 @@ export class ModelSystem {
   private counter = 0;
 
   constructor(readonly name: string, cowCount: number) {
-    const disk = createLoopDevice(16 * MiB);
+    const disk = createLoopDevice(8 * MiB);
     expect(cli(['prepare', disk, '--name', name]).status).toBe(0);
     this.origin = `/dev/mapper/${name}`;
-    run('dd', ['if=/dev/urandom', `of=${this.origin}`, 'bs=1M', 'count=16', 'oflag=direct', 'status=none']);
+    run('dd', ['if=/dev/urandom', `of=${this.origin}`, 'bs=1M', 'count=8', 'oflag=direct', 'status=none']);
     for (let i = 0; i < cowCount; i++) {
       const loop = createLoopDevice(4 * MiB);
       const cowName = `${name}-testcow${i}`;
