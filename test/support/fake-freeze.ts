@@ -4,7 +4,7 @@
  * origin's new table and resume it), made of the fake control's own ioctls, with the
  * same result shape and the same test seams.
  */
-import type { NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeFreezeOptions, NativeFreezeResult } from '../../lib/native';
+import type { NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeFreezeResult } from '../../lib/native';
 
 type Failure = NonNullable<NativeFreezeResult['failure']>;
 const STEPS = ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const;
@@ -22,17 +22,9 @@ function errnoOf(error: unknown): number {
   return Math.abs(errno);
 }
 
-export async function fakeFreeze(
-  control: NativeControl,
-  origin: NativeDeviceRef,
-  originSuspendFlags: number,
-  snapshot: NativeDeviceRef,
-  snapshotResumeFlags: number,
-  snapshotEventNr: number,
-  originResumeFlags: number,
-  originEventNr: number,
-  options: NativeFreezeOptions,
-): Promise<NativeFreezeResult> {
+/** control.freeze of the fake: its arguments are the binding's, in the binding's order. */
+export async function fakeFreeze(control: NativeControl, ...args: Parameters<NativeControl['freeze']>): Promise<NativeFreezeResult> {
+  const [origin, originSuspendFlags, snapshot, snapshotResumeFlags, snapshotEventNr, originResumeFlags, originEventNr, options] = args;
   const result: NativeFreezeResult = { freezeMs: 0, memoryLock: 'locked' };
   const fail = (step: number, errno: number): Failure => ({
     step: STEPS[step],
