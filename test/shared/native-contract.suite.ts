@@ -528,10 +528,13 @@ export function nativeContractSuite(env: NativeContractEnvironment): void {
       it('wakes DM_DEV_WAIT when the event counter moves', async () => {
         const disk = await env.makeBlockDevice(4 * MiB);
         const name = unique('wait');
-        await linearOver(name, disk);
+        const { major, minor } = await linearOver(name, disk);
         const now = await control.waitEvent({ name }, 7);
         expect(now.eventNr).toBe(0);
-        const waiting = control.waitEvent({ name }, 0);
+        // By number: the rename may reach the kernel before the wait does, and
+        // then a wait by the old name would find no device. A wait that starts
+        // after the rename returns at once, the counter already past 0.
+        const waiting = control.waitEvent({ major, minor }, 0);
         await control.rename({ name }, unique('waited'), 0, 0);
         expect((await waiting).eventNr).toBe(1);
       });

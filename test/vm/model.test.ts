@@ -190,5 +190,5 @@ describe('model-based: random commands, crashes, failing COWs and races', () => 
     }
     console.log(`model-based test: ${sys.log.length} commands, seed ${SEED}`);
     expect(sys.log.length).toBe(COMMANDS);
-  }, 3_600_000);
+  }, Math.max(3_600_000, COMMANDS * 5_000));
 });
