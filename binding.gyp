@@ -7,6 +7,8 @@
         "native/block_device.cc",
         "native/block_device_binding.cc",
         "native/control_binding.cc",
+        "native/device_handle.cc",
+        "native/device_handle_binding.cc",
         "native/dm_control.cc",
         "native/event_poll.cc",
         "native/file_lock.cc",

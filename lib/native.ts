@@ -205,6 +205,30 @@ export interface NativeUdevCookie {
   semid: number;
 }
 
+/**
+ * An open block device (openBlockDevice): every call reaches the device the path named
+ * when it was opened, whatever becomes of the path. close() releases it (and its O_EXCL
+ * claim) once no call is running.
+ */
+export interface NativeBlockDevice {
+  /** The path it was opened by (names it in errors). */
+  readonly path: string;
+  /** Its device number, from fstat of the open descriptor. */
+  readonly major: number;
+  readonly minor: number;
+  /** True once close() was called. */
+  readonly closed: boolean;
+  /** BLKGETSIZE64, BLKSSZGET, BLKPBSZGET, BLKROGET of this device. */
+  query(): Promise<NativeBlockDeviceInfo>;
+  /** probeSignatures of this device. */
+  probeSignatures(): Promise<NativeSignature[]>;
+  /** Reads up to `length` bytes at `offset` (fewer at its end). */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** Writes lengthBytes zeros at its start, then fdatasync (opened writable only). */
+  zeroStart(lengthBytes: number): Promise<void>;
+  close(): void;
+}
+
 /** The addon's functions. loadBinding() returns the real one; tests inject a fake. */
 export interface NativeBinding {
   /** Numbers from <linux/dm-ioctl.h>: DM_*_FLAG, DM_NAME_LEN, DM_UUID_LEN, DM_MAX_TYPE_NAME, … */
@@ -213,6 +237,12 @@ export interface NativeBinding {
   openControl(path: string): Promise<NativeControl>;
   /** BLKGETSIZE64, BLKSSZGET, BLKPBSZGET, BLKROGET and the device number of a block device. */
   queryBlockDevice(path: string): Promise<NativeBlockDeviceInfo>;
+  /**
+   * Opens a block device, read-only or read-write, with O_EXCL when exclusive (EBUSY
+   * while it is mounted or held by device-mapper, md or another exclusive opener),
+   * close-on-exec. ENOTBLK for anything but a block device.
+   */
+  openBlockDevice(path: string, exclusive: boolean, writable: boolean): Promise<NativeBlockDevice>;
   /** major:minor of a block device node (stat only, no open). */
   statBlockDevice(path: string): Promise<{ major: number; minor: number }>;
   /**
@@ -225,11 +255,6 @@ export interface NativeBinding {
    * mounted or held by device-mapper, md or another exclusive opener.
    */
   checkExclusive(path: string): Promise<void>;
-  /**
-   * Writes lengthBytes zeros at the start of the block device, opened with O_EXCL, after
-   * checking it is still major:minor (ESTALE otherwise); then fdatasync.
-   */
-  zeroDeviceStart(path: string, major: number, minor: number, lengthBytes: number): Promise<void>;
   /** Reads up to `length` bytes at `offset` of a block device or file (fewer at its end). */
   readDeviceBytes(path: string, offset: number, length: number): Promise<Buffer>;
   /**

@@ -118,6 +118,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("constants", Constants(env));
   RegisterControl(env, exports);
   RegisterBlockDevice(env, exports);
+  RegisterDeviceHandle(env, exports);
   RegisterUdevCookie(env, exports);
   RegisterSignatureProbe(env, exports);
   RegisterSystem(env, exports);

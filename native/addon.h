@@ -13,6 +13,7 @@ namespace dmsnap {
 struct AddonData {
   Napi::FunctionReference error_factory;  // registered once by lib/ (setErrorFactory)
   Napi::FunctionReference control_class;  // the Control constructor
+  Napi::FunctionReference block_device_class;  // the BlockDevice constructor
 };
 
 AddonData& GetAddonData(Napi::Env env);
@@ -22,6 +23,7 @@ Napi::Value SafeNumber(Napi::Env env, uint64_t value);
 
 void RegisterControl(Napi::Env env, Napi::Object exports);
 void RegisterBlockDevice(Napi::Env env, Napi::Object exports);
+void RegisterDeviceHandle(Napi::Env env, Napi::Object exports);
 void RegisterUdevCookie(Napi::Env env, Napi::Object exports);
 void RegisterSignatureProbe(Napi::Env env, Napi::Object exports);
 void RegisterSystem(Napi::Env env, Napi::Object exports);

@@ -19,19 +19,23 @@ BlockDeviceInfo QueryBlockDevice(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) throw SysError(errno, "open", "", path);
 
+  return QueryBlockDeviceFd(fd.get(), path);
+}
+
+BlockDeviceInfo QueryBlockDeviceFd(int raw, const std::string& path) {
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw SysError(errno, "fstat", "", path);
+  if (::fstat(raw, &st) != 0) throw SysError(errno, "fstat", "", path);
   if (!S_ISBLK(st.st_mode)) throw SysError(ENOTBLK, "open", "", path);
 
   BlockDeviceInfo info{};
   uint64_t size = 0;
-  if (::ioctl(fd.get(), BLKGETSIZE64, &size) != 0) throw SysError(errno, "ioctl", "BLKGETSIZE64", path);
+  if (::ioctl(raw, BLKGETSIZE64, &size) != 0) throw SysError(errno, "ioctl", "BLKGETSIZE64", path);
   int logical = 0;
-  if (::ioctl(fd.get(), BLKSSZGET, &logical) != 0) throw SysError(errno, "ioctl", "BLKSSZGET", path);
+  if (::ioctl(raw, BLKSSZGET, &logical) != 0) throw SysError(errno, "ioctl", "BLKSSZGET", path);
   unsigned int physical = 0;
-  if (::ioctl(fd.get(), BLKPBSZGET, &physical) != 0) throw SysError(errno, "ioctl", "BLKPBSZGET", path);
+  if (::ioctl(raw, BLKPBSZGET, &physical) != 0) throw SysError(errno, "ioctl", "BLKPBSZGET", path);
   int ro = 0;
-  if (::ioctl(fd.get(), BLKROGET, &ro) != 0) throw SysError(errno, "ioctl", "BLKROGET", path);
+  if (::ioctl(raw, BLKROGET, &ro) != 0) throw SysError(errno, "ioctl", "BLKROGET", path);
 
   info.size_bytes = size;
   info.logical_sector_size = static_cast<uint32_t>(logical);
@@ -70,26 +74,19 @@ void CheckExclusive(const std::string& path) {
   if (fd.get() < 0) throw SysError(errno, "open", "", path);
 }
 
-void ZeroDeviceStart(const std::string& path, uint32_t major, uint32_t minor, uint64_t length) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC));
-  if (fd.get() < 0) throw SysError(errno, "open", "", path);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw SysError(errno, "fstat", "", path);
-  if (!S_ISBLK(st.st_mode)) throw SysError(ENOTBLK, "open", "", path);
-  // The path was checked earlier; make sure it still names the same device.
-  if (::major(st.st_rdev) != major || ::minor(st.st_rdev) != minor) throw SysError(ESTALE, "open", "", path);
+void ZeroFdStart(int fd, const std::string& path, uint64_t length) {
   static const char zeros[64 * 1024] = {};
   uint64_t done = 0;
   while (done < length) {
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(sizeof(zeros), length - done));
-    ssize_t n = ::pwrite(fd.get(), zeros, chunk, static_cast<off_t>(done));
+    ssize_t n = ::pwrite(fd, zeros, chunk, static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw SysError(errno, "pwrite", "", path);
     }
     done += static_cast<uint64_t>(n);
   }
-  if (::fdatasync(fd.get()) != 0) throw SysError(errno, "fdatasync", "", path);
+  if (::fdatasync(fd) != 0) throw SysError(errno, "fdatasync", "", path);
 }
 
 }  // namespace dmsnap
@@ -99,10 +96,14 @@ namespace dmsnap {
 std::vector<char> ReadDeviceBytes(const std::string& path, uint64_t offset, uint32_t length) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw SysError(errno, "open", "", path);
+  return ReadFdBytes(fd.get(), path, offset, length);
+}
+
+std::vector<char> ReadFdBytes(int fd, const std::string& path, uint64_t offset, uint32_t length) {
   std::vector<char> bytes(length);
   size_t done = 0;
   while (done < length) {
-    ssize_t n = ::pread(fd.get(), bytes.data() + done, length - done, static_cast<off_t>(offset + done));
+    ssize_t n = ::pread(fd, bytes.data() + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw SysError(errno, "pread", "", path);

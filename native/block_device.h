@@ -19,6 +19,9 @@ struct BlockDeviceInfo {
 // Throws SysError; a path that is not a block device fails with ENOTBLK.
 BlockDeviceInfo QueryBlockDevice(const std::string& path);
 
+// The same questions asked of an open block device (`path` only names it in errors).
+BlockDeviceInfo QueryBlockDeviceFd(int fd, const std::string& path);
+
 struct DeviceNumber {
   uint32_t major;
   uint32_t minor;
@@ -43,10 +46,8 @@ namespace dmsnap {
 // by device-mapper, md or another exclusive opener) and closes it again.
 void CheckExclusive(const std::string& path);
 
-// Writes `length` zero bytes at the start of the block device, opened exclusively, after
-// checking that the path still names major:minor; then fdatasync, so that the kernel
-// reads the zeros (dm-snapshot reads the COW header past the page cache).
-void ZeroDeviceStart(const std::string& path, uint32_t major, uint32_t minor, uint64_t length);
+// Writes `length` zero bytes at the start of an open device, then fdatasync.
+void ZeroFdStart(int fd, const std::string& path, uint64_t length);
 
 }  // namespace dmsnap
 
@@ -56,5 +57,8 @@ namespace dmsnap {
 
 // Reads up to `length` bytes at `offset` of a block device or file, opened read-only.
 std::vector<char> ReadDeviceBytes(const std::string& path, uint64_t offset, uint32_t length);
+
+// Reads up to `length` bytes at `offset` of an open device or file.
+std::vector<char> ReadFdBytes(int fd, const std::string& path, uint64_t offset, uint32_t length);
 
 }  // namespace dmsnap

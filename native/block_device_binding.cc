@@ -2,8 +2,20 @@
 #include "addon.h"
 #include "async_work.h"
 #include "block_device.h"
+#include "js_values.h"
 
 namespace dmsnap {
+
+Napi::Value BlockDeviceInfoToJs(Napi::Env env, const BlockDeviceInfo& result) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("sizeBytes", SafeNumber(env, result.size_bytes));
+  out.Set("logicalSectorSize", Napi::Number::New(env, result.logical_sector_size));
+  out.Set("physicalSectorSize", Napi::Number::New(env, result.physical_sector_size));
+  out.Set("readOnly", Napi::Boolean::New(env, result.read_only));
+  out.Set("major", Napi::Number::New(env, result.major));
+  out.Set("minor", Napi::Number::New(env, result.minor));
+  return out;
+}
 
 namespace {
 
@@ -13,16 +25,7 @@ Napi::Value QueryBlockDeviceJs(const Napi::CallbackInfo& info) {
   std::string path = PathArgument(info);
   return PromiseWork<BlockDeviceInfo>::Run(
       info.Env(), "dmsnap.queryBlockDevice", [path] { return QueryBlockDevice(path); },
-      [](Napi::Env env, BlockDeviceInfo& result) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("sizeBytes", SafeNumber(env, result.size_bytes));
-        out.Set("logicalSectorSize", Napi::Number::New(env, result.logical_sector_size));
-        out.Set("physicalSectorSize", Napi::Number::New(env, result.physical_sector_size));
-        out.Set("readOnly", Napi::Boolean::New(env, result.read_only));
-        out.Set("major", Napi::Number::New(env, result.major));
-        out.Set("minor", Napi::Number::New(env, result.minor));
-        return out;
-      });
+      [](Napi::Env env, BlockDeviceInfo& result) { return BlockDeviceInfoToJs(env, result); });
 }
 
 Napi::Value StatBlockDeviceJs(const Napi::CallbackInfo& info) {
@@ -50,15 +53,6 @@ Napi::Value CheckExclusiveJs(const Napi::CallbackInfo& info) {
   return RunVoid(info.Env(), "dmsnap.checkExclusive", [=] { CheckExclusive(path); });
 }
 
-Napi::Value ZeroDeviceStartJs(const Napi::CallbackInfo& info) {
-  std::string path = PathArgument(info);
-  uint32_t major = Uint32Arg(info, 1, "major");
-  uint32_t minor = Uint32Arg(info, 2, "minor");
-  double length = NumberArg(info, 3, "lengthBytes");
-  if (length < 0 || length > 1073741824.0) throw Napi::RangeError::New(info.Env(), "lengthBytes must be from 0 to 1 GiB");
-  return RunVoid(info.Env(), "dmsnap.zeroDeviceStart", [=] { ZeroDeviceStart(path, major, minor, static_cast<uint64_t>(length)); });
-}
-
 Napi::Value ReadDeviceBytesJs(const Napi::CallbackInfo& info) {
   std::string path = PathArgument(info);
   double offset = NumberArg(info, 1, "offset");
@@ -79,7 +73,6 @@ void RegisterBlockDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("statBlockDevice", Napi::Function::New(env, StatBlockDeviceJs, "statBlockDevice"));
   exports.Set("makeBlockNode", Napi::Function::New(env, MakeBlockNodeJs, "makeBlockNode"));
   exports.Set("checkExclusive", Napi::Function::New(env, CheckExclusiveJs, "checkExclusive"));
-  exports.Set("zeroDeviceStart", Napi::Function::New(env, ZeroDeviceStartJs, "zeroDeviceStart"));
   exports.Set("readDeviceBytes", Napi::Function::New(env, ReadDeviceBytesJs, "readDeviceBytes"));
 }
 

@@ -68,10 +68,14 @@ std::vector<Signature> ProbeSignatures(const std::string& path) {
   // Read-only and not O_EXCL: probing must work on a device that is in use.
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw SysError(errno, "open", "", path);
+  return ProbeSignaturesFd(fd.get(), path);
+}
+
+std::vector<Signature> ProbeSignaturesFd(int fd, const std::string& path) {
   // Images are probed too (tests, and COW files behind loop devices); anything else,
   // such as a character device, cannot hold a COW.
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw SysError(errno, "fstat", "", path);
+  if (::fstat(fd, &st) != 0) throw SysError(errno, "fstat", "", path);
   if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) throw SysError(ENOTBLK, "open", "", path);
 
   Probe probe(Blkid().new_probe());
@@ -79,7 +83,7 @@ std::vector<Signature> ProbeSignatures(const std::string& path) {
   BlkidProbe pr = probe.get();
 
   errno = 0;
-  int rc = Blkid().probe_set_device(pr, fd.get(), 0, 0);
+  int rc = Blkid().probe_set_device(pr, fd, 0, 0);
   if (rc != 0) throw SysError(ProbeErrno(rc), "blkid_probe_set_device", "", path);
 
   Blkid().probe_enable_superblocks(pr, 1);

@@ -23,4 +23,7 @@ struct Signature {
 // Throws SysError.
 std::vector<Signature> ProbeSignatures(const std::string& path);
 
+// The same probe of an open block device or file (`path` only names it in errors).
+std::vector<Signature> ProbeSignaturesFd(int fd, const std::string& path);
+
 }  // namespace dmsnap

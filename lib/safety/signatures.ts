@@ -6,7 +6,7 @@
  * header of an old COW is reported but never refused: reusing a COW is the normal case.
  */
 import { DmsnapError } from '../errors';
-import { callNative, loadBinding, type NativeBinding } from '../native';
+import { callNative, loadBinding, type NativeBinding, type NativeBlockDevice, type NativeSignature } from '../native';
 import { check, checkPath } from '../validate';
 
 /** The magic of a persistent dm-snapshot header, "SnAp" read as a little-endian u32. */
@@ -72,17 +72,25 @@ const SNAPSHOT_COW_USAGE = 'snapshot-cow';
 export async function probeSignatures(path: string, options: SignatureOptions = {}): Promise<DeviceSignature[]> {
   checkPath(path, 'path');
   const binding = options.binding ?? loadBinding();
-  const found = await callNative(() => binding.probeSignatures(path));
-  return found.map((s): DeviceSignature => {
-    if (s.type === BLKID_SNAPSHOT_COW && s.offset === 0) return { type: 'dm-snapshot', usage: SNAPSHOT_COW_USAGE, offsetBytes: 0 };
-    return {
-      type: s.type,
-      usage: s.usage,
-      ...(s.label ? { label: s.label } : {}),
-      ...(s.uuid ? { uuid: s.uuid } : {}),
-      offsetBytes: s.offset,
-    };
-  });
+  return (await callNative(() => binding.probeSignatures(path))).map(toSignature);
+}
+
+function toSignature(s: NativeSignature): DeviceSignature {
+  if (s.type === BLKID_SNAPSHOT_COW && s.offset === 0) return { type: 'dm-snapshot', usage: SNAPSHOT_COW_USAGE, offsetBytes: 0 };
+  return {
+    type: s.type,
+    usage: s.usage,
+    ...(s.label ? { label: s.label } : {}),
+    ...(s.uuid ? { uuid: s.uuid } : {}),
+    offsetBytes: s.offset,
+  };
+}
+
+/** The two reads the check makes: by path, or of a device held open. */
+interface CowReader {
+  path: string;
+  signatures(): Promise<DeviceSignature[]>;
+  read(offset: number, length: number): Promise<Buffer>;
 }
 
 /**
@@ -90,8 +98,8 @@ export async function probeSignatures(path: string, options: SignatureOptions = 
  * the device holds copies of origin blocks (and more metadata), in which blkid finds the
  * origin's signatures. Read from the header's chunk size; 0 if the header is not sound.
  */
-async function oldSnapshotDataStart(path: string, binding: NativeBinding): Promise<number> {
-  const header = await callNative(() => binding.readDeviceBytes(path, 0, 16));
+async function oldSnapshotDataStart(reader: CowReader): Promise<number> {
+  const header = await reader.read(0, 16);
   if (header.length < 16 || header.readUInt32LE(0) !== SNAPSHOT_MAGIC) return 0;
   const chunkSectors = header.readUInt32LE(12);
   const sound = chunkSectors >= 1 && chunkSectors <= 2 ** 21 && (chunkSectors & (chunkSectors - 1)) === 0;
@@ -108,11 +116,36 @@ async function oldSnapshotDataStart(path: string, binding: NativeBinding): Promi
  */
 export async function checkCowIsBlank(path: string, options: CheckCowOptions = {}): Promise<DeviceSignature[]> {
   check(options.force === undefined || typeof options.force === 'boolean', 'options.force', 'a boolean', options.force);
-  const signatures = await probeSignatures(path, options);
+  checkPath(path, 'path');
+  const binding = options.binding ?? loadBinding();
+  return checkReader(
+    { path, signatures: () => probeSignatures(path, options), read: (offset, length) => callNative(() => binding.readDeviceBytes(path, offset, length)) },
+    options.force === true,
+  );
+}
+
+/**
+ * checkCowIsBlank of a device dmsnap holds open (the COW, from its checks to its
+ * zeroing): what is checked is what will be written, whatever becomes of the path.
+ * @internal
+ */
+export async function checkOpenCowIsBlank(device: NativeBlockDevice, force: boolean): Promise<DeviceSignature[]> {
+  return checkReader(
+    {
+      path: device.path,
+      signatures: async () => (await callNative(() => device.probeSignatures())).map(toSignature),
+      read: (offset, length) => callNative(() => device.read(offset, length)),
+    },
+    force,
+  );
+}
+
+async function checkReader(reader: CowReader, force: boolean): Promise<DeviceSignature[]> {
+  const signatures = await reader.signatures();
   const isOldCow = signatures.some((s) => s.usage === SNAPSHOT_COW_USAGE);
-  const dataStart = isOldCow ? await oldSnapshotDataStart(path, options.binding ?? loadBinding()) : 0;
+  const dataStart = isOldCow ? await oldSnapshotDataStart(reader) : 0;
   const blocking = signatures.filter((s) => s.usage !== SNAPSHOT_COW_USAGE && (dataStart === 0 || s.offsetBytes < dataStart));
-  if (blocking.length > 0 && !options.force) throw new CowHasDataError(path, blocking);
+  if (blocking.length > 0 && !force) throw new CowHasDataError(reader.path, blocking);
   return signatures;
 }
 

@@ -9,15 +9,15 @@ import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
 import { checkDeviceName } from '../dm/names';
 import { UdevFlags } from '../dm/udev';
 import { DmError, DmsnapError, SyscallError } from '../errors';
-import { callNative, guardianExecutable } from '../native';
+import { callNative, guardianExecutable, type NativeBlockDevice } from '../native';
 import { linear } from '../targets/linear';
 import { parseLinearParams } from '../targets/linear';
 import { MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS, snapshot as snapshotTarget } from '../targets/snapshot';
 import { snapshotOrigin } from '../targets/snapshot-origin';
 import { sectors, SECTOR_BYTES } from '../units';
 import { check, checkPath } from '../validate';
-import { checkCowIsBlank } from '../safety/signatures';
 import { clientOf, type LifecycleOptions } from './context';
+import { checkOpenCow, explainOpenFailure, openCow, readOnlyCow } from './cow-device';
 import { scanGroups, type OriginGroup } from './discover';
 import { assertConsistent, currentGroup, type ViolationKind } from './invariants';
 import { lockOrigin, type OriginLock } from './lock';
@@ -163,11 +163,13 @@ export class Origin implements SnapshotOwner {
     // The guardian starts now and gets ready while the checks and the preparation run:
     // it must be there before the freeze, and costs nothing inside it.
     const guardian = startGuardian(this.dm, this.originUuid, release);
+    let plan: SnapshotPlan | undefined;
     try {
-      const plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true, guardian.spawned);
+      plan = await this.checkSnapshot(options.cow, name, chunkSectors, options.forceWipe === true, guardian.spawned);
       await after('validate');
       return await this.takeSnapshot(plan, name, chunkSectors, persistent, after, guardian.ready);
     } finally {
+      plan?.device.close();
       const finished = finishGuardian(this.dm, guardian.ready);
       release();
       await finished;
@@ -281,92 +283,82 @@ export class Origin implements SnapshotOwner {
     guardianSpawned: Promise<void>,
   ): Promise<SnapshotPlan> {
     const { dm } = this;
-    // Not in use (O_EXCL), and holding no data: zeroing the first chunk is the only write
-    // dmsnap makes to a user's device, so a filesystem, RAID member, LUKS header or
-    // partition table on it is refused. Both only read the device: they start at once and
-    // are looked at after the cheaper checks. The exclusive open waits for the guardian's
-    // spawn: a child being spawned copies the descriptors open at that instant, and its copy
-    // would hold the COW while we open it again to zero it (EBUSY). A guardian that cannot
-    // start fails the call here, before anything is written.
-    const deviceChecks = Promise.allSettled([
-      guardianSpawned.then(() => callNative(() => dm.nativeBinding.checkExclusive(cow))),
-      checkCowIsBlank(cow, { force: forceWipe, binding: dm.nativeBinding }),
-    ]);
-    // Never build on what an interrupted call left behind (a table waiting in the origin's
-    // inactive slot would be swapped in by this snapshot's resume).
-    const [wrapper] = await Promise.all([
-      dm.info(this.name),
-      currentGroup(dm, this.originId).then((group) => assertConsistent(dm, this.name, group, BENIGN_FOR_LIFECYCLE)),
-    ]);
-    // Independent questions to the kernel, asked at once.
-    const [real, targets, existing, cowInfo, [wrapperLine]] = await Promise.all([
-      dm.info(this.realName),
-      this.snapshotTargetsLoaded(),
-      dm.find(name),
-      blockDeviceInfo(cow, { binding: dm.nativeBinding }).catch((error: unknown) => {
-        if (error instanceof SyscallError) throw new DmsnapError(`cannot use ${cow} as the COW device: ${error.message}`, error.code, { cause: error });
-        throw error;
-      }),
-      dm.table(this.name),
-    ]);
-    if (!targets) {
-      throw new DmsnapError(
-        'the kernel has no device-mapper snapshot target loaded; run "modprobe dm-snapshot" as root, then try again',
-        'ERR_DMSNAP_NO_SNAPSHOT_TARGET',
-      );
-    }
-    if (existing) {
-      throw new DmsnapError(`a device-mapper device named "${name}" already exists; choose another snapshot name`, 'EEXIST');
-    }
-    if (cowInfo.readOnly) throw new DmsnapError(`the COW device ${cow} is read-only; name a writable block device`, 'EROFS');
-    // The origin's own devices, then "in use" (mounted, or held by another snapshot's
-    // table), then anything else that shares blocks with the origin.
-    const inOrigin = () =>
-      new DmsnapError(
-        `${cow} is the origin ${this.name} or shares blocks with it (it is in its device stack); ` +
-          'the COW must be a separate device, or the snapshot would overwrite what it copies',
-        'ERR_DMSNAP_COW_IN_ORIGIN',
-      );
-    if ([wrapper, real, this.backing].some((d) => devKey(d) === devKey(cowInfo))) throw inOrigin();
-    const minimum = chunkSectors * MIN_COW_CHUNKS;
-    if (cowInfo.sizeSectors < minimum) {
-      throw new DmsnapError(
-        `the COW device ${cow} has ${cowInfo.sizeSectors} sectors; with ${chunkSectors}-sector chunks it needs at least ${minimum} (header, metadata and data)`,
-        'ERR_DMSNAP_COW_TOO_SMALL',
-      );
-    }
-    const chunkBytes = chunkSectors * SECTOR_BYTES;
-    if (chunkBytes % cowInfo.logicalSectorSize !== 0) {
-      throw new DmsnapError(`a ${chunkBytes}-byte chunk is not a multiple of ${cow}'s ${cowInfo.logicalSectorSize}-byte sectors; choose a larger chunk`, 'ERR_INVALID_ARG_VALUE');
-    }
-    const [exclusive, blank] = await deviceChecks;
-    if (exclusive.status === 'rejected') {
-      const error = exclusive.reason;
-      if (error instanceof SyscallError && error.code === 'EBUSY') {
-        throw new DmsnapError(`the COW device ${cow} is in use (mounted, or held by md, device-mapper or another program); name an unused device`, 'EBUSY', { cause: error });
+    // The COW is opened once, exclusively (not mounted, not held by md, device-mapper or
+    // another program) and for writing, and checked to hold no data through that one
+    // descriptor: zeroing its first chunk is the only write dmsnap makes to a user's
+    // device, so a filesystem, RAID member, LUKS header or partition table on it is
+    // refused. The open waits for the guardian's spawn: a child being spawned copies the
+    // descriptors open at that instant. A guardian that cannot start fails the call here.
+    const opening = guardianSpawned.then(() => openCow(dm.nativeBinding, cow));
+    const blank = opening.then((opened) => checkOpenCow(opened, forceWipe));
+    blank.catch(() => undefined);
+    try {
+      // Never build on what an interrupted call left behind (a table waiting in the origin's
+      // inactive slot would be swapped in by this snapshot's resume).
+      const [wrapper] = await Promise.all([
+        dm.info(this.name),
+        currentGroup(dm, this.originId).then((group) => assertConsistent(dm, this.name, group, BENIGN_FOR_LIFECYCLE)),
+      ]);
+      // Independent questions to the kernel, asked at once.
+      const [real, targets, existing, [wrapperLine]] = await Promise.all([
+        dm.info(this.realName),
+        this.snapshotTargetsLoaded(),
+        dm.find(name),
+        dm.table(this.name),
+      ]);
+      if (!targets) {
+        throw new DmsnapError(
+          'the kernel has no device-mapper snapshot target loaded; run "modprobe dm-snapshot" as root, then try again',
+          'ERR_DMSNAP_NO_SNAPSHOT_TARGET',
+        );
       }
+      if (existing) {
+        throw new DmsnapError(`a device-mapper device named "${name}" already exists; choose another snapshot name`, 'EEXIST');
+      }
+      // The origin's own devices first: busy as they are, they are refused as the origin's.
+      const own = new Set([wrapper, real, this.backing].map(devKey));
+      const { info: cowInfo } = await opening.catch(async (error: unknown) => {
+        throw await explainOpenFailure(dm.nativeBinding, cow, error, (key) => (own.has(key) ? this.cowInOrigin(cow) : undefined));
+      });
+      if (cowInfo.readOnly) throw readOnlyCow(cow);
+      const stack = deviceStack([wrapper, real, this.backing]);
+      if (own.has(devKey(cowInfo)) || stack.has(devKey(cowInfo))) throw this.cowInOrigin(cow);
+      const minimum = chunkSectors * MIN_COW_CHUNKS;
+      if (cowInfo.sizeSectors < minimum) {
+        throw new DmsnapError(
+          `the COW device ${cow} has ${cowInfo.sizeSectors} sectors; with ${chunkSectors}-sector chunks it needs at least ${minimum} (header, metadata and data)`,
+          'ERR_DMSNAP_COW_TOO_SMALL',
+        );
+      }
+      const chunkBytes = chunkSectors * SECTOR_BYTES;
+      if (chunkBytes % cowInfo.logicalSectorSize !== 0) {
+        throw new DmsnapError(`a ${chunkBytes}-byte chunk is not a multiple of ${cow}'s ${cowInfo.logicalSectorSize}-byte sectors; choose a larger chunk`, 'ERR_INVALID_ARG_VALUE');
+      }
+      // A loop device over a file on the origin's own filesystem: copy-on-write would write
+      // through the filesystem being snapshotted (and, during the freeze, wait on it).
+      if (loopBackingFilesystems(cowInfo).some((key) => stack.has(key))) {
+        throw new DmsnapError(
+          `the COW device ${cow} is a loop device whose backing file lives on the filesystem of ${this.name}; ` +
+            'put the COW on another filesystem or device',
+          'ERR_DMSNAP_COW_IN_ORIGIN',
+        );
+      }
+      await blank;
+      const { device } = await opening;
+      return { cow: cowInfo, device, wrapper, real, chunkBytes, firstSnapshot: wrapperLine?.type !== 'snapshot-origin' };
+    } catch (error) {
+      // Released however far the checks got, now or once the open completes.
+      opening.then((opened) => opened.device.close(), () => undefined);
       throw error;
     }
-    // Held by nobody, but sharing blocks with the origin all the same (a partition of its disk…).
-    const originStack = deviceStack([wrapper, real, this.backing]);
-    if (originStack.has(devKey(cowInfo))) throw inOrigin();
-    // A loop device over a file on the origin's own filesystem: copy-on-write would write
-    // through the filesystem being snapshotted (and, during the freeze, wait on it).
-    if (loopBackingFilesystems(cowInfo).some((key) => originStack.has(key))) {
-      throw new DmsnapError(
-        `the COW device ${cow} is a loop device whose backing file lives on the filesystem of ${this.name}; ` +
-          'put the COW on another filesystem or device',
-        'ERR_DMSNAP_COW_IN_ORIGIN',
-      );
-    }
-    if (blank.status === 'rejected') {
-      const error = blank.reason;
-      if (error instanceof SyscallError) {
-        throw new DmsnapError(`cannot read the COW device ${cow} to check that it holds no data: ${error.message}`, error.code, { cause: error });
-      }
-      throw error;
-    }
-    return { cow: cowInfo, wrapper, real, chunkBytes, firstSnapshot: wrapperLine?.type !== 'snapshot-origin' };
+  }
+
+  private cowInOrigin(cow: string): DmsnapError {
+    return new DmsnapError(
+      `${cow} is the origin ${this.name} or shares blocks with it (it is in its device stack); ` +
+        'the COW must be a separate device, or the snapshot would overwrite what it copies',
+      'ERR_DMSNAP_COW_IN_ORIGIN',
+    );
   }
 
   /** Whether the kernel has the snapshot targets (remembered once seen: they stay). */
@@ -398,7 +390,9 @@ export class Origin implements SnapshotOwner {
     try {
       step = 'zero-cow';
       // A stale header would revive an old (or invalid) snapshot: zero the first chunk.
-      await callNative(() => dm.nativeBinding.zeroDeviceStart(plan.cow.path, plan.cow.major, plan.cow.minor, plan.chunkBytes));
+      await callNative(() => plan.device.zeroStart(plan.chunkBytes));
+      // Released before the table load: the snapshot's own claim on the COW is exclusive too.
+      plan.device.close();
       await after(step);
 
       step = 'create-snapshot-device';
@@ -571,6 +565,8 @@ function finishGuardian(dm: DeviceMapper, guardian: Promise<Guardian>): Promise<
 
 interface SnapshotPlan {
   cow: BlockDeviceInfo;
+  /** The COW, held open from its checks until it is zeroed. */
+  device: NativeBlockDevice;
   wrapper: DeviceInfo;
   real: DeviceInfo;
   chunkBytes: number;

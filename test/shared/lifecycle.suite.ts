@@ -4,11 +4,21 @@
  * transaction guarantees.
  */
 import { invariantsSuite } from './invariants.suite';
-import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, recover, withSnapshot, type Origin, type Step } from '../../lib';
+import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, probeSignatures, recover, withSnapshot, type Origin, type Step } from '../../lib';
+import type { NativeBinding } from '../../lib/native';
+
+/** A second path to a block device, that can be pointed at another one. */
+export interface DeviceAlias {
+  path: string;
+  /** Points the path at another device, at once (a rename over it, as an attacker would). */
+  repoint(target: string): void;
+}
 
 export interface LifecycleEnvironment {
-  /** A client for the environment's kernel (fake or real). */
-  openClient(): Promise<DeviceMapper>;
+  /** A client for the environment's kernel (fake or real), its binding wrapped by `wrap` if given. */
+  openClient(wrap?: (binding: NativeBinding) => NativeBinding): Promise<DeviceMapper>;
+  /** A path naming `target` (a symlink on the real system), in a directory of the test's. */
+  makeAlias(target: string): Promise<DeviceAlias>;
   /** A block device of the given size that reads as zeros; cleaned up by the environment. */
   makeBlockDevice(sizeBytes: number): Promise<string>;
   /** Writes `bytes` of new data through the origin device, starting at `offsetBytes`. */
@@ -322,6 +332,30 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       await (await origin.snapshot({ cow })).drop();
     });
 
+    it('checks and zeroes one COW device, even if its path is swapped after the first look', async () => {
+      const origin = await prepared();
+      const blank = await env.makeBlockDevice(4 * MiB);
+      const precious = await env.makeBlockDevice(4 * MiB);
+      await env.formatExt4(precious);
+      const alias = await env.makeAlias(blank);
+      // A hostile path: the moment any call that names it returns, it names the device with data.
+      const swapping = await env.openClient((binding) => swapAfterFirstUse(binding, alias, precious));
+      try {
+        const hostile = await openOrigin(origin.name, { dm: swapping, lockDir: env.lockDir });
+        const snap = await hostile.snapshot({ cow: alias.path }).catch((e: unknown) => e);
+        // Either refused, or a snapshot on the device that was checked; never the other one zeroed.
+        expect(await probeSignatures(precious, { binding: dm.nativeBinding })).toEqual([expect.objectContaining({ type: 'ext4' })]);
+        if (!(snap instanceof Error)) {
+          const blankDev = await dm.nativeBinding.statBlockDevice(blank);
+          const [line] = await dm.table((snap as { name: string }).name);
+          expect(line!.type).toBe('snapshot');
+          expect(line!.params.split(' ')[1]).toBe(`${blankDev.major}:${blankDev.minor}`);
+        }
+      } finally {
+        swapping.close();
+      }
+    });
+
     it('refuses a COW too small for header and metadata', async () => {
       const origin = await prepared();
       const before = await state();
@@ -494,4 +528,27 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
   });
 
   invariantsSuite({ env, dm: () => dm, prepared: () => prepared(), state });
+}
+
+/** The binding, but the alias is repointed at `target` as soon as the first call naming it settles. */
+function swapAfterFirstUse(binding: NativeBinding, alias: DeviceAlias, target: string): NativeBinding {
+  let swapped = false;
+  return new Proxy(binding, {
+    get(object, key, receiver) {
+      const value = Reflect.get(object, key, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const result = (value as (...a: unknown[]) => unknown).apply(object, args);
+        if (!swapped && args.includes(alias.path)) {
+          const swap = () => {
+            if (!swapped) alias.repoint(target);
+            swapped = true;
+          };
+          if (result instanceof Promise) return result.finally(swap);
+          swap();
+        }
+        return result;
+      };
+    },
+  });
 }

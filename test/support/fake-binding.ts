@@ -12,6 +12,7 @@ import {
   loadBinding,
   makeSyscallError,
   type NativeBinding,
+  type NativeBlockDevice,
   type NativeBlockDeviceInfo,
   type NativeControl,
   type NativeDeviceInfo,
@@ -134,7 +135,7 @@ export interface FakeSystem {
   settle(): Promise<void>;
   /** Filesystems "mounted" through the binding: target → source. */
   mounts: Map<string, string>;
-  /** Bytes zeroed by zeroDeviceStart, per path. */
+  /** Bytes zeroed through an open block device's zeroStart, per path it was opened by. */
   zeroed: Map<string, number>;
   /** Guardians started and not yet finished. */
   guardians: number;
@@ -156,7 +157,6 @@ const EBUSY = 16;
 const EEXIST = 17;
 const ENODEV = 19;
 const EINVAL = 22;
-const ESTALE = 116;
 const EIDRM = 43;
 const EOVERFLOW = 75;
 
@@ -1304,12 +1304,107 @@ export function createFakeSystem(): FakeSystem {
     if (!found) return failOpen(ENOENT, 'open', path);
     if (found === 'other') return failOpen(ENOTBLK, 'open', path);
     if (system.unprivileged) failOpen(EACCES, 'open', path);
-    const loop = system.blockDevices.get(path) ?? loopByNumber(found.major, found.minor);
+    return infoOf(found, path);
+  }
+
+  /** BLKGETSIZE64 and friends of a device number (ENXIO for a dm device without a disk). */
+  function infoOf(found: DevNumber, path: string): NativeBlockDeviceInfo {
+    const loop = loopByNumber(found.major, found.minor);
     if (loop) return { ...loop };
     const md = found.major === DM_MAJOR ? mdByMinor(found.minor) : undefined;
     if (!md || !md.hasDisk) return failOpen(ENXIO, 'open', path);
     const size = md.live?.size ?? 0;
     return { sizeBytes: size * 512, logicalSectorSize: 512, physicalSectorSize: 512, readOnly: md.diskReadOnly, major: DM_MAJOR, minor: md.minor };
+  }
+
+  /** What libblkid finds on a device: the signatures of every path naming it, and a COW header. */
+  function signaturesOf(found: DevNumber | 'other' | undefined, path: string): NativeSignature[] {
+    const paths = found && found !== 'other' ? [...system.signatures.keys()].filter((p) => (lookupDevicePath(p) as DevNumber | undefined)?.key === found.key) : [];
+    const known = [...new Set([path, ...paths])].flatMap((p) => system.signatures.get(p) ?? []);
+    const signatures = known.map((signature) => ({ ...signature }));
+    // libblkid knows the header a persistent snapshot leaves at the start of its COW.
+    const hasHeader = found && found !== 'other' && openable(found) && cowMetadata.has(storageKey(found));
+    if (hasHeader && !signatures.some((s) => s.type === 'DM_snapshot_cow')) {
+      signatures.push({ type: 'DM_snapshot_cow', usage: 'other', label: '', uuid: '', offset: 0 });
+    }
+    return signatures;
+  }
+
+  /** The first bytes of a device: the persistent snapshot header, if one is there. */
+  function bytesOf(found: DevNumber, offset: number, length: number): Buffer {
+    const bytes = Buffer.alloc(length);
+    // The persistent snapshot header: magic "SnAp", valid, version 1, chunk size.
+    const store = openable(found) ? cowMetadata.get(storageKey(found)) : undefined;
+    if (store?.persistent && offset === 0 && length >= 16) {
+      bytes.writeUInt32LE(0x70416e53, 0);
+      bytes.writeUInt32LE(store.valid ? 1 : 0, 4);
+      bytes.writeUInt32LE(1, 8);
+      bytes.writeUInt32LE(store.chunkSize, 12);
+    }
+    return bytes;
+  }
+
+  /** Zeroing the start of a device: its snapshot header and the signatures in that range go. */
+  function zeroStart(found: DevNumber, path: string, lengthBytes: number): void {
+    cowMetadata.delete(storageKey(found));
+    system.zeroed.set(path, lengthBytes);
+    for (const p of [...system.signatures.keys()]) {
+      if ((lookupDevicePath(p) as DevNumber | undefined)?.key !== found.key) continue;
+      const left = (system.signatures.get(p) ?? []).filter((signature) => signature.offset >= lengthBytes);
+      if (left.length > 0) system.signatures.set(p, left);
+      else system.signatures.delete(p);
+    }
+  }
+
+  /** The addon's BlockDevice: one device, fixed at open, whatever becomes of the path. */
+  function openHandle(path: string, exclusive: boolean, writable: boolean): NativeBlockDevice {
+    if (exclusive && spawning > 0) system.exclusiveOpensDuringSpawn++;
+    const found = lookupPath(path);
+    if (!found) return failOpen(ENOENT, 'open', path);
+    if (found === 'other') return failOpen(ENOTBLK, 'open', path);
+    if (system.unprivileged) return failOpen(EACCES, 'open', path);
+    if (exclusive && (claimedByTables(found.key) || (externalOpens.get(found.key)?.exclusive ?? 0) > 0)) failOpen(EBUSY, 'open', path);
+    const opens = externalOpens.get(found.key) ?? { count: 0, exclusive: 0 };
+    opens.count++;
+    if (exclusive) opens.exclusive++;
+    externalOpens.set(found.key, opens);
+    let closed = false;
+    const live = () => {
+      if (closed) throw new Error(`the block device ${path} is closed`);
+    };
+    return {
+      path,
+      major: found.major,
+      minor: found.minor,
+      get closed() {
+        return closed;
+      },
+      async query() {
+        live();
+        return infoOf(found, path);
+      },
+      async probeSignatures() {
+        live();
+        return signaturesOf(found, path);
+      },
+      async read(offset: number, length: number) {
+        live();
+        return bytesOf(found, offset, length);
+      },
+      async zeroStart(lengthBytes: number) {
+        live();
+        if (!writable) throw new Error(`the block device ${path} was opened read-only`);
+        zeroStart(found, path, lengthBytes);
+      },
+      close() {
+        if (closed) return;
+        closed = true;
+        opens.count--;
+        if (exclusive) opens.exclusive--;
+        if (opens.count === 0) externalOpens.delete(found.key);
+        scheduleDeferredRemovals();
+      },
+    };
   }
 
   function describe(ref: NativeDeviceRef): string {
@@ -1414,16 +1509,7 @@ export function createFakeSystem(): FakeSystem {
       const found = lookupDevicePath(path);
       if (!found) return failOpen(ENOENT, 'open', path);
       if (found === 'other') return failOpen(ENOTBLK, 'open', path);
-      const bytes = Buffer.alloc(length);
-      // The persistent snapshot header: magic "SnAp", valid, version 1, chunk size.
-      const store = openable(found) ? cowMetadata.get(storageKey(found)) : undefined;
-      if (store?.persistent && offset === 0 && length >= 16) {
-        bytes.writeUInt32LE(0x70416e53, 0);
-        bytes.writeUInt32LE(store.valid ? 1 : 0, 4);
-        bytes.writeUInt32LE(1, 8);
-        bytes.writeUInt32LE(store.chunkSize, 12);
-      }
-      return bytes;
+      return bytesOf(found, offset, length);
     },
     async probeSignatures(path: string) {
       const known = system.signatures.get(path);
@@ -1431,13 +1517,10 @@ export function createFakeSystem(): FakeSystem {
       if (!found && !known) return failOpen(ENOENT, 'open', path);
       if (found === 'other' && !known) return failOpen(ENOTBLK, 'open', path);
       if (system.unprivileged) return failOpen(EACCES, 'open', path);
-      const signatures = (known ?? []).map((signature) => ({ ...signature }));
-      // libblkid knows the header a persistent snapshot leaves at the start of its COW.
-      const hasHeader = found && found !== 'other' && openable(found) && cowMetadata.has(storageKey(found));
-      if (hasHeader && !signatures.some((s) => s.type === 'DM_snapshot_cow')) {
-        signatures.push({ type: 'DM_snapshot_cow', usage: 'other', label: '', uuid: '', offset: 0 });
-      }
-      return signatures;
+      return signaturesOf(found, path);
+    },
+    async openBlockDevice(path: string, exclusive: boolean, writable: boolean) {
+      return openHandle(path, exclusive, writable);
     },
     async makeBlockNode(path: string, major: number, minor: number, mode: number) {
       if (system.unprivileged) failOpen(EPERM, 'mknod', path);
@@ -1455,17 +1538,6 @@ export function createFakeSystem(): FakeSystem {
       if (found === 'other') return failOpen(ENOTBLK, 'open', path);
       if (system.unprivileged) return failOpen(EACCES, 'open', path);
       if (claimedByTables(found.key) || (externalOpens.get(found.key)?.exclusive ?? 0) > 0) failOpen(EBUSY, 'open', path);
-    },
-    async zeroDeviceStart(path: string, major: number, minor: number, lengthBytes: number) {
-      await system.binding.checkExclusive(path);
-      const found = lookupPath(path) as DevNumber;
-      if (found.major !== major || found.minor !== minor) failOpen(ESTALE, 'open', path);
-      zeroDevice(path);
-      system.zeroed.set(path, lengthBytes);
-      // Signatures inside the zeroed range are gone, as on a real device.
-      const left = (system.signatures.get(path) ?? []).filter((signature) => signature.offset >= lengthBytes);
-      if (left.length > 0) system.signatures.set(path, left);
-      else system.signatures.delete(path);
     },
     async mount(source: string, target: string) {
       if (system.unprivileged) failOpen(EPERM, 'mount', target);

@@ -9,8 +9,22 @@ import type { FakeSystem } from './fake-binding';
 
 /** `current()` gives the fake system and node directory of the running test. */
 export function fakeLifecycleEnvironment(current: () => { system: FakeSystem; devDir: string }, lockDir: string): LifecycleEnvironment {
+  let aliases = 0;
   return {
-    openClient: () => DeviceMapper.open({ binding: current().system.binding, devDir: current().devDir, udev: false }),
+    openClient: (wrap) => {
+      const { binding } = current().system;
+      return DeviceMapper.open({ binding: wrap ? wrap(binding) : binding, devDir: current().devDir, udev: false });
+    },
+    async makeAlias(target) {
+      const { system } = current();
+      const path = `${current().devDir}/alias-${++aliases}`;
+      const point = (to: string) => {
+        const { major, minor } = system.blockDevices.get(to)!;
+        system.nodes.set(path, { major, minor, mode: 0o600 });
+      };
+      point(target);
+      return { path, repoint: point };
+    },
     makeBlockDevice: async (sizeBytes) => current().system.addLoopDevice(sizeBytes),
     async writeThrough(devicePath, bytes, offsetBytes = 0) {
       const { system } = current();

@@ -2,13 +2,28 @@
  * The shared lifecycle suite against the real kernel.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, renameSync, symlinkSync } from 'node:fs';
 import { DeviceMapper } from '../../lib';
+import { loadBinding } from '../../lib/native';
 import { lifecycleSuite } from '../shared/lifecycle.suite';
 import { createLoopDevice } from './support/system';
 
 lifecycleSuite({
-  openClient: () => DeviceMapper.open(),
+  openClient: (wrap) => DeviceMapper.open(wrap ? { binding: wrap(loadBinding()) } : {}),
+  async makeAlias(target) {
+    const dir = mkdtempSync('/tmp/dmsnap-alias-');
+    const path = `${dir}/cow`;
+    symlinkSync(target, path);
+    let n = 0;
+    return {
+      path,
+      repoint(to) {
+        const next = `${dir}/next${n++}`;
+        symlinkSync(to, next);
+        renameSync(next, path);
+      },
+    };
+  },
   makeBlockDevice: async (sizeBytes) => createLoopDevice(sizeBytes),
   async writeThrough(devicePath, bytes, offsetBytes = 0) {
     const blockSize = 64 * 1024;
