@@ -4,12 +4,50 @@
  */
 import { getSystemErrorMap } from 'node:util';
 
+/**
+ * The codes of dmsnap's own refusals and failures. The list is part of the API: a code
+ * keeps its meaning once released.
+ */
+export const DMSNAP_ERROR_CODES = [
+  'ERR_DMSNAP_ADDON',
+  'ERR_DMSNAP_CLOSED',
+  'ERR_DMSNAP_COW_HAS_DATA',
+  'ERR_DMSNAP_COW_IN_ORIGIN',
+  'ERR_DMSNAP_COW_TOO_SMALL',
+  'ERR_DMSNAP_GUARDIAN',
+  'ERR_DMSNAP_HAS_SNAPSHOTS',
+  'ERR_DMSNAP_INCONSISTENT',
+  'ERR_DMSNAP_LOCKED',
+  'ERR_DMSNAP_MOUNTED',
+  'ERR_DMSNAP_NOT_AN_ORIGIN',
+  'ERR_DMSNAP_NOT_MOUNTED',
+  'ERR_DMSNAP_NO_SNAPSHOT_TARGET',
+  'ERR_DMSNAP_OUTPUT_IN_ORIGIN',
+  'ERR_DMSNAP_SNAPSHOT_FAILED',
+  'ERR_DMSNAP_UNKNOWN_FILESYSTEM',
+  'ERR_DMSNAP_UNSAFE_FILESYSTEM',
+  'ERR_DMSNAP_UNSAFE_LOCK_DIR',
+  'ERR_DMSNAP_UNSAFE_LOCK_FILE',
+  'ERR_DMSNAP_UNSAFE_MOUNT_DIR',
+  'ERR_INVALID_ARG_TYPE',
+  'ERR_INVALID_ARG_VALUE',
+] as const;
+
+/** One of dmsnap's own codes. */
+export type DmsnapOwnCode = (typeof DMSNAP_ERROR_CODES)[number];
+
+/** The name of an errno value, as Node's errors carry it: 'ENOENT', 'EBUSY', … ('E' and the number when unnamed). */
+export type ErrnoCode = `E${string}`;
+
+/** Every `code` a DmsnapError can carry: dmsnap's own, or the errno of a failed system call. */
+export type DmsnapErrorCode = DmsnapOwnCode | ErrnoCode;
+
 /** Base class of every error dmsnap raises. */
 export class DmsnapError extends Error {
   /** A stable, machine-readable code such as 'EBUSY' or 'ERR_INVALID_ARG_VALUE'. */
-  readonly code: string;
+  readonly code: DmsnapErrorCode;
 
-  constructor(message: string, code: string, options?: { cause?: unknown }) {
+  constructor(message: string, code: DmsnapErrorCode, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
@@ -81,8 +119,8 @@ function lookup(errno: number): [string, string] | undefined {
 }
 
 /** 'ENOENT' for 2, as Node names errno values. */
-export function errnoCode(errno: number): string {
-  return lookup(errno)?.[0] ?? `E${Math.abs(errno)}`;
+export function errnoCode(errno: number): ErrnoCode {
+  return (lookup(errno)?.[0] as ErrnoCode | undefined) ?? `E${Math.abs(errno)}`;
 }
 
 /** A short text for an errno value ('no such file or directory'). */

@@ -6,13 +6,13 @@
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
-import { blockDeviceInfo } from '../block-device';
+import { blockDeviceInfo } from '../system/block-device';
 import type { DeviceMapper } from '../dm/device-mapper';
 import { copyDevice } from '../snapshot/image';
 import { openImageOutput, decodeDev, type OutputGuard } from '../snapshot/image-output';
-import { openOrigin, type Origin } from '../snapshot/origin';
+import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
-import { deviceStack, devicesAbove, devKey } from '../snapshot/stack';
+import { deviceStack, devicesAbove, devKey } from '../system/stack';
 import { type Command, ExitCode, UsageError, writeLine } from './command';
 import { info, invalidMessage, lifecycle, one, snapshotOptions, takeSnapshot, withDm } from './lifecycle-common';
 import { ProgressBar } from './progress';

@@ -4,7 +4,7 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { DmsnapError } from '../errors';
-import { listOrigins, openOrigin, prepare, type Origin } from '../snapshot/origin';
+import { listOrigins, openOrigin, prepare, type Origin } from '../snapshot';
 import { recover } from '../snapshot/recover';
 import { ensureMountDir } from '../safety/paths';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';

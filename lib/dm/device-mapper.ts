@@ -30,7 +30,7 @@ export const DEFAULT_CONTROL_PATH = '/dev/mapper/control';
 export interface DeviceMapperOptions extends NodeSyncOptions {
   /** The control node to open; default /dev/mapper/control. */
   controlPath?: string;
-  /** The native binding to use; tests inject a fake one. */
+  /** @internal The native binding to use; tests inject a fake one. */
   binding?: NativeBinding;
 }
 

@@ -12,7 +12,7 @@
  */
 import { lstatSync, mkdirSync, readlinkSync, type Stats } from 'node:fs';
 import { resolve } from 'node:path';
-import { DmsnapError } from '../errors';
+import { DmsnapError, type DmsnapOwnCode } from '../errors';
 
 const S_ISVTX = 0o1000;
 const MAX_SYMLINKS = 40;
@@ -24,7 +24,7 @@ export interface PathRules {
   /** The advice at the end of the message: what to do instead. */
   advice: string;
   /** The error code, e.g. 'ERR_DMSNAP_UNSAFE_LOCK_DIR'. */
-  code: string;
+  code: DmsnapOwnCode;
   /**
    * The directory itself must be owned by the effective uid and writable by nobody else
    * (the lock directory). Otherwise root or the effective uid must own it (a mount point).

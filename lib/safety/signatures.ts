@@ -26,7 +26,7 @@ export interface DeviceSignature {
 
 /** Options of probeSignatures. */
 export interface SignatureOptions {
-  /** The native binding to use; tests inject a fake one. */
+  /** @internal The native binding to use; tests inject a fake one. */
   binding?: NativeBinding;
 }
 

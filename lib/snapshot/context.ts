@@ -3,7 +3,11 @@
  * caller passes its own) and the lock settings.
  */
 import { DeviceMapper } from '../dm/device-mapper';
-import type { LockOptions } from './lock';
+import { UdevFlags } from '../dm/udev';
+import type { LockOptions } from '../system/lock';
+
+/** udev must not probe the private layers (NAME-real, snapshots): they hold the same filesystem as the origin. */
+export const HIDDEN_LAYER = UdevFlags.disableDiskRules | UdevFlags.disableOtherRules | UdevFlags.disableSubsystemRules;
 
 /** Options every lifecycle call takes: the client to use and the lock settings. */
 export interface LifecycleOptions extends LockOptions {

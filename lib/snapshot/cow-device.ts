@@ -5,12 +5,13 @@
  * udev renames) can never have one device checked and another zeroed. The snapshot
  * table then names the COW by that device's number, never by its path.
  */
-import type { BlockDeviceInfo } from '../block-device';
+import type { BlockDeviceInfo } from '../system/block-device';
 import { DmsnapError, SyscallError } from '../errors';
-import { callNative, type NativeBinding, type NativeBlockDevice } from '../native';
+import { callNative, type NativeBlockDevice } from '../native';
 import { checkOpenCowIsBlank, type DeviceSignature } from '../safety/signatures';
 import { bytes, bytesToSectors } from '../units';
-import { devKey } from './stack';
+import { devKey } from '../system/stack';
+import type { System } from '../system/system';
 
 /** The COW held open, and what the kernel says of it. */
 export interface OpenCow {
@@ -23,8 +24,8 @@ export interface OpenCow {
  * failed open rejects with the system's error: explainOpenFailure turns it into the
  * refusal, once the caller knows the origin's devices.
  */
-export async function openCow(binding: NativeBinding, path: string): Promise<OpenCow> {
-  const device = await callNative(() => binding.openBlockDevice(path, true, true));
+export async function openCow(system: System, path: string): Promise<OpenCow> {
+  const device = await system.openBlockDevice(path, { exclusive: true, writable: true });
   try {
     const native = await callNative(() => device.query());
     const sizeBytes = bytes(native.sizeBytes);
@@ -63,14 +64,14 @@ export async function checkOpenCow(cow: OpenCow, force: boolean): Promise<Device
  * not "in use". Errors name the path and what to do.
  */
 export async function explainOpenFailure(
-  binding: NativeBinding,
+  system: System,
   path: string,
   error: unknown,
   inOrigin: (key: string) => DmsnapError | undefined,
 ): Promise<unknown> {
   if (!(error instanceof SyscallError) || error.syscall !== 'open') return error;
   // Which device it was only chooses the message: nothing is written after a failed open.
-  const number = await callNative(() => binding.statBlockDevice(path)).catch(() => undefined);
+  const number = await system.deviceNumber(path).catch(() => undefined);
   const origin = number ? inOrigin(devKey(number)) : undefined;
   if (origin) return origin;
   if (error.code === 'EBUSY') {
@@ -79,7 +80,7 @@ export async function explainOpenFailure(
     });
   }
   if (error.code === 'EROFS' || error.code === 'EACCES') {
-    const readOnly = await callNative(() => binding.queryBlockDevice(path)).then((i) => i.readOnly, () => false);
+    const readOnly = await system.blockDevice(path).then((i) => i.readOnly, () => false);
     if (readOnly) return readOnlyCow(path);
   }
   return cannotUse(path, error);

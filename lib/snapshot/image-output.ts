@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { constants, fstatSync, type Stats } from 'node:fs';
 import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DmsnapError, InvalidArgumentError } from '../errors';
-import { devKey, type DevNumber } from './stack';
+import { DmsnapError, InvalidArgumentError, type ErrnoCode } from '../errors';
+import { devKey, type DevNumber } from '../system/stack';
 
 /** What the output is: a regular file (new or existing), a device, or a stream. */
 export type OutputKind = 'new' | 'file' | 'block' | 'char' | 'fifo';
@@ -112,8 +112,14 @@ async function statOrUndefined(path: string): Promise<Stats | undefined> {
   }
 }
 
+/** The errno name of a failed fs call ('EIO' if it has none). */
+function fsCode(error: unknown): ErrnoCode {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code?.startsWith('E') ? (code as ErrnoCode) : 'EIO';
+}
+
 function ioError(path: string, error: unknown): DmsnapError {
-  const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+  const code = fsCode(error);
   return new DmsnapError(`cannot write the image to ${path}: ${(error as Error).message}`, code, { cause: error });
 }
 
@@ -126,7 +132,7 @@ async function resolveOutput(path: string): Promise<string> {
     try {
       return join(await realpath(dirname(absolute)), basename(absolute));
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+      const code = fsCode(error);
       throw new DmsnapError(`cannot write the image to ${path}: its folder ${dirname(absolute)} does not exist or cannot be read (${code}); create it first`, code, { cause: error });
     }
   }

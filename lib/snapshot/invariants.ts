@@ -15,7 +15,7 @@ import type { TargetLine } from '../dm/table';
 import { DmsnapError } from '../errors';
 import { parseSnapshotParams } from '../targets/snapshot';
 import { scanGroups, type OriginGroup } from './discover';
-import { devKey, holdersOf } from './stack';
+import { devKey, holdersOf } from '../system/stack';
 
 /** Which invariant a device breaks. */
 export type ViolationKind =
@@ -30,6 +30,12 @@ export type ViolationKind =
   | 'cow-shared';
 
 /** One broken invariant. */
+/**
+ * Snapshot-origin with no snapshot left (a drop interrupted after its remove) is harmless to
+ * build on: a new snapshot is fed by it, and the next drop restores the linear table.
+ */
+export const BENIGN_FOR_LIFECYCLE: ReadonlySet<ViolationKind> = new Set(['origin-without-snapshots']);
+
 export interface Violation {
   /** The device that breaks it. */
   device: string;

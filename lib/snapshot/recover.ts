@@ -8,9 +8,9 @@ import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
 import { clientOf, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup, type TaggedDevice } from './discover';
-import { lockOrigin } from './lock';
+import { System } from '../system/system';
 import { parseSnapshotParams } from '../targets/snapshot';
-import { devKey, holdersOf } from './stack';
+import { devKey, holdersOf } from '../system/stack';
 
 /**
  * What recover did with a device; 'kept' (a working snapshot) and 'skipped' (another
@@ -50,7 +50,7 @@ export async function recover(options: RecoverOptions = {}): Promise<RecoveryAct
     const name = group.origin?.name ?? group.real?.name.replace(/-real$/, '') ?? group.snaps[0]?.name;
     let unlock: (() => void) | undefined;
     try {
-      unlock = await lockOrigin(dm.nativeBinding, name, { ...options, lockTimeoutMs: options.lockTimeoutMs ?? RECOVER_LOCK_TIMEOUT_MS });
+      unlock = await System.of(dm).lock(name, { ...options, lockTimeoutMs: options.lockTimeoutMs ?? RECOVER_LOCK_TIMEOUT_MS });
     } catch (error) {
       if (error instanceof DmsnapError && error.code === 'ERR_DMSNAP_LOCKED') {
         actions.push({ origin: group.origin?.name ?? null, device: name, action: 'skipped', reason: 'another dmsnap process is working on it now' });

@@ -6,12 +6,12 @@ import { createReadStream, type ReadStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
-import { callNative } from '../native';
 import { ensureMountDir } from '../safety/paths';
 import { parseSnapshotParams, parseSnapshotStatus } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
-import { devicePathOf, type DevNumber } from './stack';
+import { devicePathOf, type DevNumber } from '../system/stack';
+import { System } from '../system/system';
 
 /** A snapshot's state, as `dmsnap status` reports it. */
 export type SnapshotState = 'active' | 'orphaned' | 'invalid' | 'overflow' | 'merging' | 'merge-failed' | 'unknown';
@@ -72,8 +72,9 @@ export interface SnapshotInfo {
   targetType: string;
 }
 
-/** @internal What a Snapshot needs from its origin to drop itself. */
+/** What a Snapshot needs from its origin to drop itself (an Origin). */
 export interface SnapshotOwner {
+  /** @internal */
   dropSnapshot(snapshot: Snapshot): Promise<void>;
 }
 
@@ -235,8 +236,7 @@ export class Snapshot implements AsyncDisposable {
     const fsType = await detectFilesystem(this.devicePath);
     const plan = mountPlan(fsType, this.devicePath);
     const target = ensureMountDir(dir);
-    const binding = this.dm.nativeBinding;
-    await callNative(() => binding.mount(this.devicePath, target, plan.fstype, plan.flags, plan.data));
+    await System.of(this.dm).mount(this.devicePath, target, plan.fstype, plan.flags, plan.data);
     this.mounted = { dir: target, fsType: fsType! };
     return this.mounted;
   }
@@ -245,8 +245,7 @@ export class Snapshot implements AsyncDisposable {
   async unmount(dir?: string): Promise<void> {
     const target = dir ?? this.mounted?.dir;
     if (!target) throw new DmsnapError(`snapshot ${this.info.name} is not mounted by this process; name the directory`, 'ERR_DMSNAP_NOT_MOUNTED');
-    const binding = this.dm.nativeBinding;
-    await callNative(() => binding.unmount(target, 0));
+    await System.of(this.dm).unmount(target);
     if (this.mounted?.dir === target) this.mounted = undefined;
   }
 

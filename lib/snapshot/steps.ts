@@ -61,3 +61,11 @@ export function environmentFreezeSeam(): { step: 'suspend-origin' | 'resume-snap
   const fail = inFreeze(process.env.DMSNAP_TEST_FAIL_AFTER);
   return fail ? { step: fail, action: 'fail' } : undefined;
 }
+
+/** Runs the test hooks (the caller's and the environment's) after each step. */
+export function stepRunner(onStep: StepHook | undefined): (step: Step) => Promise<void> {
+  const hooks = [onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
+  return async (step) => {
+    for (const hook of hooks) await hook(step);
+  };
+}

@@ -454,7 +454,7 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       await a.drop();
       await b.drop();
 
-      const { lockOrigin } = await import('../../lib/snapshot/lock');
+      const { lockOrigin } = await import('../../lib/system/lock');
       const unlock = await lockOrigin(dm.nativeBinding, origin.name, { lockDir: env.lockDir });
       try {
         const impatient = await openOrigin(origin.name, { dm, lockDir: env.lockDir, lockTimeoutMs: 200 });
@@ -530,23 +530,26 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
   invariantsSuite({ env, dm: () => dm, prepared: () => prepared(), state });
 }
 
-/** The binding, but the alias is repointed at `target` as soon as the first call naming it settles. */
+/**
+ * The binding, but the alias is repointed at `target` as soon as the first call naming it
+ * settles, and every later call naming it waits for that: as if an attacker swapped the
+ * path right after dmsnap's first look at it.
+ */
 function swapAfterFirstUse(binding: NativeBinding, alias: DeviceAlias, target: string): NativeBinding {
-  let swapped = false;
+  let first: Promise<void> | undefined;
   return new Proxy(binding, {
     get(object, key, receiver) {
       const value = Reflect.get(object, key, receiver) as unknown;
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        const result = (value as (...a: unknown[]) => unknown).apply(object, args);
-        if (!swapped && args.includes(alias.path)) {
-          const swap = () => {
-            if (!swapped) alias.repoint(target);
-            swapped = true;
-          };
-          if (result instanceof Promise) return result.finally(swap);
-          swap();
-        }
+        const call = () => (value as (...a: unknown[]) => unknown).apply(object, args);
+        if (!args.includes(alias.path)) return call();
+        if (first) return first.then(call);
+        const result = Promise.resolve(call());
+        first = result.then(
+          () => alias.repoint(target),
+          () => alias.repoint(target),
+        );
         return result;
       };
     },

@@ -1,4 +1,4 @@
-import { DmError, DmsnapError, SyscallError, errnoCode, errnoText } from '../../lib/errors';
+import { DMSNAP_ERROR_CODES, DmError, DmsnapError, SyscallError, errnoCode, errnoText } from '../../lib/errors';
 import { explainFailure } from '../../lib/explain';
 import { makeSyscallError } from '../../lib/native';
 
@@ -58,5 +58,31 @@ describe('explainFailure', () => {
     expect(explainFailure({ errno: 6, syscall: 'ioctl', ioctl: 'DM_DEV_STATUS', path: '/dev/mapper/control', device: 'x' })).toBe(
       'DM_DEV_STATUS on device-mapper device "x" failed: no such device or address (ENXIO); no device-mapper device named "x" exists',
     );
+  });
+});
+
+describe('the exported list of codes', () => {
+  /** Every 'ERR_…' string literal in lib/, by file. */
+  function codesInSource(): Map<string, string> {
+    const { readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
+    const { join } = require('node:path') as typeof import('node:path');
+    const found = new Map<string, string>();
+    const walk = (dir: string) => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else if (entry.name.endsWith('.ts') && path !== join('lib', 'errors.ts')) {
+          for (const [, code] of readFileSync(path, 'utf8').matchAll(/'(ERR_[A-Z_]+)'/g)) found.set(code!, path);
+        }
+      }
+    };
+    walk('lib');
+    return found;
+  }
+
+  it('names every code lib/ raises, and only those', () => {
+    const used = codesInSource();
+    expect([...used.keys()].filter((code) => !(DMSNAP_ERROR_CODES as readonly string[]).includes(code))).toEqual([]);
+    expect(DMSNAP_ERROR_CODES.filter((code) => !used.has(code))).toEqual([]);
   });
 });

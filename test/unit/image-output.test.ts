@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { DmsnapError, InvalidArgumentError } from '../../lib/errors';
 import { copyDevice } from '../../lib/snapshot/image';
 import { decodeDev, openImageOutput, outputKind, outputRefusal, type OutputGuard } from '../../lib/snapshot/image-output';
-import { devKey } from '../../lib/snapshot/stack';
+import { devKey } from '../../lib/system/stack';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 const none: OutputGuard = { devices: new Map(), filesystems: new Map(), nodeDir: '/dev/mapper' };

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadBinding, type NativeBinding } from '../../lib/native';
 import { ensureMountDir } from '../../lib/safety/paths';
-import { checkLockDir, lockOrigin } from '../../lib/snapshot/lock';
+import { checkLockDir, lockOrigin } from '../../lib/system/lock';
 
 const NOBODY = 65534;
 const asRoot = process.geteuid?.() === 0;

@@ -2,9 +2,9 @@
  * Block-device queries: size, sector sizes and device number, straight from the kernel
  * (BLKGETSIZE64, BLKSSZGET, BLKPBSZGET, BLKROGET, stat).
  */
-import { callNative, loadBinding, type NativeBinding } from './native';
-import { bytes, bytesToSectors, type Bytes, type Sectors } from './units';
-import { checkPath } from './validate';
+import { callNative, loadBinding, type NativeBinding } from '../native';
+import { bytes, bytesToSectors, type Bytes, type Sectors } from '../units';
+import { checkPath } from '../validate';
 
 /** A block device's size and geometry, as blockDeviceInfo reads them from the kernel. */
 export interface BlockDeviceInfo {
@@ -26,7 +26,7 @@ export interface BlockDeviceInfo {
 
 /** Options of blockDeviceInfo and deviceNumber. */
 export interface BlockDeviceOptions {
-  /** The native binding to use; tests inject a fake one. */
+  /** @internal The native binding to use; tests inject a fake one. */
   binding?: NativeBinding;
 }
 

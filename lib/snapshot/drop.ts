@@ -1,0 +1,81 @@
+/**
+ * Dropping a snapshot: it is removed while the origin runs (the kernel unhooks it from the
+ * origin's writes), so the origin is suspended only for the swap back to its linear
+ * table when it was the last, never while a remove is retried or udev is awaited.
+ */
+import { DmError, DmsnapError } from '../errors';
+import type { Guardian } from '../system/guardian';
+import { System } from '../system/system';
+import { assertConsistent, BENIGN_FOR_LIFECYCLE, currentGroup } from './invariants';
+import type { Origin } from './origin';
+import type { Snapshot } from './snapshot';
+import { stepRunner, type Step, type StepHook } from './steps';
+
+/** Drops `snap` of `origin` under the origin's lock; restores the linear table when it was the last. */
+export async function dropSnapshot(origin: Origin, snap: Snapshot, onStep?: StepHook): Promise<void> {
+  const after = stepRunner(onStep);
+  const { dm } = origin;
+  const system = System.of(dm);
+  const lock = await system.lock(origin.name, origin.lockOptions);
+  let guardian: Guardian | undefined;
+  try {
+    const group = await currentGroup(dm, origin.originId);
+    await assertConsistent(dm, origin.name, group, BENIGN_FOR_LIFECYCLE);
+    // Found by its tag, not by name alone: a device of that name from elsewhere is never touched.
+    const target = group.snaps.find((s) => s.name === snap.name);
+    const last = group.snaps.every((s) => s.name === snap.name);
+    if (last) guardian = system.startGuardian(dm.controlPath, origin.originUuid, lock);
+    if (target) {
+      await removeSnapshotDevice(origin, snap.name);
+      await after('remove-snapshot');
+    }
+    const [wrapperLine] = await dm.table(origin.name);
+    if (guardian && wrapperLine?.type === 'snapshot-origin') await restoreLinear(origin, guardian, after);
+  } finally {
+    const finished = guardian ? guardian.finish() : Promise.resolve();
+    lock();
+    await finished;
+  }
+}
+
+/** Removes the snapshot device; EBUSY, with what to do, while it is mounted or open. */
+async function removeSnapshotDevice(origin: Origin, name: string): Promise<void> {
+  const { dm } = origin;
+  const info = await dm.find(name);
+  if (info && info.openCount > 0) {
+    throw new DmsnapError(`snapshot ${name} is mounted or open (open count ${info.openCount}); unmount it or close it first`, 'EBUSY');
+  }
+  try {
+    await dm.remove(name, { retry: true });
+  } catch (error) {
+    if (error instanceof DmError && error.code === 'EBUSY') {
+      throw new DmsnapError(`snapshot ${name} is mounted or open; unmount it or close it first`, 'EBUSY', { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** Swaps the origin back to the linear table of NAME-real (no snapshot is left to feed). */
+async function restoreLinear(origin: Origin, guardian: Guardian, after: (step: Step) => Promise<void>): Promise<void> {
+  const { dm } = origin;
+  let loaded = false;
+  let suspended = false;
+  try {
+    await dm.load(origin.name, await dm.table(origin.realName));
+    loaded = true;
+    await after('load-linear-table');
+    await guardian.ready;
+    // The filesystem need not be frozen to drop a snapshot: suspend without lockfs.
+    await dm.suspend(origin.name, { skipLockfs: true });
+    suspended = true;
+    await after('suspend-origin');
+    await dm.resume(origin.name);
+    suspended = false;
+  } catch (error) {
+    // Back to where it was: the old table live, nothing waiting in the inactive slot.
+    if (loaded) await dm.clear(origin.name).catch(() => undefined);
+    if (suspended) await dm.resume(origin.name).catch(() => undefined);
+    throw error;
+  }
+  await after('resume-origin');
+}

@@ -1,0 +1,171 @@
+/**
+ * Taking a planned snapshot: zero the COW header, create the snapshot device, stage both
+ * tables in inactive slots, then the freeze (suspend origin, resume snapshot, resume
+ * origin) as one native call. Any failure rolls back to the origin's previous table with
+ * the devices this call created removed, and names the step that failed.
+ */
+import { DmsnapError } from '../errors';
+import { callNative } from '../native';
+import { devKey, holdersOf, type DevNumber } from '../system/stack';
+import type { BlockDeviceInfo } from '../system/block-device';
+import { snapshot as snapshotTarget } from '../targets/snapshot';
+import { snapshotOrigin } from '../targets/snapshot-origin';
+import { sectors } from '../units';
+import { HIDDEN_LAYER } from './context';
+import type { Origin } from './origin';
+import type { SnapshotPlan } from './plan';
+import { Snapshot } from './snapshot';
+import { environmentFreezeSeam, type Step } from './steps';
+import { formatTag, newSnapId } from './tags';
+
+/** The snapshot to make. */
+export interface SnapshotSpec {
+  name: string;
+  chunkSectors: number;
+  persistent: boolean;
+}
+
+/** How far a take got: what a rollback must undo, and the step to name. */
+interface Progress {
+  step: Step;
+  /** The snapshot device exists. */
+  created: boolean;
+  /** snapshot-origin waits in the origin's inactive slot. */
+  preloaded: boolean;
+}
+
+type After = (step: Step) => Promise<void>;
+
+/** Takes the snapshot `plan` was checked for; `guardianReady` must resolve before the freeze. */
+export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, after: After, guardianReady: Promise<void>): Promise<Snapshot> {
+  const progress: Progress = { step: 'validate', created: false, preloaded: false };
+  try {
+    await stageTables(origin, plan, spec, after, progress);
+    // If this process dies while the origin is suspended, the guardian resumes it.
+    await guardianReady;
+    const freezeMs = await freeze(origin, spec.name, after, progress);
+    const info = {
+      name: spec.name,
+      originName: origin.name,
+      origin: { major: plan.real.major, minor: plan.real.minor },
+      cow: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path },
+      chunkSectors: spec.chunkSectors,
+      persistent: spec.persistent,
+      targetType: 'snapshot',
+    };
+    return new Snapshot(origin.dm, origin, info, freezeMs);
+  } catch (error) {
+    await rollBack(origin, spec.name, progress);
+    const reason = error instanceof Error ? error.message : String(error);
+    const code = error instanceof DmsnapError ? error.code : 'ERR_DMSNAP_SNAPSHOT_FAILED';
+    throw new DmsnapError(
+      `snapshot "${spec.name}" of ${origin.name} failed at step "${progress.step}": ${reason}. ` +
+        `${origin.name} is running with its previous table and the devices this call created were removed`,
+      code,
+      { cause: error },
+    );
+  }
+}
+
+/** Everything before the freeze: nothing of it changes what the origin reads or writes. */
+async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, after: After, progress: Progress): Promise<void> {
+  const { dm } = origin;
+  const size = sectors(origin.sizeSectors);
+  const realKey = devKey(plan.real);
+  progress.step = 'zero-cow';
+  // A stale header would revive an old (or invalid) snapshot: zero the first chunk.
+  await callNative(() => plan.device.zeroStart(plan.chunkBytes));
+  // Released before the table load: the snapshot's own claim on the COW is exclusive too.
+  plan.device.close();
+  await after(progress.step);
+
+  progress.step = 'create-snapshot-device';
+  await dm.create(spec.name, { uuid: formatTag({ originId: origin.originId, role: 'snap', snapId: newSnapId() }) });
+  progress.created = true;
+  await after(progress.step);
+
+  // Both tables go into inactive slots at once; neither changes anything yet.
+  progress.step = 'load-snapshot-table';
+  const snapshotTable = [
+    snapshotTarget({ length: size, origin: realKey, cow: devKey(plan.cow), persistent: spec.persistent, chunkSectors: sectors(spec.chunkSectors) }),
+  ];
+  const originLoad = plan.firstSnapshot ? dm.load(origin.name, [snapshotOrigin({ length: size, origin: realKey })]) : undefined;
+  originLoad?.catch(() => undefined);
+  try {
+    const loaded = await dm.load(spec.name, snapshotTable);
+    assertSoleUser(plan.cow, loaded);
+  } finally {
+    // Whatever happened to the snapshot table, know the state of the origin's slot.
+    if (originLoad) progress.preloaded = await originLoad.then(() => true, () => false);
+  }
+  await after(progress.step);
+  if (originLoad) {
+    progress.step = 'load-origin-table';
+    await originLoad;
+    await after(progress.step);
+  }
+}
+
+/**
+ * The freeze: one native call on a thread of its own with memory locked (see
+ * lib/dm/freeze.ts), so that nothing in it waits for the thread pool, udev or JavaScript.
+ * If a step fails, it resumes the origin with its previous table itself. Returns the
+ * milliseconds the origin was suspended.
+ */
+async function freeze(origin: Origin, name: string, after: After, progress: Progress): Promise<number> {
+  const { dm } = origin;
+  const batch = dm.udevBatch();
+  let freezeMs: number;
+  try {
+    progress.step = 'suspend-origin';
+    const seam = environmentFreezeSeam();
+    const options = { batch, snapshotUdevFlags: HIDDEN_LAYER, originTableLoaded: progress.preloaded, ...(seam ? { seam } : {}) };
+    freezeMs = (await dm.freeze(origin.name, name, options)).freezeMs;
+    progress.preloaded = false;
+  } catch (error) {
+    // The step the native freeze failed at, and whether it dropped the new table.
+    const { freezeStep, recovery } = error as { freezeStep?: Step; recovery?: { cleared: boolean } };
+    if (freezeStep) progress.step = freezeStep;
+    if (recovery?.cleared) progress.preloaded = false;
+    throw error;
+  } finally {
+    await batch.finish();
+  }
+  // Reported once the freeze is over: no JavaScript runs while the origin is suspended.
+  for (const done of ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const) {
+    progress.step = done;
+    await after(done);
+  }
+  return freezeMs;
+}
+
+/** Undoes a failed snapshot: inactive table cleared, origin live, snapshot device gone. */
+async function rollBack(origin: Origin, name: string, progress: Progress): Promise<void> {
+  const { dm } = origin;
+  if (progress.preloaded) await dm.clear(origin.name).catch(() => undefined);
+  const wrapper = await dm.find(origin.name);
+  if (wrapper?.suspended) await dm.resume(origin.name).catch(() => undefined);
+  if (progress.created) await dm.remove(name, { retry: true }).catch(() => undefined);
+  // A swap that went through but failed afterwards leaves snapshot-origin with no
+  // snapshot: put the linear table back.
+  const [line] = await dm.table(origin.name).catch(() => []);
+  if (line?.type === 'snapshot-origin' && (await origin.snapshots()).length === 0) {
+    await dm.load(origin.name, await dm.table(origin.realName)).catch(() => undefined);
+    await dm.resume(origin.name, { skipLockfs: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * The exclusive open before the zeroing cannot see another snapshot being made on the same
+ * COW at the same moment: device-mapper tables share one claim on the devices they use. Once
+ * the table is loaded, the COW's holders are the proof: this snapshot must be the only one.
+ */
+function assertSoleUser(cow: BlockDeviceInfo, snapshotDevice: DevNumber): void {
+  const others = holdersOf(cow).filter((key) => key !== devKey(snapshotDevice));
+  if (others.length > 0) {
+    throw new DmsnapError(
+      `the COW device ${cow.path} is also used by device ${others.join(', ')} (another snapshot made at the same time?); name an unused device`,
+      'EBUSY',
+    );
+  }
+}
