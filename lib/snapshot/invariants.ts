@@ -16,6 +16,7 @@ import { DmsnapError } from '../errors';
 import { parseSnapshotParams } from '../targets/snapshot';
 import { scanGroups, type OriginGroup } from './discover';
 import { devKey, holdersOf } from '../system/stack';
+import { parseDevKey } from '../dev-number';
 
 /** Which invariant a device breaks. */
 export type ViolationKind =
@@ -97,8 +98,8 @@ export async function groupViolations(dm: DeviceMapper, group: OriginGroup): Pro
     }
     const params = parseSnapshotParams(snap.line.params);
     if (params.origin !== realKey) add(name, 'snapshot-wrong-origin', `snapshot ${name} reads ${params.origin}, not ${real.info.name} (${realKey})`);
-    const [major, minor] = params.cow.split(':').map(Number);
-    const users = holdersOf({ major, minor });
+    const cow = parseDevKey(params.cow);
+    const users = cow ? holdersOf(cow) : [];
     if (users.length > 1) add(name, 'cow-shared', `the COW ${params.cow} of snapshot ${name} is used by ${users.length} devices (${users.join(', ')})`);
   }
   return found;

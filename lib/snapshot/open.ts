@@ -15,6 +15,7 @@ import { scanGroups, type OriginGroup } from './discover';
 import { Origin, type SnapshotOptions } from './origin';
 import type { Snapshot } from './snapshot';
 import { formatTag, newOriginId, parseTag } from './tags';
+import { parseDevKey } from '../dev-number';
 
 /** Options of prepare. */
 export interface PrepareOptions extends LifecycleOptions {
@@ -28,8 +29,9 @@ async function originFromGroup(dm: DeviceMapper, options: LifecycleOptions, grou
   const [line] = await dm.table(group.real.name);
   if (!line || line.type !== 'linear') return undefined;
   const params = parseLinearParams(line.params);
-  const [major, minor] = params.device.split(':').map(Number);
-  const backing = { major, minor, path: devicePathOf({ major, minor }) ?? null };
+  const device = parseDevKey(params.device);
+  if (!device) return undefined;
+  const backing = { ...device, path: devicePathOf(device) ?? null };
   return new Origin(dm, options, group.origin.name, group.originId, backing, line.length);
 }
 

@@ -11,7 +11,7 @@ import type { DevNumber } from '../system/stack';
 import type { LockOptions } from '../system/lock';
 import { System } from '../system/system';
 import { MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS } from '../targets/snapshot';
-import { SECTOR_BYTES } from '../units';
+import { sectors, sectorsToBytes, type Bytes, type Sectors } from '../units';
 import { check, checkPath } from '../validate';
 import type { LifecycleOptions } from './context';
 import { scanGroups } from './discover';
@@ -19,7 +19,7 @@ import { dropSnapshot } from './drop';
 import { planSnapshot, type SnapshotPlan } from './plan';
 import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { stepRunner, type StepHook } from './steps';
-import { takeSnapshot } from './take';
+import { takeSnapshot, type SnapshotSpec } from './take';
 import { formatTag } from './tags';
 
 /** Options of Origin.snapshot and withSnapshot. */
@@ -46,14 +46,14 @@ export interface OriginStatus {
   /** The block device under the origin (null if sysfs does not name it). */
   backing: string | null;
   /** The origin's size in bytes. */
-  sizeBytes: number;
+  sizeBytes: Bytes;
   /** Normally false; true if the origin was left suspended (see recover). */
   suspended: boolean;
   /**
    * Each snapshot's status, with its COW device (a path, or MAJOR:MINOR), chunk size in
    * 512-byte sectors and persistence.
    */
-  snapshots: (SnapshotStatusReport & { cow: string; chunkSectors: number; persistent: boolean })[];
+  snapshots: (SnapshotStatusReport & { cow: string; chunkSectors: Sectors; persistent: boolean })[];
 }
 
 /** A device prepared by dmsnap: NAME (the wrapper the filesystem lives on) and NAME-real. */
@@ -69,7 +69,7 @@ export class Origin implements SnapshotOwner {
     /** The block device under the origin. */
     readonly backing: DevNumber & { path: string | null },
     /** Size in 512-byte sectors. */
-    readonly sizeSectors: number,
+    readonly sizeSectors: Sectors,
   ) {}
 
   /** /dev/mapper/NAME: mount this, not the backing device. */
@@ -88,8 +88,8 @@ export class Origin implements SnapshotOwner {
   }
 
   /** Size in bytes. */
-  get sizeBytes(): number {
-    return this.sizeSectors * SECTOR_BYTES;
+  get sizeBytes(): Bytes {
+    return sectorsToBytes(this.sizeSectors);
   }
 
   /** The snapshots of this origin that exist now, read from the kernel. */
@@ -189,7 +189,7 @@ export class Origin implements SnapshotOwner {
 }
 
 /** Validates Origin.snapshot's options; the snapshot's name, chunk size and persistence. */
-function checkSnapshotOptions(options: SnapshotOptions, originName: string): { name: string; chunkSectors: number; persistent: boolean } {
+function checkSnapshotOptions(options: SnapshotOptions, originName: string): SnapshotSpec {
   check(typeof options === 'object' && options !== null, 'options', 'an object with at least { cow }', options);
   checkPath(options.cow, 'cow');
   const chunkSectors = options.chunkSectors ?? 32;
@@ -203,5 +203,5 @@ function checkSnapshotOptions(options: SnapshotOptions, originName: string): { n
   check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
   const name = options.name ?? `${originName}-snap`;
   checkDeviceName(name, 'name');
-  return { name, chunkSectors, persistent };
+  return { name, chunkSectors: sectors(chunkSectors), persistent };
 }

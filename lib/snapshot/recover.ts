@@ -11,6 +11,7 @@ import { scanGroups, type OriginGroup, type TaggedDevice } from './discover';
 import { System } from '../system/system';
 import { parseSnapshotParams } from '../targets/snapshot';
 import { devKey, holdersOf } from '../system/stack';
+import { parseDevKey } from '../dev-number';
 
 /**
  * What recover did with a device; 'kept' (a working snapshot) and 'skipped' (another
@@ -138,8 +139,8 @@ async function snapshotProblem(
   if (!real || !line.params.startsWith(`${devKey(real)} `)) return "a snapshot whose origin's NAME-real is gone";
   if (!originTracksReal) return 'a snapshot the origin does not feed (the swap to snapshot-origin never happened): it no longer shows one instant';
   const cow = parseSnapshotParams(line.params).cow;
-  const [major, minor] = cow.split(':').map(Number);
-  const users = holdersOf({ major, minor });
+  const device = parseDevKey(cow);
+  const users = device ? holdersOf(device) : [];
   if (users.length > 1) return `its COW ${cow} is used by ${users.length} devices at once: what it holds cannot be trusted`;
   return undefined;
 }

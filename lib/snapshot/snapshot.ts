@@ -11,35 +11,49 @@ import { parseSnapshotParams, parseSnapshotStatus } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
 import { devicePathOf, type DevNumber } from '../system/stack';
+import type { Sectors } from '../units';
 import { System } from '../system/system';
+import { parseDevKey } from '../dev-number';
 
 /** A snapshot's state, as `dmsnap status` reports it. */
-export type SnapshotState = 'active' | 'orphaned' | 'invalid' | 'overflow' | 'merging' | 'merge-failed' | 'unknown';
+export type SnapshotState = SnapshotStatusReport['state'];
 
-/** What the kernel says about a snapshot (step 4 of the procedure). */
-export interface SnapshotStatusReport {
-  name: string;
-  /** /dev/mapper/NAME */
-  device: string;
-  /**
-   * 'invalid': the COW filled up and the snapshot is lost (the origin is unaffected).
-   * 'overflow': a PO snapshot's COW filled up.
-   * 'orphaned': the snapshot device works, but its origin no longer feeds it copy-on-write
-   * (an interrupted call left the origin on its linear table): it does not show one instant
-   * any more. `dmsnap recover` removes it.
-   */
-  state: SnapshotState;
-  /** Sectors of the COW in use (data and metadata); null unless active, orphaned or merging. */
-  allocatedSectors: number | null;
-  /** Size of the COW in sectors; null unless active, orphaned or merging. */
-  totalSectors: number | null;
-  /** Sectors of the COW holding the exception store's metadata; null unless active, orphaned or merging. */
-  metadataSectors: number | null;
-  /** Sectors of copied chunks (allocated − metadata); null unless active, orphaned or merging. */
-  dataSectors: number | null;
-  /** allocated / total × 100; null unless active, orphaned or merging. */
-  usedPercent: number | null;
+/** The states in which the kernel reports the COW's usage. */
+export type StateWithUsage = 'active' | 'orphaned' | 'merging';
+
+/** How much of the COW is in use, as the kernel reports it. */
+export interface CowUsage {
+  /** Sectors of the COW in use (data and metadata). */
+  allocatedSectors: Sectors;
+  /** Size of the COW in sectors. */
+  totalSectors: Sectors;
+  /** Sectors holding the exception store's metadata. */
+  metadataSectors: Sectors;
+  /** Sectors of copied chunks (allocated − metadata). */
+  dataSectors: Sectors;
+  /** allocated / total × 100. */
+  usedPercent: number;
 }
+
+/** The usage fields of a state without usage: all null. */
+export type NoCowUsage = { [K in keyof CowUsage]: null };
+
+/**
+ * What the kernel says about a snapshot (step 4 of the procedure), discriminated on
+ * `state`:
+ * - 'active': the origin copies every block it overwrites into the COW first;
+ * - 'orphaned': the snapshot device works, but its origin no longer feeds it copy-on-write
+ *   (an interrupted call left the origin on its linear table): it does not show one
+ *   instant any more. `dmsnap recover` removes it;
+ * - 'merging': being merged back into its origin;
+ * - 'invalid': the COW filled up and the snapshot is lost (the origin is unaffected);
+ * - 'overflow': a PO snapshot's COW filled up;
+ * - 'merge-failed', 'unknown': as the kernel says.
+ * Usage is reported (not null) in the first three.
+ */
+export type SnapshotStatusReport =
+  | ({ name: string; device: string; state: StateWithUsage } & CowUsage)
+  | ({ name: string; device: string; state: 'invalid' | 'overflow' | 'merge-failed' | 'unknown' } & NoCowUsage);
 
 /** Where a snapshot is mounted. */
 export interface SnapshotMount {
@@ -65,7 +79,7 @@ export interface SnapshotInfo {
   /** The COW device; path is null when sysfs does not name it. */
   cow: DevNumber & { path: string | null };
   /** Chunk size in 512-byte sectors. */
-  chunkSectors: number;
+  chunkSectors: Sectors;
   /** A persistent exception store (P or PO), kept on the COW device; false for a transient one (N). */
   persistent: boolean;
   /** 'snapshot', or 'snapshot-merge' while merging back. */
@@ -120,7 +134,7 @@ export class Snapshot implements AsyncDisposable {
     ]);
     const type = lines[0]?.type;
     const base = { name: this.info.name, device: this.devicePath };
-    const none = { allocatedSectors: null, totalSectors: null, metadataSectors: null, dataSectors: null, usedPercent: null };
+    const none: NoCowUsage = { allocatedSectors: null, totalSectors: null, metadataSectors: null, dataSectors: null, usedPercent: null };
     if (!lines[0] || (type !== 'snapshot' && type !== 'snapshot-merge')) return { ...base, state: 'unknown', ...none };
     const parsed = parseSnapshotStatus(lines[0].params);
     if (parsed.state !== 'active') return { ...base, state: parsed.state, ...none };
@@ -268,8 +282,9 @@ export class Snapshot implements AsyncDisposable {
 /** Reads a snapshot device's table into a SnapshotInfo. */
 export function snapshotInfoFromTable(name: string, originName: string, type: string, params: string): SnapshotInfo {
   const parsed = parseSnapshotParams(params);
-  const [major, minor] = parsed.cow.split(':').map(Number);
-  const cow = { major, minor, path: devicePathOf({ major, minor }) ?? null };
-  const [originMajor, originMinor] = parsed.origin.split(':').map(Number);
-  return { name, originName, origin: { major: originMajor, minor: originMinor }, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type };
+  // The kernel names both devices by number.
+  const cowNumber = parseDevKey(parsed.cow) ?? { major: 0, minor: 0 };
+  const cow = { ...cowNumber, path: devicePathOf(cowNumber) ?? null };
+  const origin = parseDevKey(parsed.origin) ?? { major: 0, minor: 0 };
+  return { name, originName, origin, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type };
 }

@@ -10,7 +10,7 @@ import { devKey, holdersOf, type DevNumber } from '../system/stack';
 import type { BlockDeviceInfo } from '../system/block-device';
 import { snapshot as snapshotTarget } from '../targets/snapshot';
 import { snapshotOrigin } from '../targets/snapshot-origin';
-import { sectors } from '../units';
+import { sectors, type Sectors } from '../units';
 import { HIDDEN_LAYER } from './context';
 import type { Origin } from './origin';
 import type { SnapshotPlan } from './plan';
@@ -21,7 +21,7 @@ import { formatTag, newSnapId } from './tags';
 /** The snapshot to make. */
 export interface SnapshotSpec {
   name: string;
-  chunkSectors: number;
+  chunkSectors: Sectors;
   persistent: boolean;
 }
 
@@ -87,7 +87,7 @@ async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpe
   // Both tables go into inactive slots at once; neither changes anything yet.
   progress.step = 'load-snapshot-table';
   const snapshotTable = [
-    snapshotTarget({ length: size, origin: realKey, cow: devKey(plan.cow), persistent: spec.persistent, chunkSectors: sectors(spec.chunkSectors) }),
+    snapshotTarget({ length: size, origin: realKey, cow: devKey(plan.cow), persistent: spec.persistent, chunkSectors: spec.chunkSectors }),
   ];
   const originLoad = plan.firstSnapshot ? dm.load(origin.name, [snapshotOrigin({ length: size, origin: realKey })]) : undefined;
   originLoad?.catch(() => undefined);

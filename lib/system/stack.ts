@@ -6,16 +6,9 @@
 import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
-/** A block device number. */
-export interface DevNumber {
-  major: number;
-  minor: number;
-}
+import { devKey, type DevNumber } from '../dev-number';
 
-/** "MAJOR:MINOR", as device-mapper tables and /sys/dev/block name a device. */
-export function devKey(dev: DevNumber): string {
-  return `${dev.major}:${dev.minor}`;
-}
+export { devKey, type DevNumber };
 
 function sysfsDir(key: string): string | undefined {
   try {
