@@ -81,3 +81,9 @@ export function hostCalls(s: FakeState): HostCalls {
     unlock: (fd) => unlock(s, fd),
   };
 }
+
+/**
+ * A guardian executable for lib to name when no addon is built (lib looks for the guardian
+ * next to the addon): the fake only checks that it exists, and never runs it.
+ */
+export const FAKE_GUARDIAN = __filename;
