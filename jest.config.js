@@ -6,5 +6,7 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test/unit'],
   testMatch: ['**/*.test.ts'],
+  // Without a compiled addon, names the fake's guardian (test/support/unit-setup.ts).
+  setupFiles: ['<rootDir>/test/support/unit-setup.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
 };

@@ -5,8 +5,9 @@
  */
 import { DeviceMapper, SyscallError, blockDeviceInfo } from '../../lib';
 import { loadBinding } from '../../lib/native';
+import { describeWithAddon } from '../support/addon';
 
-describe('native addon', () => {
+describeWithAddon('native addon', () => {
   it('loads and exposes its functions', () => {
     const binding = loadBinding() as unknown as Record<string, unknown>;
     expect(typeof binding.openControl).toBe('function');

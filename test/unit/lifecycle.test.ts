@@ -61,11 +61,13 @@ describe('the guardian and the COW (fake kernel)', () => {
     const { prepare } = await import('../../lib');
     const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm, lockDir, name: 'noguard' });
     const cow = system.addLoopDevice(2 * 1024 * 1024);
+    const saved = process.env.DMSNAP_GUARDIAN;
     process.env.DMSNAP_GUARDIAN = '/nonexistent/dmsnap-guardian';
     try {
       await expect(origin.snapshot({ cow })).rejects.toMatchObject({ code: 'ERR_DMSNAP_GUARDIAN' });
     } finally {
-      delete process.env.DMSNAP_GUARDIAN;
+      if (saved === undefined) delete process.env.DMSNAP_GUARDIAN;
+      else process.env.DMSNAP_GUARDIAN = saved;
     }
     expect(system.zeroed.has(cow)).toBe(false);
     dm.close();

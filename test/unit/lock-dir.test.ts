@@ -10,9 +10,16 @@ import { join } from 'node:path';
 import { loadBinding, type NativeBinding } from '../../lib/native';
 import { ensureMountDir } from '../../lib/safety/paths';
 import { checkLockDir, lockOrigin } from '../../lib/system/lock';
+import { addonMissing } from '../support/addon';
 
 const NOBODY = 65534;
 const asRoot = process.geteuid?.() === 0;
+/** describe when root (and, for the lock tests, flock through the addon), else describe.skip saying why. */
+const describeAsRoot = (name: string, fn: () => void, needsAddon = false) => {
+  const reason = !asRoot ? 'needs root' : needsAddon ? addonMissing : undefined;
+  if (reason) describe.skip(`${name} [skipped: ${reason}]`, fn);
+  else describe(name, fn);
+};
 const binding = { tryLock: (fd: number) => loadBinding().tryLock(fd) } as NativeBinding;
 let base: string;
 
@@ -38,7 +45,7 @@ const refusedLock = async (lockDir: string) => {
   throw new Error('not refused');
 };
 
-(asRoot ? describe : describe.skip)('lock directory', () => {
+describeAsRoot('lock directory', () => {
   it('is created with mode 0700 (with missing parents) and accepted', async () => {
     const dir = join(base, 'a', 'locks');
     expect(checkLockDir({ lockDir: dir })).toBe(dir);
@@ -105,9 +112,9 @@ const refusedLock = async (lockDir: string) => {
     const error = refusal(() => checkLockDir({ lockDir: join(base, 'userlink', 'locks') }));
     expect(error.message).toMatch(/userlink is a symbolic link owned by uid 65534/);
   });
-});
+}, true);
 
-(asRoot ? describe : describe.skip)('lock file', () => {
+describeAsRoot('lock file', () => {
   let dir: string;
   beforeEach(() => {
     dir = join(base, 'locks');
@@ -146,9 +153,9 @@ const refusedLock = async (lockDir: string) => {
     chownSync(join(dir, 'o.lock'), NOBODY, NOBODY);
     await refused(/owned by uid 65534/);
   });
-});
+}, true);
 
-(asRoot ? describe : describe.skip)('mount directory', () => {
+describeAsRoot('mount directory', () => {
   it('creates a missing one 0700 in a sticky parent and accepts it', () => {
     const dir = join(base, 'mnt');
     chmodSync(base, 0o1777);

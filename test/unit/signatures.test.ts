@@ -11,6 +11,7 @@ import { delimiter, join } from 'node:path';
 import { DmsnapError, InvalidArgumentError, SyscallError } from '../../lib';
 import { CowHasDataError, checkCowIsBlank, describeSignatures, probeSignatures, type DeviceSignature } from '../../lib/safety/signatures';
 import { loadBinding } from '../../lib/native';
+import { addonMissing } from '../support/addon';
 import { createFakeSystem } from '../support/fake-binding';
 
 const MiB = 1024 * 1024;
@@ -43,10 +44,10 @@ function run(tool: string, args: string[], input?: string): string {
   });
 }
 
-/** `it`, or `it.skip` with the reason (missing tools, or skipReason) in the test's name. */
+/** `it` through the real addon, or `it.skip` with the reason (no addon, missing tools, or skipReason) in the test's name. */
 function itWith(tools: string[], name: string, fn: () => Promise<void>, skipReason?: string): void {
   const missing = tools.filter((tool) => !findTool(tool));
-  const reason = missing.length > 0 ? `${missing.join(', ')} not installed` : skipReason;
+  const reason = addonMissing ?? (missing.length > 0 ? `${missing.join(', ')} not installed` : skipReason);
   if (reason) it.skip(`${name} [skipped: ${reason}]`, fn);
   else it(name, fn, SLOW);
 }
@@ -152,13 +153,13 @@ async function expectRefused(path: string, expected: DeviceSignature[], message:
 const byOffset = (a: DeviceSignature, b: DeviceSignature) => a.offsetBytes - b.offsetBytes;
 
 describe('probeSignatures and checkCowIsBlank on real images', () => {
-  it('finds nothing on an all-zero device and lets it through', async () => {
+  itWith([], 'finds nothing on an all-zero device and lets it through', async () => {
     const path = image(8 * MiB);
     expect(await probeSignatures(path)).toEqual([]);
     expect(await checkCowIsBlank(path)).toEqual([]);
   });
 
-  it("reports an old COW's dm-snapshot header without refusing it", async () => {
+  itWith([], "reports an old COW's dm-snapshot header without refusing it", async () => {
     const path = image(8 * MiB);
     writeAt(path, 0, snapshotHeader());
     // libblkid's own name for it, which probeSignatures turns into dmsnap's.
@@ -168,13 +169,13 @@ describe('probeSignatures and checkCowIsBlank on real images', () => {
     expect(await checkCowIsBlank(path)).toEqual([header]);
   });
 
-  it('reads the dm-snapshot magic little-endian', async () => {
+  itWith([], 'reads the dm-snapshot magic little-endian', async () => {
     const path = image(8 * MiB);
     writeAt(path, 0, snapshotHeader(0x536e4170)); // "pAnS": the magic byte-swapped
     expect(await probeSignatures(path)).toEqual([]);
   });
 
-  it('does not mistake a file shorter than the header for anything', async () => {
+  itWith([], 'does not mistake a file shorter than the header for anything', async () => {
     const path = image(3);
     expect(await probeSignatures(path)).toEqual([]);
   });
@@ -273,7 +274,7 @@ describe('probeSignatures and checkCowIsBlank on real images', () => {
     await expectRefused(path, [luks(0), luks(16384)], /a LUKS encryption header \(crypto_LUKS, label "cowtest", UUID 8d3a1e2f-5b6c-4d7e-8f90-a1b2c3d4e5f6\) at offsets 0 and 16384/);
   });
 
-  it('refuses an md RAID member (1.2 superblock)', async () => {
+  itWith([], 'refuses an md RAID member (1.2 superblock)', async () => {
     const size = 8 * MiB;
     const path = image(size);
     writeAt(path, 4096, mdSuperblock(size / 512));
@@ -347,7 +348,7 @@ describe('probeSignatures and checkCowIsBlank on real images', () => {
     expect((await refusal(path)).message).toMatch(/an ext4 filesystem .* at offset 1080 and an MBR \(dos\) partition table \(UUID 1234abcd\) at offset 510; /);
   });
 
-  it('still refuses an old COW that became an md RAID member', async () => {
+  itWith([], 'still refuses an old COW that became an md RAID member', async () => {
     // mdadm writes a 1.2 superblock at 4 KiB and leaves sector 0 alone: the "SnAp" of the
     // old COW survives, but the device now belongs to an array.
     const size = 8 * MiB;
@@ -360,7 +361,7 @@ describe('probeSignatures and checkCowIsBlank on real images', () => {
     expect((await refusal(path)).message).not.toMatch(/dm-snapshot/);
   });
 
-  it('fails like the other native calls for a missing path or a character device', async () => {
+  itWith([], 'fails like the other native calls for a missing path or a character device', async () => {
     await expect(probeSignatures(join(dir, 'missing.img'))).rejects.toBeInstanceOf(SyscallError);
     await expect(checkCowIsBlank(join(dir, 'missing.img'))).rejects.toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open', path: join(dir, 'missing.img') });
     await expect(checkCowIsBlank('/dev/null')).rejects.toMatchObject({ code: 'ENOTBLK', syscall: 'open', path: '/dev/null' });

@@ -4,7 +4,7 @@
  * origin's new table and resume it), made of the fake control's own ioctls, with the
  * same result shape and the same test seams.
  */
-import type { NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeFreezeResult } from '../../lib/native';
+import type { NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeFreezeResult } from '../../../lib/native';
 
 type Failure = NonNullable<NativeFreezeResult['failure']>;
 const STEPS = ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const;

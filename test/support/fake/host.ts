@@ -1,0 +1,89 @@
+/**
+ * The rest of the system the addon reaches: mounts (an exclusive open of the source),
+ * the guardian (spawned and finished, never run: the fake kernel dies with the test),
+ * and advisory locks on lock files.
+ */
+import { existsSync, fstatSync } from 'node:fs';
+import type { NativeBinding } from '../../../lib/native';
+import { failOpen } from './block-devices';
+import { EBUSY, EINVAL, ENOENT, EPERM } from './constants';
+import type { FakeState } from './model';
+import { openForTest } from './opens';
+
+type HostCalls = Pick<NativeBinding, 'mount' | 'unmount' | 'spawnGuardian' | 'awaitGuardianReady' | 'finishGuardian' | 'tryLock' | 'unlock'>;
+
+/** A turn of the event loop, as a call run on a pool thread takes. */
+const poolTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** The open file behind a descriptor ("DEV:INO"), or undefined once it is closed. */
+function fileOf(fd: number): string | undefined {
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB) within this process: a file is locked by one descriptor
+ * until it is unlocked or closed (which fstat sees as the descriptor no longer naming it).
+ */
+function tryLock(s: FakeState, fd: number): boolean {
+  const file = fileOf(fd);
+  if (file === undefined) throw Object.assign(new Error(`flock: bad file descriptor ${fd}`), { code: 'EBADF' });
+  const holder = s.locks.get(file);
+  if (holder !== undefined && holder !== fd && fileOf(holder) === file) return false;
+  s.locks.set(file, fd);
+  return true;
+}
+
+function unlock(s: FakeState, fd: number): void {
+  const file = fileOf(fd);
+  if (file !== undefined && s.locks.get(file) === fd) s.locks.delete(file);
+}
+
+/** The binding's mount, guardian and lock functions. */
+export function hostCalls(s: FakeState): HostCalls {
+  return {
+    async mount(source, target) {
+      if (s.system.unprivileged) failOpen(EPERM, 'mount', target);
+      if (s.system.mounts.has(target)) failOpen(EBUSY, 'mount', target);
+      const close = openForTest(s, source, { exclusive: true });
+      s.mountClosers.set(target, close);
+      s.system.mounts.set(target, source);
+    },
+    async unmount(target) {
+      const close = s.mountClosers.get(target);
+      if (!close) return failOpen(EINVAL, 'umount2', target);
+      close();
+      s.mountClosers.delete(target);
+      s.system.mounts.delete(target);
+    },
+    async spawnGuardian(executable, controlPath) {
+      // A spawn takes a turn of the loop on a pool thread, as the real one does.
+      s.spawning++;
+      await poolTurn();
+      s.spawning--;
+      if (!existsSync(executable)) return failOpen(ENOENT, 'posix_spawn', executable);
+      if (!s.system.dmLoaded) return failOpen(ENOENT, 'open', controlPath);
+      s.system.guardians++;
+      return { pid: 0, fd: -1 };
+    },
+    async awaitGuardianReady() {},
+    async finishGuardian(_pid, _fd, done) {
+      // The real call waits for the child on a pool thread: it ends a turn of the loop later.
+      await poolTurn();
+      s.system.guardians--;
+      return done ? 0 : 1;
+    },
+    tryLock: (fd) => tryLock(s, fd),
+    unlock: (fd) => unlock(s, fd),
+  };
+}
+
+/**
+ * A guardian executable for lib to name when no addon is built (lib looks for the guardian
+ * next to the addon): the fake only checks that it exists, and never runs it.
+ */
+export const FAKE_GUARDIAN = __filename;
