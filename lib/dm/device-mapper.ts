@@ -13,134 +13,20 @@ import {
   type NativeControl,
   type NativeDeviceInfo,
   type NativeDeviceRef,
-  type NativeTarget,
 } from '../native';
-import { sectors, type Sectors } from '../units';
+import type { Sectors } from '../units';
 import { check, checkInteger, checkPath, checkString } from '../validate';
 import { runFreeze, type FreezeOptions, type FreezeOutcome } from './freeze';
 import { checkDeviceName, checkDeviceUuid } from './names';
-import { maskTableKeys, tableCarriesKeys } from '../targets/keys';
-import { checkTable, formatTable, parseTable, type TargetLine } from './table';
-import { NodeSync, type NodeSyncOptions, type UdevBatch } from './udev';
+import { checkedTable, suspendFlags, toDeviceInfo, toNativeRef, toTargetLine } from './convert';
+import type { TargetLine } from './table';
+import { loadTable } from './load';
+import { waitForEvent } from './wait';
+import { NodeSync, type UdevBatch } from './udev';
 
-/** The default path of the device-mapper control node. */
-export const DEFAULT_CONTROL_PATH = '/dev/mapper/control';
-
-/** Options of DeviceMapper.open; the udev ones decide how /dev/mapper nodes are kept. */
-export interface DeviceMapperOptions extends NodeSyncOptions {
-  /** The control node to open; default /dev/mapper/control. */
-  controlPath?: string;
-  /** @internal The native binding to use; tests inject a fake one. */
-  binding?: NativeBinding;
-}
-
-/** The kernel's device-mapper ioctl interface version, e.g. 4.47.0. */
-export interface DriverVersion {
-  major: number;
-  minor: number;
-  patch: number;
-  /** "4.47.0", as `dmsetup version` prints it. */
-  text: string;
-}
-
-/**
- * Names a device: by name (a plain string or `{ name }`), by uuid, or by device number.
- */
-export type DeviceRef = string | { name: string } | { uuid: string } | { major: number; minor: number };
-
-/** What DM_DEV_STATUS (and most other ioctls) report about a device. */
-export interface DeviceInfo {
-  name: string;
-  /** The device's uuid, or null when it has none. */
-  uuid: string | null;
-  major: number;
-  minor: number;
-  /** How many openers the device has (mounts, other tables, processes). */
-  openCount: number;
-  /** The device's event counter; targets raise events (e.g. an invalidated snapshot). */
-  eventNr: number;
-  /** Targets in the live table (in the inactive one for `info(ref, { inactive: true })`). */
-  targetCount: number;
-  suspended: boolean;
-  readOnly: boolean;
-  /** A live table is loaded. */
-  liveTable: boolean;
-  /** A table waits in the inactive slot for the next resume. */
-  inactiveTable: boolean;
-  /** Removal is deferred until the last opener closes the device. */
-  deferredRemove: boolean;
-}
-
-/** One device from `list()`. */
-export interface DeviceListEntry {
-  name: string;
-  major: number;
-  minor: number;
-  /** Absent where the kernel does not report it. */
-  eventNr?: number;
-  /** The uuid, null when the device has none. */
-  uuid: string | null;
-}
-
-/** A target type the kernel knows, from `targets()`. */
-export interface TargetVersion {
-  name: string;
-  version: [number, number, number];
-  /** "1.16.0" */
-  text: string;
-}
-
-/** Options of DeviceMapper.create. */
-export interface CreateOptions {
-  /** The device's uuid. It never changes once set; a device created without one can get one with setUuid. */
-  uuid?: string;
-  /** Load this table and resume, as `dmsetup create --table` does. Without it the device has no table. */
-  table?: readonly TargetLine[] | string;
-  /** Load the table read-only. */
-  readOnly?: boolean;
-  /** Extra udev flags for the activation (see UdevFlags), e.g. to hide a private layer from blkid. */
-  udevFlags?: number;
-}
-
-/** Flags of DM_DEV_SUSPEND, for suspend and resume. */
-export interface SuspendOptions {
-  /** Do not freeze the filesystem on the device (DM_SKIP_LOCKFS_FLAG). Off by default. */
-  skipLockfs?: boolean;
-  /** Do not flush queued I/O (DM_NOFLUSH_FLAG). Off by default. */
-  noFlush?: boolean;
-}
-
-/** Options of DeviceMapper.resume. */
-export interface ResumeOptions extends SuspendOptions {
-  /** Extra udev flags for the resume's uevent (see UdevFlags), e.g. to hide a private layer from blkid. */
-  udevFlags?: number;
-  /**
-   * Share a udev cookie with other calls and wait for udev once, at `batch.finish()`
-   * (see `DeviceMapper.udevBatch`). Used where nothing may wait between ioctls.
-   */
-  batch?: UdevBatch;
-}
-
-/** Options of DeviceMapper.remove. */
-export interface RemoveOptions {
-  /** If the device is in use, remove it when its last user closes it (DM_DEFERRED_REMOVE). */
-  deferred?: boolean;
-  /**
-   * Retry while the kernel answers EBUSY, for up to about 5 seconds: udev and blkid open
-   * new devices briefly. Default true.
-   */
-  retry?: boolean;
-  /** Extra udev flags for the remove's uevent (see UdevFlags). */
-  udevFlags?: number;
-}
-
-/** Options of DeviceMapper.waitEvent. */
-export interface WaitOptions {
-  /** Cancels the wait: the call rejects with the signal's reason. */
-  signal?: AbortSignal;
-  /** Give up after this many milliseconds (AbortError with code 'ABORT_ERR'). */
-  timeoutMs?: number;
-}
+export { DEFAULT_CONTROL_PATH } from './types';
+export type { DeviceMapperOptions, DriverVersion, DeviceRef, DeviceInfo, DeviceListEntry, TargetVersion, CreateOptions, SuspendOptions, ResumeOptions, RemoveOptions, WaitOptions } from './types';
+import { DEFAULT_CONTROL_PATH, type DeviceMapperOptions, type DriverVersion, type DeviceRef, type DeviceInfo, type DeviceListEntry, type TargetVersion, type CreateOptions, type SuspendOptions, type ResumeOptions, type RemoveOptions, type WaitOptions } from './types';
 
 const REMOVE_RETRIES = 25;
 const REMOVE_RETRY_DELAY_MS = 200;
@@ -240,14 +126,14 @@ export class DeviceMapper {
   async create(name: string, options: CreateOptions = {}): Promise<DeviceInfo> {
     checkDeviceName(name);
     if (options.uuid !== undefined) checkDeviceUuid(options.uuid);
-    const table = options.table === undefined ? undefined : this.checkedTable(options.table);
+    const table = options.table === undefined ? undefined : checkedTable(options.table);
     const { constants } = this.binding;
     const created = await this.call(() => this.control.create(name, options.uuid ?? '', 0));
     // Without udev the node comes now, as with libdevmapper; with udev, at activation.
     await this.nodes.ensureNode(name, created.major, created.minor, true);
-    if (!table) return this.toInfo(created);
+    if (!table) return toDeviceInfo(created, this.binding.constants);
     try {
-      await this.loadChecked({ name }, table, options.readOnly ? constants.DM_READONLY_FLAG : 0);
+      await this.loadTable({ name }, table, options.readOnly ? constants.DM_READONLY_FLAG : 0);
       return await this.resume(name, { udevFlags: options.udevFlags });
     } catch (error) {
       await this.remove(name, { retry: true }).catch(() => undefined);
@@ -257,15 +143,15 @@ export class DeviceMapper {
 
   /** DM_TABLE_LOAD: puts a table in the device's inactive slot; `resume` makes it live. */
   async load(ref: DeviceRef, table: readonly TargetLine[] | string, options: { readOnly?: boolean } = {}): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
-    const lines = this.checkedTable(table);
-    return this.toInfo(await this.loadChecked(nativeRef, lines, options.readOnly ? this.binding.constants.DM_READONLY_FLAG : 0));
+    const nativeRef = toNativeRef(ref);
+    const lines = checkedTable(table);
+    return toDeviceInfo(await this.loadTable(nativeRef, lines, options.readOnly ? this.binding.constants.DM_READONLY_FLAG : 0), this.binding.constants);
   }
 
   /** DM_TABLE_CLEAR: drops the inactive table. */
   async clear(ref: DeviceRef): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
-    return this.toInfo(await this.call(() => this.control.clear(nativeRef)));
+    const nativeRef = toNativeRef(ref);
+    return toDeviceInfo(await this.call(() => this.control.clear(nativeRef)), this.binding.constants);
   }
 
   /**
@@ -273,15 +159,15 @@ export class DeviceMapper {
    * filesystem mounted on it (what makes a snapshot consistent).
    */
   async suspend(ref: DeviceRef, options: SuspendOptions = {}): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
-    const flags = this.suspendFlags(options);
-    return this.toInfo(await this.call(() => this.control.suspend(nativeRef, flags)));
+    const nativeRef = toNativeRef(ref);
+    const flags = suspendFlags(options, this.binding.constants);
+    return toDeviceInfo(await this.call(() => this.control.suspend(nativeRef, flags)), this.binding.constants);
   }
 
   /** DM_DEV_SUSPEND without the suspend flag: resumes, making an inactive table live. */
   async resume(ref: DeviceRef, options: ResumeOptions = {}): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
-    const flags = this.suspendFlags(options);
+    const nativeRef = toNativeRef(ref);
+    const flags = suspendFlags(options, this.binding.constants);
     const { info, udevSynced } = await this.nodes.withCookie(
       options.udevFlags ?? 0,
       (eventNr) => this.call(() => this.control.resume(nativeRef, flags, eventNr)),
@@ -289,7 +175,7 @@ export class DeviceMapper {
     );
     if (options.batch) options.batch.ensureNodeLater(info.name, info.major, info.minor);
     else await this.nodes.ensureNode(info.name, info.major, info.minor, udevSynced);
-    return this.toInfo(info);
+    return toDeviceInfo(info, this.binding.constants);
   }
 
   /**
@@ -300,11 +186,11 @@ export class DeviceMapper {
    * the call rejects; the error has `freezeStep` and `recovery` (see lib/dm/freeze.ts).
    */
   async freeze(origin: DeviceRef, snapshot: DeviceRef, options: FreezeOptions): Promise<FreezeOutcome<DeviceInfo>> {
-    const originRef = this.ref(origin);
-    const snapshotRef = this.ref(snapshot);
-    const flags = this.suspendFlags({ skipLockfs: options.skipLockfs });
+    const originRef = toNativeRef(origin);
+    const snapshotRef = toNativeRef(snapshot);
+    const flags = suspendFlags({ skipLockfs: options.skipLockfs }, this.binding.constants);
     const done = await this.call(() => runFreeze(this.control, originRef, snapshotRef, flags, options));
-    return { ...done, snapshot: this.toInfo(done.snapshot), origin: this.toInfo(done.origin) };
+    return { ...done, snapshot: toDeviceInfo(done.snapshot, this.binding.constants), origin: toDeviceInfo(done.origin, this.binding.constants) };
   }
 
   /**
@@ -317,7 +203,7 @@ export class DeviceMapper {
 
   /** DM_DEV_REMOVE. Fails with EBUSY while the device is open (mounted, or used by another table). */
   async remove(ref: DeviceRef, options: RemoveOptions = {}): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     const { constants } = this.binding;
     const flags = options.deferred ? constants.DM_DEFERRED_REMOVE : 0;
     const attempts = options.retry === false ? 1 : REMOVE_RETRIES;
@@ -331,7 +217,7 @@ export class DeviceMapper {
         );
         const deferred = (info.flags & constants.DM_DEFERRED_REMOVE) !== 0;
         if (!deferred) await this.nodes.removeNode(before.name, udevSynced, before);
-        return { ...this.toInfo(before), deferredRemove: deferred };
+        return { ...toDeviceInfo(before, this.binding.constants), deferredRemove: deferred };
       } catch (error) {
         if (!(error instanceof DmError && error.code === 'EBUSY') || attempt >= attempts) throw error;
         await sleep(REMOVE_RETRY_DELAY_MS);
@@ -341,7 +227,7 @@ export class DeviceMapper {
 
   /** DM_DEV_RENAME: gives the device a new name. */
   async rename(ref: DeviceRef, newName: string): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     checkDeviceName(newName, 'newName');
     const before = await this.call(() => this.control.info(nativeRef, 0));
     const { info, udevSynced } = await this.nodes.withCookie(0, (eventNr) =>
@@ -349,24 +235,24 @@ export class DeviceMapper {
     );
     await this.nodes.removeNode(before.name, udevSynced, before);
     await this.nodes.ensureNode(newName, info.major, info.minor, udevSynced);
-    return this.toInfo({ ...info, name: newName });
+    return toDeviceInfo({ ...info, name: newName }, this.binding.constants);
   }
 
   /** DM_DEV_RENAME with DM_UUID_FLAG: sets the uuid of a device that has none (a uuid never changes). */
   async setUuid(ref: DeviceRef, uuid: string): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     checkDeviceUuid(uuid);
     const { info } = await this.nodes.withCookie(0, (eventNr) =>
       this.call(() => this.control.rename(nativeRef, uuid, this.binding.constants.DM_UUID_FLAG, eventNr)),
     );
-    return this.toInfo({ ...info, uuid });
+    return toDeviceInfo({ ...info, uuid }, this.binding.constants);
   }
 
   /** DM_DEV_STATUS: the device's state. Fails with ENXIO if it does not exist. */
   async info(ref: DeviceRef, options: { inactive?: boolean } = {}): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     const flags = options.inactive ? this.binding.constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0;
-    return this.toInfo(await this.call(() => this.control.info(nativeRef, flags)));
+    return toDeviceInfo(await this.call(() => this.control.info(nativeRef, flags)), this.binding.constants);
   }
 
   /** The device's state, or undefined if no such device exists. */
@@ -387,7 +273,7 @@ export class DeviceMapper {
    * addon wipe their buffers after use.
    */
   async table(ref: DeviceRef, options: { inactive?: boolean } = {}): Promise<TargetLine[]> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     const { constants } = this.binding;
     const flags =
       constants.DM_STATUS_TABLE_FLAG | constants.DM_SECURE_DATA_FLAG | (options.inactive ? constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0);
@@ -400,7 +286,7 @@ export class DeviceMapper {
    * sent with DM_SECURE_DATA_FLAG as `table` is.
    */
   async status(ref: DeviceRef, options: { inactive?: boolean; noFlush?: boolean } = {}): Promise<TargetLine[]> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     const { constants } = this.binding;
     const flags =
       constants.DM_SECURE_DATA_FLAG |
@@ -412,7 +298,7 @@ export class DeviceMapper {
 
   /** DM_TABLE_DEPS: the devices the table uses. */
   async deps(ref: DeviceRef, options: { inactive?: boolean } = {}): Promise<{ major: number; minor: number }[]> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     const flags = options.inactive ? this.binding.constants.DM_QUERY_INACTIVE_TABLE_FLAG : 0;
     const { devices } = await this.call(() => this.control.deps(nativeRef, flags));
     return devices.map(([major, minor]) => ({ major, minor }));
@@ -420,7 +306,7 @@ export class DeviceMapper {
 
   /** DM_TARGET_MSG: sends a message to the target at `sector`; returns its reply, if any. */
   async message(ref: DeviceRef, sector: number, message: string): Promise<string | null> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     checkInteger(sector, 'sector');
     checkString(message, 'message');
     check(message.length > 0 && !message.includes('\0'), 'message', 'a non-empty string without NUL bytes', message);
@@ -439,42 +325,10 @@ export class DeviceMapper {
    * with an AbortSignal.
    */
   async waitEvent(ref: DeviceRef, eventNr?: number, options: WaitOptions = {}): Promise<DeviceInfo> {
-    const nativeRef = this.ref(ref);
+    const nativeRef = toNativeRef(ref);
     if (eventNr !== undefined) checkInteger(eventNr, 'eventNr', 0, 0xffffffff);
-    const signals = [options.signal, options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs)];
-    const active = signals.filter((s): s is AbortSignal => s !== undefined);
-    const signal = active.length > 1 ? AbortSignal.any(active) : active[0];
-    signal?.throwIfAborted();
-    // Follow the device by number: a rename (itself an event) must not lose it.
-    const now = await this.call(() => this.control.info(nativeRef, 0));
-    const byNumber: NativeDeviceRef = { major: now.major, minor: now.minor };
-    const target = eventNr ?? now.eventNr;
-    const poller = await callNative(() => this.binding.openControl(this.control.path));
-    const cancel = () => poller.cancelPoll();
-    signal?.addEventListener('abort', cancel);
-    try {
-      for (;;) {
-        // Arm first, then look: an event between the two still wakes the poll.
-        try {
-          await callNative(() => poller.armPoll());
-        } catch (error) {
-          // Kernels before device-mapper 4.36 have no DM_DEV_ARM_POLL: fall back to
-          // DM_DEV_WAIT, which holds a thread-pool thread and cannot be cancelled.
-          if (error instanceof DmError && (error.code === 'ENOTTY' || error.code === 'EINVAL')) {
-            return this.toInfo(await this.call(() => this.control.waitEvent(byNumber, target)));
-          }
-          throw error;
-        }
-        const info = await this.call(() => this.control.info(byNumber, 0));
-        if (info.eventNr !== target) return this.toInfo(info);
-        signal?.throwIfAborted();
-        const readable = await callNative(() => poller.pollReadable());
-        if (!readable) signal?.throwIfAborted();
-      }
-    } finally {
-      signal?.removeEventListener('abort', cancel);
-      poller.close();
-    }
+    const info = await waitForEvent(this.binding, this.control, (op) => this.call(op), nativeRef, eventNr, options);
+    return toDeviceInfo(info, this.binding.constants);
   }
 
   /** Closes the control node; calls already in flight still complete. */
@@ -487,6 +341,10 @@ export class DeviceMapper {
     this.close();
   }
 
+  private loadTable(ref: NativeDeviceRef, table: TargetLine[], flags: number): Promise<NativeDeviceInfo> {
+    return loadTable((op) => this.call(op), this.control, this.binding.constants, ref, table, flags);
+  }
+
   private call<T>(op: () => Promise<T>): Promise<T> {
     if (this.control.closed) {
       return Promise.reject(new DmsnapError(`the device-mapper client for ${this.control.path} is closed`, 'ERR_DMSNAP_CLOSED'));
@@ -494,76 +352,7 @@ export class DeviceMapper {
     return callNative(op);
   }
 
-  /**
-   * DM_TABLE_LOAD. A table with keys (crypt, integrity) goes with DM_SECURE_DATA_FLAG:
-   * the kernel wipes its copy and the addon its buffers; error messages show it masked.
-   */
-  private async loadChecked(ref: NativeDeviceRef, table: TargetLine[], flagsIn: number): Promise<NativeDeviceInfo> {
-    const targets: NativeTarget[] = table.map((t) => ({ start: t.start, length: t.length, type: t.type, params: t.params }));
-    const flags = tableCarriesKeys(table) ? flagsIn | this.binding.constants.DM_SECURE_DATA_FLAG : flagsIn;
-    try {
-      return await this.call(() => this.control.load(ref, targets, flags));
-    } catch (error) {
-      if (error instanceof DmError && (error.code === 'EINVAL' || error.code === 'ENODEV' || error.code === 'ENOTBLK')) {
-        const text = formatTable(maskTableKeys(table)).trimEnd().replace(/\n/g, '; ');
-        const why = error.code === 'EINVAL' ? 'the kernel rejected the table' : 'a device named in the table cannot be used in';
-        appendHint(error, `${why} "${text}"; see dmesg for the target's reason`);
-      }
-      throw error;
-    }
-  }
-
-  private checkedTable(table: readonly TargetLine[] | string): TargetLine[] {
-    const lines = typeof table === 'string' ? parseTable(table) : [...table];
-    checkTable(lines);
-    return lines;
-  }
-
-  private suspendFlags(options: SuspendOptions): number {
-    const { constants } = this.binding;
-    return (options.skipLockfs ? constants.DM_SKIP_LOCKFS_FLAG : 0) | (options.noFlush ? constants.DM_NOFLUSH_FLAG : 0);
-  }
-
-  private ref(ref: DeviceRef): NativeDeviceRef {
-    if (typeof ref === 'string') {
-      checkDeviceName(ref);
-      return { name: ref };
-    }
-    check(typeof ref === 'object' && ref !== null, 'device', 'a name, { name }, { uuid } or { major, minor }', ref);
-    if ('name' in ref) {
-      checkDeviceName(ref.name);
-      return { name: ref.name };
-    }
-    if ('uuid' in ref) {
-      checkDeviceUuid(ref.uuid);
-      return { uuid: ref.uuid };
-    }
-    checkInteger((ref as { major: unknown }).major, 'major', 0, 0xfffff);
-    checkInteger((ref as { minor: unknown }).minor, 'minor', 0, 0xfffff);
-    return { major: ref.major, minor: ref.minor };
-  }
-
-  private toInfo(info: NativeDeviceInfo): DeviceInfo {
-    const c = this.binding.constants;
-    return {
-      name: info.name,
-      uuid: info.uuid === '' ? null : info.uuid,
-      major: info.major,
-      minor: info.minor,
-      openCount: info.openCount,
-      eventNr: info.eventNr,
-      targetCount: info.targetCount,
-      suspended: (info.flags & c.DM_SUSPEND_FLAG) !== 0,
-      readOnly: (info.flags & c.DM_READONLY_FLAG) !== 0,
-      liveTable: (info.flags & c.DM_ACTIVE_PRESENT_FLAG) !== 0,
-      inactiveTable: (info.flags & c.DM_INACTIVE_PRESENT_FLAG) !== 0,
-      deferredRemove: (info.flags & c.DM_DEFERRED_REMOVE) !== 0,
-    };
-  }
 }
 
-function toTargetLine(target: NativeTarget): TargetLine {
-  return { start: sectors(target.start), length: sectors(target.length), type: target.type, params: target.params };
-}
 
 export type { Sectors };
