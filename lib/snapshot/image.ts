@@ -70,6 +70,16 @@ function isFileHandle(target: string | Writable | FileHandle): target is FileHan
   return typeof target === 'object' && typeof (target as FileHandle).sync === 'function' && typeof (target as FileHandle).stat === 'function';
 }
 
+/** Writes one block at `at` (null: in order), leaving holes for zero runs when sparse. */
+async function writeBlock(output: FileHandle, buffer: Buffer, length: number, at: number | null, sparse: boolean): Promise<void> {
+  if (at === null || !sparse) return writeAll(output, buffer, length, at);
+  for (let offset = 0; offset < length; offset += HOLE_BYTES) {
+    const end = Math.min(offset + HOLE_BYTES, length);
+    if (end - offset === HOLE_BYTES && allZero(buffer, offset, end)) continue;
+    await writeAll(output, buffer.subarray(offset), end - offset, at + offset);
+  }
+}
+
 /**
  * Copies the block device `source` (`sizeBytes` long) to `target`: a file path (created
  * or truncated), an open file handle (left open; written at offsets for a regular file or
@@ -108,15 +118,7 @@ export async function copyDevice(source: string, sizeBytes: number, target: stri
       if (bytesRead === 0) throw new DmsnapError(`${source} ended at byte ${position}, before its size ${sizeBytes}`, 'EIO');
       const at = position;
       if (output) {
-        pendingWrite = (async () => {
-          if (!positional) return writeAll(output, buffer, bytesRead, null);
-          if (!sparse) return writeAll(output, buffer, bytesRead, at);
-          for (let offset = 0; offset < bytesRead; offset += HOLE_BYTES) {
-            const end = Math.min(offset + HOLE_BYTES, bytesRead);
-            if (end - offset === HOLE_BYTES && allZero(buffer, offset, end)) continue;
-            await writeAll(output, buffer.subarray(offset), end - offset, at + offset);
-          }
-        })();
+        pendingWrite = writeBlock(output, buffer, bytesRead, positional ? at : null, sparse);
       } else {
         // A stream may hold on to what it is given: hand it a copy, and wait for it to
         // drain before reading far ahead.
