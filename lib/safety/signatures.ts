@@ -7,6 +7,7 @@
  */
 import { DmsnapError } from '../errors';
 import { callNative, loadBinding, type NativeBinding, type NativeBlockDevice, type NativeSignature } from '../native';
+import { isChunkSize } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 
 /** The magic of a persistent dm-snapshot header, "SnAp" read as a little-endian u32. */
@@ -102,7 +103,7 @@ async function oldSnapshotDataStart(reader: CowReader): Promise<number> {
   const header = await reader.read(0, 16);
   if (header.length < 16 || header.readUInt32LE(0) !== SNAPSHOT_MAGIC) return 0;
   const chunkSectors = header.readUInt32LE(12);
-  const sound = chunkSectors >= 1 && chunkSectors <= 2 ** 21 && (chunkSectors & (chunkSectors - 1)) === 0;
+  const sound = isChunkSize(chunkSectors, 1);
   return sound ? 2 * chunkSectors * 512 : 0;
 }
 

@@ -10,8 +10,8 @@ import { DmError, DmsnapError } from '../errors';
 import type { DevNumber } from '../system/stack';
 import type { LockOptions } from '../system/lock';
 import { System } from '../system/system';
-import { MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS } from '../targets/snapshot';
-import { sectors, sectorsToBytes, type Bytes, type Sectors } from '../units';
+import { checkChunkSectors } from '../targets/snapshot';
+import { sectorsToBytes, type Bytes, type Sectors } from '../units';
 import { check, checkPath } from '../validate';
 import type { LifecycleOptions } from './context';
 import { scanGroups } from './discover';
@@ -192,16 +192,10 @@ export class Origin implements SnapshotOwner {
 function checkSnapshotOptions(options: SnapshotOptions, originName: string): SnapshotSpec {
   check(typeof options === 'object' && options !== null, 'options', 'an object with at least { cow }', options);
   checkPath(options.cow, 'cow');
-  const chunkSectors = options.chunkSectors ?? 32;
-  check(
-    Number.isSafeInteger(chunkSectors) && chunkSectors >= MIN_CHUNK_SECTORS && chunkSectors <= MAX_CHUNK_SECTORS && (chunkSectors & (chunkSectors - 1)) === 0,
-    'chunkSectors',
-    `a power of two from ${MIN_CHUNK_SECTORS} to ${MAX_CHUNK_SECTORS}`,
-    chunkSectors,
-  );
+  const chunkSectors = checkChunkSectors(options.chunkSectors ?? 32);
   const persistent = options.persistent ?? true;
   check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
   const name = options.name ?? `${originName}-snap`;
   checkDeviceName(name, 'name');
-  return { name, chunkSectors: sectors(chunkSectors), persistent };
+  return { name, chunkSectors, persistent };
 }

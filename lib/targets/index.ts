@@ -7,6 +7,8 @@ export {
   parseSnapshotParams,
   parseSnapshotStatus,
   MIN_CHUNK_SECTORS,
+  isChunkSize,
+  checkChunkSectors,
   MAX_CHUNK_SECTORS,
   type SnapshotTargetOptions,
   type SnapshotParams,

@@ -21,6 +21,17 @@ export const MIN_CHUNK_SECTORS = 8;
 /** The largest chunk the kernel accepts: the largest power of two below INT_MAX bytes. */
 export const MAX_CHUNK_SECTORS = 2 ** 21;
 
+/** Whether `value` is a power of two of sectors from `minimum` (default 8) to 2^21. */
+export function isChunkSize(value: unknown, minimum: number = MIN_CHUNK_SECTORS): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= minimum && (value as number) <= MAX_CHUNK_SECTORS && ((value as number) & ((value as number) - 1)) === 0;
+}
+
+/** A chunk size in sectors, checked: a power of two from 8 to 2^21. */
+export function checkChunkSectors(value: unknown, name = 'chunkSectors'): Sectors {
+  check(isChunkSize(value), name, `a power of two from ${MIN_CHUNK_SECTORS} to ${MAX_CHUNK_SECTORS}`, value);
+  return value as Sectors;
+}
+
 /**
  * How the exception store is kept: P persistent (survives reboots; the COW device holds
  * metadata), PO persistent and able to report "Overflow" (see
@@ -110,15 +121,7 @@ export function snapshot(options: SnapshotTargetOptions): TargetLine {
   const persistent = optionalBoolean(options.persistent, 'persistent', true);
   const overflow = optionalBoolean(options.overflow, 'overflow', false);
   check(!overflow || persistent, 'overflow', 'false for a transient (persistent: false) snapshot', overflow);
-  check(
-    Number.isSafeInteger(chunkSectors) &&
-      chunkSectors >= MIN_CHUNK_SECTORS &&
-      chunkSectors <= MAX_CHUNK_SECTORS &&
-      (chunkSectors & (chunkSectors - 1)) === 0,
-    'chunkSectors',
-    `a power of two from ${MIN_CHUNK_SECTORS} to ${MAX_CHUNK_SECTORS}`,
-    chunkSectors,
-  );
+  checkChunkSectors(chunkSectors);
   const zeroesCow = optionalBoolean(options.discardZeroesCow, 'discardZeroesCow', false);
   const passdown = optionalBoolean(options.discardPassdownOrigin, 'discardPassdownOrigin', false);
   // The kernel refuses passdown alone ("depends on discard_zeroes_cow").
