@@ -48,7 +48,7 @@ export async function prepare(device: string, options: PrepareOptions = {}): Pro
   checkDeviceName(`${name}-snap`, 'name (with "-snap" appended)');
   const dm = await clientOf(options);
   const system = System.of(dm);
-  const release = await system.lock(name, options);
+  const lock = await system.lock(name, options);
   try {
     const disk = await system.blockDevice(device);
     const existing = await dm.find(name);
@@ -93,7 +93,7 @@ export async function prepare(device: string, options: PrepareOptions = {}): Pro
     }
     return new Origin(dm, options, name, originId, { major: disk.major, minor: disk.minor, path: device }, disk.sizeSectors);
   } finally {
-    release();
+    lock();
   }
 }
 

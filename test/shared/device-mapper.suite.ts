@@ -10,6 +10,7 @@ import { snapshotOrigin } from '../../lib/targets/snapshot-origin';
 import { zeroTarget } from '../../lib/targets/zero';
 import { errorTarget } from '../../lib/targets/error';
 import { sectors } from '../../lib/units';
+import { removeTestDevices } from './cleanup';
 
 export interface DeviceMapperEnvironment {
   binding(): NativeBinding;
@@ -31,16 +32,13 @@ export function deviceMapperSuite(env: DeviceMapperEnvironment): void {
 
   /** Removes every device this suite made, users first, resuming suspended ones. */
   async function cleanup(): Promise<void> {
-    for (let round = 0; round < 5; round++) {
-      const ours = (await dm.list()).filter((d) => d.name.startsWith(prefix));
-      if (ours.length === 0) return;
-      for (const device of ours) {
-        const info = await dm.find(device.name);
-        if (info?.suspended) await dm.resume(device.name).catch(() => undefined);
-      }
-      for (const device of ours) await dm.remove(device.name, { retry: false }).catch(() => undefined);
-    }
-    throw new Error('could not remove the test devices');
+    await removeTestDevices({
+      list: async () => (await dm.list()).map((d) => d.name).filter((name) => name.startsWith(prefix)),
+      settle: async (name) => {
+        if ((await dm.find(name))?.suspended) await dm.resume(name);
+      },
+      remove: async (name) => void (await dm.remove(name, { retry: false })),
+    });
   }
 
   async function nodeKind(name: string): Promise<'block' | 'link' | 'none' | 'other'> {

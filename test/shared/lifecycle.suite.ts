@@ -6,6 +6,7 @@
 import { invariantsSuite } from './invariants.suite';
 import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, probeSignatures, recover, withSnapshot, type Origin, type Step } from '../../lib';
 import type { NativeBinding } from '../../lib/native';
+import { removeTestDevices } from './cleanup';
 
 /** A second path to a block device, that can be pointed at another one. */
 export interface DeviceAlias {
@@ -52,15 +53,15 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
   }
 
   async function cleanup(): Promise<void> {
-    for (let round = 0; round < 4; round++) {
-      const ours = (await dm.list()).filter((d) => d.name.startsWith(prefix));
-      if (ours.length === 0) return;
-      for (const d of ours) if ((await dm.info(d.name)).suspended) await dm.resume(d.name).catch(() => undefined);
+    await removeTestDevices({
+      list: async () => (await dm.list()).map((d) => d.name).filter((name) => name.startsWith(prefix)),
+      settle: async (name) => {
+        if ((await dm.info(name)).suspended) await dm.resume(name);
+      },
+      remove: async (name) => void (await dm.remove(name, { retry: false })),
       // Snapshots first, then wrappers, then -real devices.
-      const rank = (n: string) => (n.endsWith('-real') ? 2 : /-snap|-s\d/.test(n) ? 0 : 1);
-      for (const d of ours.sort((a, b) => rank(a.name) - rank(b.name))) await dm.remove(d.name, { retry: false }).catch(() => undefined);
-    }
-    throw new Error(`could not remove test devices: ${(await state()).join(', ')}`);
+      rank: (name) => (name.endsWith('-real') ? 2 : /-snap|-s\d/.test(name) ? 0 : 1),
+    }, 4);
   }
 
   async function prepared(sizeBytes = 16 * MiB): Promise<Origin> {

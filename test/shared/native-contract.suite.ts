@@ -6,6 +6,7 @@
  */
 import { DmError, SyscallError } from '../../lib/errors';
 import type { NativeBinding, NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeTarget } from '../../lib/native';
+import { removeTestDevices } from './cleanup';
 
 export interface NativeContractEnvironment {
   /** The binding under test. */
@@ -109,25 +110,20 @@ export function nativeContractSuite(env: NativeContractEnvironment): void {
   }
 
   async function removeOurDevices(): Promise<void> {
-    for (let pass = 0; pass < 40; pass++) {
-      const ours = (await control.listDevices()).filter((entry) => entry.name.startsWith(prefix));
-      if (ours.length === 0) return;
-      for (const { name } of ours) {
-        try {
+    await removeTestDevices(
+      {
+        list: async () => (await control.listDevices()).map((entry) => entry.name).filter((name) => name.startsWith(prefix)),
+        settle: async (name) => {
           const info = await control.info({ name }, 0);
-          if (has(info.flags, 'DM_SUSPEND_FLAG')) {
-            if (has(info.flags, 'DM_INACTIVE_PRESENT_FLAG')) await control.clear({ name }).catch(() => undefined);
-            await control.resume({ name }, 0, 0).catch(() => undefined);
-          }
-          await control.remove({ name }, 0, 0);
-        } catch {
-          // EBUSY: a device using it goes first; ENXIO: a deferred removal finished.
-        }
-      }
-      await sleep(pass < 5 ? 0 : 50);
-    }
-    const left = (await control.listDevices()).filter((entry) => entry.name.startsWith(prefix)).map((entry) => entry.name);
-    throw new Error(`could not remove ${left.join(', ')}`);
+          if (!has(info.flags, 'DM_SUSPEND_FLAG')) return;
+          if (has(info.flags, 'DM_INACTIVE_PRESENT_FLAG')) await control.clear({ name }).catch(() => undefined);
+          await control.resume({ name }, 0, 0);
+        },
+        remove: async (name) => void (await control.remove({ name }, 0, 0)),
+      },
+      40,
+      50,
+    );
   }
 
   describe('native contract', () => {
