@@ -104,6 +104,7 @@ export class DmError extends SyscallError {
 
 // Linux errno values that libuv (and so Node) does not name.
 const LINUX_ONLY_ERRNO: Record<number, [string, string]> = {
+  10: ['ECHILD', 'no child processes'],
   15: ['ENOTBLK', 'block device required'],
   43: ['EIDRM', 'identifier removed'],
   61: ['ENODATA', 'no data available'],

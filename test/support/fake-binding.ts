@@ -22,6 +22,7 @@ import type { FakeSystem } from './fake/system';
 
 export type {
   FakeBlockDevice,
+  FakeGuardian,
   FakeMappedDevice,
   FakeMessageHandler,
   FakeSystem,
@@ -63,6 +64,7 @@ export function createFakeSystem(): FakeSystem {
     mounts: new Map(),
     zeroed: new Map(),
     guardians: 0,
+    guardianLog: [],
     exclusiveOpensDuringSpawn: 0,
   };
   s.system = system;

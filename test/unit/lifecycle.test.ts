@@ -1,7 +1,7 @@
 /**
  * The shared lifecycle suite against the fake binding.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper } from '../../lib';
@@ -71,5 +71,34 @@ describe('the guardian and the COW (fake kernel)', () => {
     }
     expect(system.zeroed.has(cow)).toBe(false);
     dm.close();
+  });
+
+  it('starts one guardian per freeze, for the origin by uuid and under the lock it holds, and finishes it once', async () => {
+    const dm = await DeviceMapper.open({ binding: system.binding, devDir, udev: false });
+    const { prepare } = await import('../../lib');
+    const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm, lockDir, name: 'guarded' });
+    const snap = await origin.snapshot({ cow: system.addLoopDevice(2 * 1024 * 1024) });
+    await snap.drop();
+    const lockPath = join(lockDir, 'guarded.lock');
+    const { dev, ino } = statSync(lockPath);
+    // One for the snapshot's freeze, one for the drop's swap back to linear.
+    expect(system.guardianLog).toEqual([
+      expect.objectContaining({ originUuid: origin.originUuid, lockPath, lockId: `${dev}:${ino}`, finished: 'done' }),
+      expect.objectContaining({ originUuid: origin.originUuid, lockPath, lockId: `${dev}:${ino}`, finished: 'done' }),
+    ]);
+    expect(system.guardians).toBe(0);
+    dm.close();
+  });
+
+  it('finishes a guardian once however often it is asked', async () => {
+    const { Guardian } = await import('../../lib/system/guardian');
+    const lock = Object.assign(() => undefined, { path: join(lockDir, 'x.lock'), id: '1:2' });
+    const guardian = Guardian.start(system.binding, '/dev/mapper/control', 'DMSNAP-x-origin', lock);
+    await guardian.ready;
+    await Promise.all([guardian.finish(), guardian.finish()]);
+    await guardian.finish();
+    expect(system.guardianLog.map((g) => g.finished)).toEqual(['done']);
+    // The binding itself refuses a second finish, as waitpid would.
+    await expect(system.binding.finishGuardian(system.guardianLog[0]!.pid, 0, true)).rejects.toMatchObject({ code: 'ECHILD' });
   });
 });

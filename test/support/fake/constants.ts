@@ -60,6 +60,7 @@ export const EPERM = 1;
 export const ENOENT = 2;
 export const ENXIO = 6;
 export const EBADF = 9;
+export const ECHILD = 10;
 export const EAGAIN = 11;
 export const EACCES = 13;
 export const ENOTBLK = 15;

@@ -6,8 +6,9 @@
 import { existsSync, fstatSync } from 'node:fs';
 import type { NativeBinding } from '../../../lib/native';
 import { failOpen } from './block-devices';
-import { EBUSY, EINVAL, ENOENT, EPERM } from './constants';
+import { EBUSY, ECHILD, EINVAL, ENOENT, EPERM } from './constants';
 import type { FakeState } from './model';
+import type { FakeGuardian } from './system';
 import { openForTest } from './opens';
 
 type HostCalls = Pick<NativeBinding, 'mount' | 'unmount' | 'spawnGuardian' | 'awaitGuardianReady' | 'finishGuardian' | 'tryLock' | 'unlock'>;
@@ -43,6 +44,15 @@ function unlock(s: FakeState, fd: number): void {
   if (file !== undefined && s.locks.get(file) === fd) s.locks.delete(file);
 }
 
+/** The fake's guardians get pids from here on. */
+const FIRST_PID = 40000;
+
+/** The guardian with this pid, if it was started and is not finished. */
+function running(s: FakeState, pid: number): FakeGuardian | undefined {
+  const guardian = s.system.guardianLog[pid - FIRST_PID];
+  return guardian && !guardian.finished ? guardian : undefined;
+}
+
 /** The binding's mount, guardian and lock functions. */
 export function hostCalls(s: FakeState): HostCalls {
   return {
@@ -60,7 +70,7 @@ export function hostCalls(s: FakeState): HostCalls {
       s.mountClosers.delete(target);
       s.system.mounts.delete(target);
     },
-    async spawnGuardian(executable, controlPath) {
+    async spawnGuardian(executable, controlPath, originUuid, lockPath, lockId) {
       // A spawn takes a turn of the loop on a pool thread, as the real one does.
       s.spawning++;
       await poolTurn();
@@ -68,10 +78,18 @@ export function hostCalls(s: FakeState): HostCalls {
       if (!existsSync(executable)) return failOpen(ENOENT, 'posix_spawn', executable);
       if (!s.system.dmLoaded) return failOpen(ENOENT, 'open', controlPath);
       s.system.guardians++;
-      return { pid: 0, fd: -1 };
+      const pid = FIRST_PID + s.system.guardianLog.length;
+      s.system.guardianLog.push({ pid, originUuid, lockPath, lockId });
+      return { pid, fd: pid };
     },
-    async awaitGuardianReady() {},
-    async finishGuardian(_pid, _fd, done) {
+    async awaitGuardianReady(pid) {
+      if (!running(s, pid)) failOpen(ECHILD, 'waitpid', String(pid));
+    },
+    async finishGuardian(pid, _fd, done) {
+      // A child is reaped once: finishing it again finds nothing to wait for.
+      const guardian = running(s, pid);
+      if (!guardian) return failOpen(ECHILD, 'waitpid', String(pid));
+      guardian.finished = done ? 'done' : 'aborted';
       // The real call waits for the child on a pool thread: it ends a turn of the loop later.
       await poolTurn();
       s.system.guardians--;

@@ -118,9 +118,23 @@ export interface FakeSystem {
   zeroed: Map<string, number>;
   /** Guardians started and not yet finished. */
   guardians: number;
+  /** Every guardian started, oldest first: what it watches, and how it was finished. */
+  guardianLog: FakeGuardian[];
   /**
    * Exclusive opens made while a guardian was being spawned: a half-spawned child holds
    * copies of every descriptor open then, so the kernel may answer EBUSY to the next one.
    */
   exclusiveOpensDuringSpawn: number;
+}
+
+/** A dmsnap-guardian the fake started (it never runs one). */
+export interface FakeGuardian {
+  pid: number;
+  /** The origin it would resume, by uuid. */
+  originUuid: string;
+  /** The lock it would take before acting, and the DEV:INO it must be. */
+  lockPath: string;
+  lockId: string;
+  /** How it was finished: 'done' (the freeze ended as planned) or 'aborted'; unset while it runs. */
+  finished?: 'done' | 'aborted';
 }
