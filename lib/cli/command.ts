@@ -99,3 +99,10 @@ export async function openDm(io: CliContext): Promise<DeviceMapper> {
 
 /** The --json option of the commands that can print JSON. */
 export const jsonOption = { json: { type: 'boolean' as const } };
+
+/** Runs `fn` with the one positional argument (`what` names it when missing) and a device-mapper client, closed afterwards. */
+export async function withOne<T>(args: ParsedArgs, io: CliContext, what: string, fn: (name: string, dm: DeviceMapper) => Promise<T>): Promise<T> {
+  const name = one(args, what);
+  using dm = await openDm(io);
+  return await fn(name, dm);
+}

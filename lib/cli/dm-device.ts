@@ -3,7 +3,7 @@
  * device, or waiting for it.
  */
 import type { DeviceInfo, DeviceRef } from '../dm/device-mapper';
-import { type Command, jsonOption, one, openDm, positionals, UsageError, writeLine } from './command';
+import { type Command, jsonOption, one, openDm, positionals, UsageError, withOne, writeLine } from './command';
 import { writeJson } from './format';
 
 /** `dm suspend` and `dm resume`: one NAME, and whether to freeze the filesystem and flush queued I/O. */
@@ -15,12 +15,11 @@ function suspendLikeCommand(kind: 'suspend' | 'resume', summary: string, help: s
     help,
     options: { nolockfs: { type: 'boolean' }, noflush: { type: 'boolean' } },
     allowPositionals: true,
-    async run(args, io) {
-      const name = one(args, 'NAME');
-      using dm = await openDm(io);
-      await dm[kind](name, { skipLockfs: args.values.nolockfs === true, noFlush: args.values.noflush === true });
-      return 0;
-    },
+    run: (args, io) =>
+      withOne(args, io, 'NAME', async (name, dm) => {
+        await dm[kind](name, { skipLockfs: args.values.nolockfs === true, noFlush: args.values.noflush === true });
+        return 0;
+      }),
   };
 }
 

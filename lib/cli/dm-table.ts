@@ -5,9 +5,9 @@
  */
 import { formatTargetLine, type TargetLine } from '../dm/table';
 import { maskTableKeys } from '../targets/keys';
-import { type Command, jsonOption, one, openDm, positionals, UsageError, writeLine } from './command';
-import { forEachDevice, printDevices, readTable } from './dm-common';
-import { writeJson } from './format';
+import type { DeviceMapper } from '../dm/device-mapper';
+import { type Command, jsonOption, one, openDm, type ParsedArgs, UsageError, withOne } from './command';
+import { perDeviceCommand, printOutput, readTable } from './dm-common';
 
 export const createCommand: Command = {
   name: ['dm', 'create'],
@@ -67,12 +67,11 @@ export const clearCommand: Command = {
   help: 'Example:\n  dmsnap dm clear wrap',
   options: {},
   allowPositionals: true,
-  async run(args, io) {
-    const name = one(args, 'NAME');
-    using dm = await openDm(io);
-    await dm.clear(name);
-    return 0;
-  },
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      await dm.clear(name);
+      return 0;
+    }),
 };
 
 function linesJson(lines: TargetLine[]) {
@@ -98,39 +97,31 @@ Example:
 /** `dm table` and `dm status`: one line per target, of a device or of every device. */
 function tableLikeCommand(kind: 'table' | 'status'): Command {
   const isStatus = kind === 'status';
-  return {
-    name: ['dm', kind],
-    summary: isStatus
-      ? "show each target's status, for a device or all devices (like dmsetup status)"
-      : 'show the table of a device, or of all devices (like dmsetup table)',
-    usage: `[NAME] [--inactive]${isStatus ? ' [--noflush]' : ' [--showkeys]'} [--json]`,
-    help: tableLikeHelp(kind),
-    options: {
-      inactive: { type: 'boolean' },
-      ...(isStatus ? { noflush: { type: 'boolean' as const } } : { showkeys: { type: 'boolean' as const } }),
-      ...jsonOption,
-    },
-    allowPositionals: true,
-    async run(args, io) {
-      const [name] = positionals(args, 0, 1, 'NAME');
-      using dm = await openDm(io);
-      const results: { name: string; targets: TargetLine[] }[] = [];
-      const any = await forEachDevice(dm, name, async (n) => {
-        const lines = isStatus
-          ? await dm.status(n, { inactive: args.values.inactive === true, noFlush: args.values.noflush === true })
-          : await dm.table(n, { inactive: args.values.inactive === true });
-        results.push({ name: n, targets: isStatus || args.values.showkeys === true ? lines : maskTableKeys(lines) });
-      });
-      printDevices(
-        io,
-        args,
-        any,
-        () => ({ devices: results.map((r) => ({ name: r.name, targets: linesJson(r.targets) })) }),
-        () => results.flatMap((r) => r.targets.map((line) => `${name === undefined ? `${r.name}: ` : ''}${formatTargetLine(line)}`)),
-      );
-      return 0;
-    },
+  const read = async (dm: DeviceMapper, name: string, args: ParsedArgs): Promise<TargetLine[]> => {
+    if (isStatus) return dm.status(name, { inactive: args.values.inactive === true, noFlush: args.values.noflush === true });
+    const lines = await dm.table(name, { inactive: args.values.inactive === true });
+    return args.values.showkeys === true ? lines : maskTableKeys(lines);
   };
+  return perDeviceCommand(
+    {
+      name: ['dm', kind],
+      summary: isStatus
+        ? "show each target's status, for a device or all devices (like dmsetup status)"
+        : 'show the table of a device, or of all devices (like dmsetup table)',
+      usage: `[NAME] [--inactive]${isStatus ? ' [--noflush]' : ' [--showkeys]'} [--json]`,
+      help: tableLikeHelp(kind),
+      options: {
+        inactive: { type: 'boolean' },
+        ...(isStatus ? { noflush: { type: 'boolean' as const } } : { showkeys: { type: 'boolean' as const } }),
+        ...jsonOption,
+      },
+    },
+    read,
+    {
+      json: (results) => ({ devices: results.map((r) => ({ name: r.name, targets: linesJson(r.data) })) }),
+      lines: (results, named) => results.flatMap((r) => r.data.map((line) => `${named ? '' : `${r.name}: `}${formatTargetLine(line)}`)),
+    },
+  );
 }
 
 export const tableCommand = tableLikeCommand('table');
@@ -143,15 +134,10 @@ export const depsCommand: Command = {
   help: 'Options:\n  --inactive   the inactive table\n  --json       {"name", "devices": [{"major", "minor"}]}\n\nExample:\n  dmsnap dm deps wrap',
   options: { inactive: { type: 'boolean' }, ...jsonOption },
   allowPositionals: true,
-  async run(args, io) {
-    const name = one(args, 'NAME');
-    using dm = await openDm(io);
-    const devices = await dm.deps(name, { inactive: args.values.inactive === true });
-    if (args.values.json) {
-      writeJson(io, { name, devices });
-    } else {
-      writeLine(io.stdout, `${devices.length} dependencies\t:${devices.map((d) => ` (${d.major}, ${d.minor})`).join('')}`);
-    }
-    return 0;
-  },
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      const devices = await dm.deps(name, { inactive: args.values.inactive === true });
+      printOutput(io, args, () => ({ name, devices }), () => [`${devices.length} dependencies\t:${devices.map((d) => ` (${d.major}, ${d.minor})`).join('')}`]);
+      return 0;
+    }),
 };

@@ -3,7 +3,7 @@
  */
 import { DmsnapError } from '../errors';
 import { openOrigin } from '../snapshot';
-import { type Command, ExitCode, one, openDm } from './command';
+import { type Command, ExitCode, withOne } from './command';
 import { info, lifecycle } from './lifecycle-common';
 
 export const dropCommand: Command = {
@@ -13,17 +13,16 @@ export const dropCommand: Command = {
   help: 'Fails with exit code 4 while a snapshot is mounted.\n\nOptions:\n  --snapshot-name SNAP   drop only this snapshot\n\nExample:\n  dmsnap drop md2',
   options: { 'snapshot-name': { type: 'string' } },
   allowPositionals: true,
-  async run(args, io) {
-    const name = one(args, 'NAME');
-    using dm = await openDm(io);
-    const origin = await openOrigin(name, lifecycle(io, dm));
-    const only = args.values['snapshot-name'] as string | undefined;
-    const snaps = (await origin.snapshots()).filter((s) => only === undefined || s.name === only);
-    if (only !== undefined && snaps.length === 0) {
-      throw new DmsnapError(`${name} has no snapshot named "${only}"; see "dmsnap status ${name}"`, 'ENXIO');
-    }
-    for (const snap of snaps) await snap.drop();
-    if (snaps.length === 0) info(io, `dmsnap: ${name} has no snapshots`);
-    return ExitCode.ok;
-  },
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      const origin = await openOrigin(name, lifecycle(io, dm));
+      const only = args.values['snapshot-name'] as string | undefined;
+      const snaps = (await origin.snapshots()).filter((s) => only === undefined || s.name === only);
+      if (only !== undefined && snaps.length === 0) {
+        throw new DmsnapError(`${name} has no snapshot named "${only}"; see "dmsnap status ${name}"`, 'ENXIO');
+      }
+      for (const snap of snaps) await snap.drop();
+      if (snaps.length === 0) info(io, `dmsnap: ${name} has no snapshots`);
+      return ExitCode.ok;
+    }),
 };

@@ -2,7 +2,7 @@
  * `dmsnap prepare` and `dmsnap release`: wrap a block device for snapshots, and undo it.
  */
 import { openOrigin, prepare } from '../snapshot';
-import { type Command, ExitCode, one, openDm, writeLine } from './command';
+import { type Command, ExitCode, withOne, writeLine } from './command';
 import { lifecycle } from './lifecycle-common';
 
 export const prepareCommand: Command = {
@@ -19,13 +19,12 @@ Example:
   dmsnap prepare /dev/md2 && mount /dev/mapper/md2 /srv`,
   options: { name: { type: 'string' } },
   allowPositionals: true,
-  async run(args, io) {
-    const device = one(args, 'DEVICE');
-    using dm = await openDm(io);
-    const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined });
-    writeLine(io.stdout, origin.devicePath);
-    return ExitCode.ok;
-  },
+  run: (args, io) =>
+    withOne(args, io, 'DEVICE', async (device, dm) => {
+      const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined });
+      writeLine(io.stdout, origin.devicePath);
+      return ExitCode.ok;
+    }),
 };
 
 export const releaseCommand: Command = {
@@ -35,10 +34,9 @@ export const releaseCommand: Command = {
   help: 'Example:\n  umount /srv && dmsnap release md2',
   options: {},
   allowPositionals: true,
-  async run(args, io) {
-    const name = one(args, 'NAME');
-    using dm = await openDm(io);
-    await (await openOrigin(name, lifecycle(io, dm))).release();
-    return ExitCode.ok;
-  },
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      await (await openOrigin(name, lifecycle(io, dm))).release();
+      return ExitCode.ok;
+    }),
 };

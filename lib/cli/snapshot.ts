@@ -2,7 +2,7 @@
  * `dmsnap snapshot`: take a snapshot of a prepared origin and print its device.
  */
 import { openOrigin } from '../snapshot';
-import { type Command, ExitCode, one, openDm, writeLine } from './command';
+import { type Command, ExitCode, withOne, writeLine } from './command';
 import { lifecycle, snapshotOptions, takeSnapshot } from './lifecycle-common';
 
 export const snapshotCommand: Command = {
@@ -24,12 +24,11 @@ Example:
   dmsnap snapshot md2 --cow /dev/sdb6 --chunk-size 64k`,
   options: { ...snapshotOptions, transient: { type: 'boolean' } },
   allowPositionals: true,
-  async run(args, io) {
-    const name = one(args, 'NAME');
-    using dm = await openDm(io);
-    const origin = await openOrigin(name, lifecycle(io, dm));
-    const snap = await takeSnapshot(io, origin, args, args.values.transient === true);
-    writeLine(io.stdout, snap.devicePath);
-    return ExitCode.ok;
-  },
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      const origin = await openOrigin(name, lifecycle(io, dm));
+      const snap = await takeSnapshot(io, origin, args, args.values.transient === true);
+      writeLine(io.stdout, snap.devicePath);
+      return ExitCode.ok;
+    }),
 };
