@@ -4,7 +4,7 @@
  * driver or all of its devices, and a report per device, of one device or of every one.
  */
 import type { DeviceMapper } from '../dm/device-mapper';
-import { type CliContext, type Command, jsonOption, openDm, type ParsedArgs, positionals, UsageError, writeLine } from './command';
+import { type CliContext, type Command, jsonOption, openDm, type ParsedArgs, positionals, UsageError, withOne, writeLine } from './command';
 import { writeJson } from './format';
 
 /** What dmsetup prints when there is no device to report on. */
@@ -50,6 +50,22 @@ export function reportCommand<T>(text: CommandText, read: (dm: DeviceMapper) => 
       printOutput(io, args, () => print.json(data), () => print.lines(data));
       return 0;
     },
+  };
+}
+
+/** A command on one NAME that does `act` to it and prints nothing. */
+export function deviceActionCommand(
+  text: CommandText & Pick<Command, 'options'>,
+  act: (dm: DeviceMapper, name: string, args: ParsedArgs) => Promise<unknown>,
+): Command {
+  return {
+    ...text,
+    allowPositionals: true,
+    run: (args, io) =>
+      withOne(args, io, 'NAME', async (name, dm) => {
+        await act(dm, name, args);
+        return 0;
+      }),
   };
 }
 

@@ -3,24 +3,16 @@
  * device, or waiting for it.
  */
 import type { DeviceInfo, DeviceRef } from '../dm/device-mapper';
-import { type Command, jsonOption, one, openDm, positionals, UsageError, withOne, writeLine } from './command';
+import { type Command, jsonOption, one, openDm, positionals, UsageError, writeLine } from './command';
+import { deviceActionCommand } from './dm-common';
 import { writeJson } from './format';
 
 /** `dm suspend` and `dm resume`: one NAME, and whether to freeze the filesystem and flush queued I/O. */
 function suspendLikeCommand(kind: 'suspend' | 'resume', summary: string, help: string): Command {
-  return {
-    name: ['dm', kind],
-    summary,
-    usage: 'NAME [--nolockfs] [--noflush]',
-    help,
-    options: { nolockfs: { type: 'boolean' }, noflush: { type: 'boolean' } },
-    allowPositionals: true,
-    run: (args, io) =>
-      withOne(args, io, 'NAME', async (name, dm) => {
-        await dm[kind](name, { skipLockfs: args.values.nolockfs === true, noFlush: args.values.noflush === true });
-        return 0;
-      }),
-  };
+  return deviceActionCommand(
+    { name: ['dm', kind], summary, usage: 'NAME [--nolockfs] [--noflush]', help, options: { nolockfs: { type: 'boolean' }, noflush: { type: 'boolean' } } },
+    (dm, name, args) => dm[kind](name, { skipLockfs: args.values.nolockfs === true, noFlush: args.values.noflush === true }),
+  );
 }
 
 export const suspendCommand = suspendLikeCommand(

@@ -7,7 +7,7 @@ import { formatTargetLine, type TargetLine } from '../dm/table';
 import { maskTableKeys } from '../targets/keys';
 import type { DeviceMapper } from '../dm/device-mapper';
 import { type Command, jsonOption, one, openDm, type ParsedArgs, UsageError, withOne } from './command';
-import { perDeviceCommand, printOutput, readTable } from './dm-common';
+import { deviceActionCommand, perDeviceCommand, printOutput, readTable } from './dm-common';
 
 export const createCommand: Command = {
   name: ['dm', 'create'],
@@ -60,19 +60,10 @@ export const loadCommand: Command = {
   },
 };
 
-export const clearCommand: Command = {
-  name: ['dm', 'clear'],
-  summary: 'drop the inactive table of a device (like dmsetup clear)',
-  usage: 'NAME',
-  help: 'Example:\n  dmsnap dm clear wrap',
-  options: {},
-  allowPositionals: true,
-  run: (args, io) =>
-    withOne(args, io, 'NAME', async (name, dm) => {
-      await dm.clear(name);
-      return 0;
-    }),
-};
+export const clearCommand = deviceActionCommand(
+  { name: ['dm', 'clear'], summary: 'drop the inactive table of a device (like dmsetup clear)', usage: 'NAME', help: 'Example:\n  dmsnap dm clear wrap', options: {} },
+  (dm, name) => dm.clear(name),
+);
 
 function linesJson(lines: TargetLine[]) {
   return lines.map((l) => ({ start: l.start, length: l.length, type: l.type, params: l.params }));
