@@ -1,7 +1,9 @@
 /**
- * What every CLI command shares: how it is described, how it writes, and the exit codes.
+ * What every CLI command shares: how it is described, its arguments, how it writes, the
+ * device-mapper client it uses, and the exit codes.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { DeviceMapper } from '../dm/device-mapper';
 import type { NativeBinding } from '../native';
 
 /** Exit codes, documented in `dmsnap --help` and the README. */
@@ -76,4 +78,31 @@ export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
 /** Writes `text` and a newline. */
 export function writeLine(stream: NodeJS.WritableStream, text = ''): void {
   stream.write(`${text}\n`);
+}
+
+/** The positional arguments, at least `min` and at most `max`; `names` says what is missing. */
+export function positionals(args: ParsedArgs, min: number, max: number, names: string): string[] {
+  if (args.positionals.length < min) throw new UsageError(`missing ${names}`);
+  if (args.positionals.length > max) throw new UsageError(`unexpected argument "${args.positionals[max]}"`);
+  return args.positionals;
+}
+
+/** The one positional argument, named `what` in the message when it is missing. */
+export function one(args: ParsedArgs, what: string): string {
+  return positionals(args, 1, 1, what)[0];
+}
+
+/** A device-mapper client on the command's binding; close it with `using`. */
+export async function openDm(io: CliContext): Promise<DeviceMapper> {
+  return DeviceMapper.open({ binding: io.binding });
+}
+
+/** The --json option of the commands that can print JSON. */
+export const jsonOption = { json: { type: 'boolean' as const } };
+
+/** Runs `fn` with the one positional argument (`what` names it when missing) and a device-mapper client, closed afterwards. */
+export async function withOne<T>(args: ParsedArgs, io: CliContext, what: string, fn: (name: string, dm: DeviceMapper) => Promise<T>): Promise<T> {
+  const name = one(args, what);
+  using dm = await openDm(io);
+  return await fn(name, dm);
 }

@@ -9,12 +9,12 @@ import type { Writable } from 'node:stream';
 import { blockDeviceInfo } from '../system/block-device';
 import type { DeviceMapper } from '../dm/device-mapper';
 import { copyDevice } from '../snapshot/image';
-import { openImageOutput, decodeDev, type OutputGuard } from '../snapshot/image-output';
+import { decodeDev, type ImageOutput, openImageOutput, type OutputGuard } from '../snapshot/image-output';
 import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { deviceStack, devicesAbove, devKey } from '../system/stack';
-import { type Command, ExitCode, UsageError, writeLine } from './command';
-import { info, invalidMessage, lifecycle, one, snapshotOptions, takeSnapshot, withDm } from './lifecycle-common';
+import { type CliContext, type Command, ExitCode, one, openDm, UsageError, writeLine } from './command';
+import { info, invalidMessage, lifecycle, requireCow, snapshotOptions, takeSnapshot } from './lifecycle-common';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
 
@@ -37,6 +37,26 @@ async function guardOf(dm: DeviceMapper, origin: Origin, cow: string): Promise<O
     filesystems.set(key, 'the COW device given with --cow');
   }
   return { devices, filesystems, nodeDir: dirname(dm.devicePath(origin.name)) };
+}
+
+/**
+ * Copies the whole snapshot device to the output, with a progress bar. A failed copy is
+ * returned, not thrown: an invalidated snapshot answers reads with EIO, and the caller
+ * says why.
+ */
+async function copySnapshot(io: CliContext, snap: Snapshot, origin: Origin, out: ImageOutput, sparse: boolean): Promise<{ copied: number; copyError?: unknown }> {
+  const total = origin.sizeBytes;
+  const progress = new ProgressBar(io.stderr, origin.name);
+  try {
+    const copied = await copyDevice(snap.devicePath, total, out.handle ?? (out.stream as NodeJS.WritableStream as Writable), {
+      sparse,
+      onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
+    });
+    progress.finish(copied, total);
+    return { copied };
+  } catch (error) {
+    return { copied: 0, copyError: error };
+  }
 }
 
 export const imageCommand: Command = {
@@ -72,51 +92,35 @@ Example:
     const output = args.values.output as string | undefined;
     if (!output) throw new UsageError('--output FILE|- is required');
     if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
-    const cow = args.values.cow as string | undefined;
-    if (!cow) throw new UsageError('--cow DEVICE is required: the block device that receives the copied blocks');
-    return withDm(io, async (dm) => {
-      const origin = await openOrigin(name, lifecycle(io, dm));
-      const total = origin.sizeBytes;
-      const fd = (io.stdout as { fd?: unknown }).fd;
-      const out = await openImageOutput({
-        target: output === '-' ? { stream: io.stdout, fd: typeof fd === 'number' ? fd : undefined } : output,
-        guard: await guardOf(dm, origin, cow),
-        sizeBytes: total,
-        sparse: args.values.sparse === true,
-        deviceSize: async (path) => (await blockDeviceInfo(path, { binding: io.binding })).sizeBytes,
-      });
-      let snap: Snapshot | undefined;
-      let complete = false;
-      try {
-        snap = await takeSnapshot(origin, args);
-        info(io, `dmsnap: ${name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
-        const progress = new ProgressBar(io.stderr, name);
-        let copied = 0;
-        let copyError: unknown;
-        try {
-          copied = await copyDevice(snap.devicePath, total, out.handle ?? (out.stream as NodeJS.WritableStream as Writable), {
-            sparse: args.values.sparse === true,
-            onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
-          });
-          progress.finish(copied, total);
-        } catch (error) {
-          // An invalidated snapshot answers reads with EIO: say why, not just "EIO".
-          copyError = error;
-        }
-        const status = await snap.status();
-        if (status.state !== 'active') {
-          writeLine(io.stderr, `dmsnap image: ${invalidMessage(name, snap, undefined, `became ${status.state}`)}`);
-          return ExitCode.snapshotInvalid;
-        }
-        if (copyError) throw copyError;
-        await out.commit();
-        complete = true;
-        info(io, `dmsnap: copied ${formatBytes(copied)} of ${name} to ${out.path}`);
-        return ExitCode.ok;
-      } finally {
-        if (!complete) await out.discard();
-        if (snap) await snap.drop();
-      }
+    const cow = requireCow(args);
+    using dm = await openDm(io);
+    const origin = await openOrigin(name, lifecycle(io, dm));
+    const fd = (io.stdout as { fd?: unknown }).fd;
+    const out = await openImageOutput({
+      target: output === '-' ? { stream: io.stdout, fd: typeof fd === 'number' ? fd : undefined } : output,
+      guard: await guardOf(dm, origin, cow),
+      sizeBytes: origin.sizeBytes,
+      sparse: args.values.sparse === true,
+      deviceSize: async (path) => (await blockDeviceInfo(path, { binding: io.binding })).sizeBytes,
     });
+    let snap: Snapshot | undefined;
+    let complete = false;
+    try {
+      snap = await takeSnapshot(io, origin, args);
+      const { copied, copyError } = await copySnapshot(io, snap, origin, out, args.values.sparse === true);
+      const status = await snap.status();
+      if (status.state !== 'active') {
+        writeLine(io.stderr, `dmsnap image: ${invalidMessage(name, snap, undefined, `became ${status.state}`)}`);
+        return ExitCode.snapshotInvalid;
+      }
+      if (copyError) throw copyError;
+      await out.commit();
+      complete = true;
+      info(io, `dmsnap: copied ${formatBytes(copied)} of ${name} to ${out.path}`);
+      return ExitCode.ok;
+    } finally {
+      if (!complete) await out.discard();
+      if (snap) await snap.drop();
+    }
   },
 };

@@ -17,7 +17,7 @@ import type { LifecycleOptions } from './context';
 import { scanGroups } from './discover';
 import { dropSnapshot } from './drop';
 import { planSnapshot, type SnapshotPlan } from './plan';
-import { Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
+import { cowLabel, Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { stepRunner, type StepHook } from './steps';
 import { takeSnapshot, type SnapshotSpec } from './take';
 import { formatTag } from './tags';
@@ -112,7 +112,7 @@ export class Origin implements SnapshotOwner {
       const report = await snap.status();
       snapshots.push({
         ...report,
-        cow: snap.info.cow.path ?? `${snap.info.cow.major}:${snap.info.cow.minor}`,
+        cow: cowLabel(snap.info),
         chunkSectors: snap.info.chunkSectors,
         persistent: snap.info.persistent,
       });

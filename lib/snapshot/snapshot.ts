@@ -86,6 +86,11 @@ export interface SnapshotInfo {
   targetType: string;
 }
 
+/** How a snapshot's COW device is named to people: its path, or MAJOR:MINOR when sysfs does not name it. */
+export function cowLabel(info: Pick<SnapshotInfo, 'cow'>): string {
+  return info.cow.path ?? `${info.cow.major}:${info.cow.minor}`;
+}
+
 /** What a Snapshot needs from its origin to drop itself (an Origin). */
 export interface SnapshotOwner {
   /** @internal */

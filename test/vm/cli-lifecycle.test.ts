@@ -199,6 +199,9 @@ describe('backup', () => {
       expect(dmsnapDevices()).toEqual([origin.name, `${origin.name}-real`].sort());
       expect(cli(['backup', origin.name, '--cow', cow, '--', 'sh', '-c', 'exit 7']).status).toBe(7);
       expect(cli(['backup', origin.name, '--cow', cow, '--', 'no-such-program-x']).status).toBe(127);
+      // A COMMAND that a signal ends: 128 + the signal's number, as a shell reports it.
+      expect(cli(['backup', origin.name, '--cow', cow, '--', 'sh', '-c', 'kill -HUP $$']).status).toBe(129);
+      expect(cli(['backup', origin.name, '--cow', cow, '--', 'sh', '-c', 'kill -SEGV $$']).status).toBe(139);
       expect(dmsnapDevices()).toEqual([origin.name, `${origin.name}-real`].sort());
     } finally {
       origin.unmount();

@@ -1,0 +1,28 @@
+/**
+ * `dmsnap drop`: remove the snapshots of an origin, all of them or one.
+ */
+import { DmsnapError } from '../errors';
+import { openOrigin } from '../snapshot';
+import { type Command, ExitCode, withOne } from './command';
+import { info, lifecycle } from './lifecycle-common';
+
+export const dropCommand: Command = {
+  name: ['drop'],
+  summary: 'remove snapshots of NAME (all, or one); the last restores the linear table (step 5)',
+  usage: 'NAME [--snapshot-name SNAP]',
+  help: 'Fails with exit code 4 while a snapshot is mounted.\n\nOptions:\n  --snapshot-name SNAP   drop only this snapshot\n\nExample:\n  dmsnap drop md2',
+  options: { 'snapshot-name': { type: 'string' } },
+  allowPositionals: true,
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      const origin = await openOrigin(name, lifecycle(io, dm));
+      const only = args.values['snapshot-name'] as string | undefined;
+      const snaps = (await origin.snapshots()).filter((s) => only === undefined || s.name === only);
+      if (only !== undefined && snaps.length === 0) {
+        throw new DmsnapError(`${name} has no snapshot named "${only}"; see "dmsnap status ${name}"`, 'ENXIO');
+      }
+      for (const snap of snaps) await snap.drop();
+      if (snaps.length === 0) info(io, `dmsnap: ${name} has no snapshots`);
+      return ExitCode.ok;
+    }),
+};

@@ -1,0 +1,34 @@
+/**
+ * `dmsnap snapshot`: take a snapshot of a prepared origin and print its device.
+ */
+import { openOrigin } from '../snapshot';
+import { type Command, ExitCode, withOne, writeLine } from './command';
+import { lifecycle, snapshotOptions, takeSnapshot } from './lifecycle-common';
+
+export const snapshotCommand: Command = {
+  name: ['snapshot'],
+  summary: 'take a snapshot of a prepared origin (step 1); prints its device',
+  usage: 'NAME --cow DEVICE [--chunk-size SIZE] [--transient] [--snapshot-name SNAP] [--force-wipe]',
+  help: `The first chunk of the COW device is zeroed; a COW that holds a filesystem or other
+signature is refused unless --force-wipe. Prints the snapshot's device on stdout and the
+freeze time on stderr.
+
+Options:
+  --cow DEVICE            block device for the copied blocks (required)
+  --chunk-size SIZE       sectors (32) or a size (16k, 64KiB, 1M); default 32 sectors
+  --transient             a transient (N) snapshot instead of a persistent (P) one
+  --snapshot-name SNAP    the snapshot's name (default NAME-snap)
+  --force-wipe            overwrite a COW device that holds data
+
+Example:
+  dmsnap snapshot md2 --cow /dev/sdb6 --chunk-size 64k`,
+  options: { ...snapshotOptions, transient: { type: 'boolean' } },
+  allowPositionals: true,
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      const origin = await openOrigin(name, lifecycle(io, dm));
+      const snap = await takeSnapshot(io, origin, args, args.values.transient === true);
+      writeLine(io.stdout, snap.devicePath);
+      return ExitCode.ok;
+    }),
+};
