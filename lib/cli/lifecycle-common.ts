@@ -6,7 +6,7 @@ import type { DeviceMapper } from '../dm/device-mapper';
 import type { Origin } from '../snapshot';
 import { cowLabel, type Snapshot, type SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type ParsedArgs, UsageError, writeLine } from './command';
-import { formatBytes, parseSectors } from './sizes';
+import { formatBytes, parseSizeOption } from './sizes';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
 export function lifecycle(io: CliContext, dm: DeviceMapper) {
@@ -45,7 +45,7 @@ export async function takeSnapshot(io: CliContext, origin: Origin, args: ParsedA
   const chunk = args.values['chunk-size'] as string | undefined;
   const snap = await origin.snapshot({
     cow,
-    chunkSectors: chunk === undefined ? undefined : parseSectors(chunk, '--chunk-size'),
+    chunkSectors: chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size'),
     persistent: !transient,
     name: args.values['snapshot-name'] as string | undefined,
     forceWipe: args.values['force-wipe'] === true,

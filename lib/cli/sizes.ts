@@ -18,8 +18,8 @@ const UNITS: Record<string, number> = {
   gb: 1024 ** 3,
 };
 
-/** "32" → 32 sectors; "16k", "16KiB" → 32 sectors; "1M" → 2048 sectors. */
-export function parseSectors(text: string, option: string): number {
+/** A size option in sectors: "32" → 32 sectors; "16k", "16KiB" → 32 sectors; "1M" → 2048 sectors. */
+export function parseSizeOption(text: string, option: string): number {
   const match = /^(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)$/.exec(text.trim());
   if (!match) throw new UsageError(`${option} must be a number of sectors or a size such as 16k or 1M; got "${text}"`);
   const [, whole, fraction, unitText] = match;
