@@ -9,7 +9,7 @@ import { ensureMountDir } from '../safety/paths';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type Command, ExitCode, type ParsedArgs, openDm, UsageError, writeLine } from './command';
 import { signalExitCode } from './format';
-import { info, invalidMessage, lifecycle, snapshotOptions, takeSnapshot } from './lifecycle-common';
+import { info, invalidMessage, lifecycle, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
 
 /** What backup runs: on which origin, which program, and the COW usage at which it stops. */
 interface BackupPlan {
@@ -166,7 +166,7 @@ Example:
     const watching = new AbortController();
     let snap: Snapshot | undefined;
     try {
-      snap = await takeSnapshot(io, origin, args);
+      snap = await snapshotFromArgs(io, origin, args);
       if (trap.signal) return signalExitCode(trap.signal);
       const mounted = await snap.mount(dir);
       info(io, `dmsnap: ${snap.devicePath} (${mounted.fsType}) mounted read-only on ${dir}`);

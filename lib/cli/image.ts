@@ -14,7 +14,7 @@ import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { deviceStack, devicesAbove, devKey } from '../system/stack';
 import { type CliContext, type Command, ExitCode, one, openDm, UsageError, writeLine } from './command';
-import { info, invalidMessage, lifecycle, requireCow, snapshotOptions, takeSnapshot } from './lifecycle-common';
+import { info, invalidMessage, lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
 
@@ -106,7 +106,7 @@ Example:
     let snap: Snapshot | undefined;
     let complete = false;
     try {
-      snap = await takeSnapshot(io, origin, args);
+      snap = await snapshotFromArgs(io, origin, args);
       const { copied, copyError } = await copySnapshot(io, snap, origin, out, args.values.sparse === true);
       const status = await snap.status();
       if (status.state !== 'active') {

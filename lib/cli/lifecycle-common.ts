@@ -40,7 +40,7 @@ export function requireCow(args: ParsedArgs): string {
 }
 
 /** Takes a snapshot from the shared options of snapshot, backup and image, and says how long NAME was frozen. */
-export async function takeSnapshot(io: CliContext, origin: Origin, args: ParsedArgs, transient = false): Promise<Snapshot> {
+export async function snapshotFromArgs(io: CliContext, origin: Origin, args: ParsedArgs, transient = false): Promise<Snapshot> {
   const cow = requireCow(args);
   const chunk = args.values['chunk-size'] as string | undefined;
   const snap = await origin.snapshot({

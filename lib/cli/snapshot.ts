@@ -3,7 +3,7 @@
  */
 import { openOrigin } from '../snapshot';
 import { type Command, ExitCode, withOne, writeLine } from './command';
-import { lifecycle, snapshotOptions, takeSnapshot } from './lifecycle-common';
+import { lifecycle, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
 
 export const snapshotCommand: Command = {
   name: ['snapshot'],
@@ -27,7 +27,7 @@ Example:
   run: (args, io) =>
     withOne(args, io, 'NAME', async (name, dm) => {
       const origin = await openOrigin(name, lifecycle(io, dm));
-      const snap = await takeSnapshot(io, origin, args, args.values.transient === true);
+      const snap = await snapshotFromArgs(io, origin, args, args.values.transient === true);
       writeLine(io.stdout, snap.devicePath);
       return ExitCode.ok;
     }),
