@@ -6,6 +6,7 @@ import type { DeviceMapper } from '../dm/device-mapper';
 import type { Origin } from '../snapshot';
 import { cowLabel, type Snapshot, type SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type ParsedArgs, UsageError, writeLine } from './command';
+import { sectorsToBytes } from '../units';
 import { formatBytes, parseSizeOption } from './sizes';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
@@ -57,7 +58,7 @@ export async function snapshotFromArgs(io: CliContext, origin: Origin, args: Par
 /** Describes why a snapshot is no longer usable, with the COW's size and usage. */
 export function invalidMessage(name: string, snap: Snapshot, last: SnapshotStatusReport | undefined, reason: string): string {
   const cow = cowLabel(snap.info);
-  const size = last?.totalSectors ? `${formatBytes(last.totalSectors * 512)}, ` : '';
+  const size = last?.totalSectors ? `${formatBytes(sectorsToBytes(last.totalSectors))}, ` : '';
   const used = last?.usedPercent != null ? `${last.usedPercent.toFixed(1)}% used` : 'full';
   return `the snapshot of ${name} ${reason}: its COW device ${cow} (${size}${used}) could not hold the blocks changed on ${name} meanwhile; the copy is incomplete. Use a larger COW device or back up at a quieter time`;
 }

@@ -2,10 +2,11 @@
  * Sizes on the command line: a plain number counts 512-byte sectors (as dmsetup and
  * lvcreate's chunk sizes do); a unit makes it bytes, in powers of 1024 as LVM reads them.
  */
+import { SECTOR_BYTES } from '../units';
 import { UsageError } from './command';
 
 const UNITS: Record<string, number> = {
-  s: 512,
+  s: SECTOR_BYTES,
   b: 1,
   k: 1024,
   kib: 1024,
@@ -23,13 +24,13 @@ export function parseSizeOption(text: string, option: string): number {
   const match = /^(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)$/.exec(text.trim());
   if (!match) throw new UsageError(`${option} must be a number of sectors or a size such as 16k or 1M; got "${text}"`);
   const [, whole, fraction, unitText] = match;
-  const unit = unitText === '' ? 512 : UNITS[unitText.toLowerCase()];
+  const unit = unitText === '' ? SECTOR_BYTES : UNITS[unitText.toLowerCase()];
   if (unit === undefined) throw new UsageError(`${option}: unknown unit "${unitText}" (use s, b, k, M or G)`);
   const bytes = Number(`${whole}.${fraction ?? '0'}`) * unit;
-  if (!Number.isSafeInteger(bytes) || bytes % 512 !== 0) {
+  if (!Number.isSafeInteger(bytes) || bytes % SECTOR_BYTES !== 0) {
     throw new UsageError(`${option} must be a whole number of 512-byte sectors; got "${text}" (${bytes} bytes)`);
   }
-  return bytes / 512;
+  return bytes / SECTOR_BYTES;
 }
 
 /** 1536 → "1.5 KiB" */
