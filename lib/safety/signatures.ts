@@ -6,7 +6,8 @@
  * header of an old COW is reported but never refused: reusing a COW is the normal case.
  */
 import { DmsnapError } from '../errors';
-import { callNative, loadBinding, type NativeBinding, type NativeBlockDevice, type NativeSignature } from '../native';
+import { callNative, loadBinding, type NativeBinding, type NativeSignature } from '../native';
+import type { HeldBlockDevice } from '../system/held-device';
 import { isChunkSize } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 
@@ -130,12 +131,12 @@ export async function checkCowIsBlank(path: string, options: CheckCowOptions = {
  * zeroing): what is checked is what will be written, whatever becomes of the path.
  * @internal
  */
-export async function checkOpenCowIsBlank(device: NativeBlockDevice, force: boolean): Promise<DeviceSignature[]> {
+export async function checkOpenCowIsBlank(device: HeldBlockDevice, force: boolean): Promise<DeviceSignature[]> {
   return checkReader(
     {
       path: device.path,
-      signatures: async () => (await callNative(() => device.probeSignatures())).map(toSignature),
-      read: (offset, length) => callNative(() => device.read(offset, length)),
+      signatures: async () => (await device.probeSignatures()).map(toSignature),
+      read: (offset, length) => device.read(offset, length),
     },
     force,
   );

@@ -7,15 +7,14 @@
  */
 import type { BlockDeviceInfo } from '../system/block-device';
 import { DmsnapError, SyscallError } from '../errors';
-import { callNative, type NativeBlockDevice } from '../native';
 import { checkOpenCowIsBlank, type DeviceSignature } from '../safety/signatures';
-import { bytes, bytesToSectors } from '../units';
 import { devKey } from '../system/stack';
+import type { HeldBlockDevice } from '../system/held-device';
 import type { System } from '../system/system';
 
 /** The COW held open, and what the kernel says of it. */
 export interface OpenCow {
-  device: NativeBlockDevice;
+  device: HeldBlockDevice;
   info: BlockDeviceInfo;
 }
 
@@ -27,19 +26,7 @@ export interface OpenCow {
 export async function openCow(system: System, path: string): Promise<OpenCow> {
   const device = await system.openBlockDevice(path, { exclusive: true, writable: true });
   try {
-    const native = await callNative(() => device.query());
-    const sizeBytes = bytes(native.sizeBytes);
-    const info: BlockDeviceInfo = {
-      path,
-      sizeBytes,
-      sizeSectors: bytesToSectors(sizeBytes),
-      logicalSectorSize: native.logicalSectorSize,
-      physicalSectorSize: native.physicalSectorSize,
-      readOnly: native.readOnly,
-      major: device.major,
-      minor: device.minor,
-    };
-    return { device, info };
+    return { device, info: await device.info() };
   } catch (error) {
     device.close();
     throw cannotUse(path, error);

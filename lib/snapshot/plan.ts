@@ -6,7 +6,7 @@
  */
 import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
-import type { NativeBlockDevice } from '../native';
+import type { HeldBlockDevice } from '../system/held-device';
 import type { BlockDeviceInfo } from '../system/block-device';
 import { deviceStack, devKey, loopBackingFilesystems, type DevNumber } from '../system/stack';
 import { System } from '../system/system';
@@ -38,7 +38,7 @@ export interface SnapshotRequest {
 export interface SnapshotPlan {
   cow: BlockDeviceInfo;
   /** The COW, held open from its checks until it is zeroed; the caller closes it. */
-  device: NativeBlockDevice;
+  device: HeldBlockDevice;
   wrapper: DeviceInfo;
   real: DeviceInfo;
   chunkBytes: number;

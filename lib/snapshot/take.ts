@@ -5,7 +5,6 @@
  * the devices this call created removed, and names the step that failed.
  */
 import { DmsnapError } from '../errors';
-import { callNative } from '../native';
 import { devKey, holdersOf, type DevNumber } from '../system/stack';
 import type { BlockDeviceInfo } from '../system/block-device';
 import { snapshot as snapshotTarget } from '../targets/snapshot';
@@ -74,7 +73,7 @@ async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpe
   const realKey = devKey(plan.real);
   progress.step = 'zero-cow';
   // A stale header would revive an old (or invalid) snapshot: zero the first chunk.
-  await callNative(() => plan.device.zeroStart(plan.chunkBytes));
+  await plan.device.zeroStart(plan.chunkBytes);
   // Released before the table load: the snapshot's own claim on the COW is exclusive too.
   plan.device.close();
   await after(progress.step);

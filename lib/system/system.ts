@@ -3,9 +3,10 @@
  * queries and opens, locks, mounts and the guardian. One System per native binding; the
  * snapshot layer gets it from its DeviceMapper client and never sees the binding itself.
  */
-import { callNative, type NativeBinding, type NativeBlockDevice } from '../native';
+import { callNative, type NativeBinding } from '../native';
 import { blockDeviceInfo, type BlockDeviceInfo } from './block-device';
 import { Guardian } from './guardian';
+import { HeldBlockDevice } from './held-device';
 import { lockOrigin, type LockOptions, type OriginLock } from './lock';
 import type { DevNumber } from './stack';
 
@@ -43,8 +44,8 @@ export class System {
   }
 
   /** Opens a block device and keeps it open: every call on it reaches that one device. */
-  openBlockDevice(path: string, options: { exclusive: boolean; writable: boolean }): Promise<NativeBlockDevice> {
-    return callNative(() => this.binding.openBlockDevice(path, options.exclusive, options.writable));
+  openBlockDevice(path: string, options: { exclusive: boolean; writable: boolean }): Promise<HeldBlockDevice> {
+    return HeldBlockDevice.open(this.binding, path, options);
   }
 
   /** Takes the lock of origin `name` (see lock.ts). */

@@ -49,4 +49,9 @@ describe('the shape of lib/', () => {
     const users = files.filter((f) => !owners.test(f) && /\bnativeBinding\b/.test(readFileSync(f, 'utf8')));
     expect(users).toEqual([]);
   });
+
+  it('keeps the snapshot layer off the addon: lib/snapshot/ imports nothing from lib/native', () => {
+    const importers = files.filter((f) => f.startsWith(join('lib', 'snapshot')) && /from '\.\.\/native(-types)?'/.test(readFileSync(f, 'utf8')));
+    expect(importers).toEqual([]);
+  });
 });
