@@ -16,6 +16,8 @@
         "native/freeze_binding.cc",
         "native/guardian.cc",
         "native/libblkid.cc",
+        "native/loop.cc",
+        "native/loop_binding.cc",
         "native/mount.cc",
         "native/signature_probe.cc",
         "native/signature_probe_binding.cc",

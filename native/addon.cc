@@ -122,6 +122,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterUdevCookie(env, exports);
   RegisterSignatureProbe(env, exports);
   RegisterSystem(env, exports);
+  RegisterLoop(env, exports);
   return exports;
 }
 

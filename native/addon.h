@@ -27,6 +27,7 @@ void RegisterDeviceHandle(Napi::Env env, Napi::Object exports);
 void RegisterUdevCookie(Napi::Env env, Napi::Object exports);
 void RegisterSignatureProbe(Napi::Env env, Napi::Object exports);
 void RegisterSystem(Napi::Env env, Napi::Object exports);
+void RegisterLoop(Napi::Env env, Napi::Object exports);
 
 // Argument helpers shared by the binding files: they throw TypeError on a mismatch.
 std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* name);

@@ -115,14 +115,16 @@ Napi::Value OpenBlockDevice(const Napi::CallbackInfo& info) {
   bool writable = info[2].As<Napi::Boolean>().Value();
   return PromiseWork<HandlePtr>::Run(
       info.Env(), "dmsnap.openBlockDevice", [=] { return std::make_shared<DeviceHandle>(path, exclusive, writable); },
-      [](Napi::Env env, HandlePtr& handle) -> Napi::Value {
-        // The External only lives for the constructor call; the wrap copies the pointer.
-        Napi::External<HandlePtr> external = Napi::External<HandlePtr>::New(env, &handle);
-        return HandleClass(env).New({external});
-      });
+      [](Napi::Env env, HandlePtr& handle) { return DeviceHandleToJs(env, handle); });
 }
 
 }  // namespace
+
+Napi::Value DeviceHandleToJs(Napi::Env env, HandlePtr& handle) {
+  // The External only lives for the constructor call; the wrap copies the pointer.
+  Napi::External<HandlePtr> external = Napi::External<HandlePtr>::New(env, &handle);
+  return HandleClass(env).New({external});
+}
 
 void RegisterDeviceHandle(Napi::Env env, Napi::Object exports) {
   Napi::Function handle_class = DeviceHandleWrap::Define(env);

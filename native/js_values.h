@@ -3,9 +3,11 @@
 
 #include <napi.h>
 
+#include <memory>
 #include <vector>
 
 #include "block_device.h"
+#include "device_handle.h"
 #include "signature_probe.h"
 
 namespace dmsnap {
@@ -14,5 +16,7 @@ namespace dmsnap {
 Napi::Value BlockDeviceInfoToJs(Napi::Env env, const BlockDeviceInfo& info);
 // NativeSignature[] (defined in signature_probe_binding.cc).
 Napi::Value SignaturesToJs(Napi::Env env, const std::vector<Signature>& signatures);
+// A NativeBlockDevice over an open device (defined in device_handle_binding.cc).
+Napi::Value DeviceHandleToJs(Napi::Env env, std::shared_ptr<DeviceHandle>& handle);
 
 }  // namespace dmsnap
