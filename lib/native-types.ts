@@ -2,6 +2,10 @@
  * The native addon's TypeScript shape: what each call takes and returns. lib/native.ts
  * loads it; tests implement it with a fake kernel.
  */
+import type { NativeLoopAttachment, NativeLoopStatus } from './native-loop-types';
+
+export type { NativeLoopAttachment, NativeLoopStatus } from './native-loop-types';
+
 /**
  * Which device a call is about. Exactly one of name, uuid or major+minor is used, in
  * that order of preference, as the kernel's struct dm_ioctl allows.
@@ -287,4 +291,18 @@ export interface NativeBinding {
   udevCookieWait(semid: number, timeoutMs: number): Promise<boolean>;
   /** Removes the semaphore without waiting. */
   udevCookieDestroy(semid: number): void;
+  /** LO_FLAGS_* and LO_NAME_SIZE from <linux/loop.h>. */
+  readonly loopConstants: Readonly<Record<string, number>>;
+  /**
+   * Attaches a regular file (opened O_RDWR | O_NOFOLLOW | O_CLOEXEC) to a free loop device with
+   * LOOP_CONFIGURE: LO_FLAGS_AUTOCLEAR, the tag in lo_file_name, LO_FLAGS_DIRECT_IO when asked and the
+   * kernel takes it. Numbers taken by another process first (EBUSY) are skipped, a few times.
+   */
+  loopAttach(file: string, tag: string, directIo: boolean): Promise<NativeLoopAttachment>;
+  /** LOOP_GET_STATUS64 (ENXIO when nothing is attached). */
+  loopStatus(device: string): Promise<NativeLoopStatus>;
+  /** LOOP_SET_CAPACITY: the device takes its backing file's current size. */
+  loopSetCapacity(device: string): Promise<void>;
+  /** LOOP_CLR_FD: detaches now if nothing else holds it open, else marks it autoclear (detached at the last close). */
+  loopDetach(device: string): Promise<void>;
 }

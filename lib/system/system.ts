@@ -1,6 +1,6 @@
 /**
  * The system calls the snapshot layer makes besides device-mapper's, typed: block-device
- * queries and opens, locks, mounts and the guardian. One System per native binding; the
+ * queries and opens, loop devices, locks, mounts and the guardian. One System per native binding; the
  * snapshot layer gets it from its DeviceMapper client and never sees the binding itself.
  */
 import { callNative, type NativeBinding } from '../native';
@@ -8,6 +8,7 @@ import { blockDeviceInfo, type BlockDeviceInfo } from './block-device';
 import { Guardian } from './guardian';
 import { HeldBlockDevice } from './held-device';
 import { lockOrigin, type LockOptions, type OriginLock } from './lock';
+import { Loops } from './loop';
 import type { DevNumber } from './stack';
 
 /** Whatever holds a native binding (a DeviceMapper client). */
@@ -18,7 +19,12 @@ export interface BindingOwner {
 const systems = new WeakMap<NativeBinding, System>();
 
 export class System {
-  private constructor(private readonly binding: NativeBinding) {}
+  /** Loop devices attached by dmsnap itself (no losetup): attach, status, grow, detach. */
+  readonly loop: Loops;
+
+  private constructor(private readonly binding: NativeBinding) {
+    this.loop = new Loops(binding);
+  }
 
   /** The System over the binding `owner` uses. */
   static of(owner: BindingOwner): System {
