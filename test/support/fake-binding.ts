@@ -6,7 +6,7 @@
  * addon in the VM. It needs no compiled addon. The model lives in ./fake/, one concern
  * a file: devices.ts and table-ioctls.ts (the dm device state machine), tables.ts,
  * snapshot.ts, exceptions.ts and targets.ts (targets and exception stores), paths.ts,
- * opens.ts and block-devices.ts (block devices), events.ts and udev.ts, host.ts (mounts,
+ * opens.ts and block-devices.ts (block devices), loop.ts (loop-control and the loop ioctls), events.ts and udev.ts, host.ts (mounts,
  * guardian, locks), control.ts and binding.ts (the front end the addon's shape is made of).
  */
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { DM_CONSTANTS, ENODEV } from './fake/constants';
 import { writeOrigin, writeSnapshot, zeroDevice } from './fake/exceptions';
 import { newState } from './fake/model';
 import { openForTest } from './fake/opens';
+import { addFile } from './fake/loop';
 import { addLoopDevice } from './fake/paths';
 import type { FakeSystem } from './fake/system';
 
@@ -39,6 +40,10 @@ export function createFakeSystem(): FakeSystem {
     driverVersion: [4, 47, 0],
     blockDevices: new Map(),
     otherFiles: new Set(['/dev/null', '/etc/passwd']),
+    files: new Map(),
+    addFile: (path, sizeBytes, kind) => addFile(s, path, sizeBytes, kind),
+    loopRaces: 0,
+    loopDirectIo: false,
     signatures: new Map(),
     openControls: 0,
     binding: undefined as unknown as FakeSystem['binding'],

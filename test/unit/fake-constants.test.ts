@@ -5,7 +5,7 @@
 import { loadBinding } from '../../lib/native';
 import { describeWithAddon } from '../support/addon';
 import { createFakeSystem } from '../support/fake-binding';
-import { DM_CONSTANTS } from '../support/fake/constants';
+import { DM_CONSTANTS, LOOP_CONSTANTS } from '../support/fake/constants';
 
 describeWithAddon('the fake kernel\'s constants', () => {
   it('are exactly the compiled addon\'s: same names, same values', () => {
@@ -13,6 +13,10 @@ describeWithAddon('the fake kernel\'s constants', () => {
     expect(Object.keys(addon).length).toBeGreaterThan(0);
     expect({ ...DM_CONSTANTS }).toEqual(addon);
     expect(Object.keys(DM_CONSTANTS).sort()).toEqual(Object.keys(addon).sort());
+  });
+
+  it('include <linux/loop.h>\'s LO_FLAGS_* and LO_NAME_SIZE, as the addon exports them', () => {
+    expect({ ...LOOP_CONSTANTS }).toEqual({ ...loadBinding().loopConstants });
   });
 });
 

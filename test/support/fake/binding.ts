@@ -1,9 +1,10 @@
-/** The fake NativeBinding: the control node, then the block-device, udev, mount, guardian and lock calls. */
+/** The fake NativeBinding: the control node, then the block-device, udev, mount, guardian, lock and loop calls. */
 import type { NativeBinding, NativeControl } from '../../../lib/native';
 import { blockDeviceCalls, failOpen } from './block-devices';
 import { DM_CONSTANTS, EACCES, ENOENT } from './constants';
 import { openControlState } from './control';
 import { hostCalls } from './host';
+import { loopCalls } from './loop';
 import type { FakeState } from './model';
 import { destroyCookie, udevCookieAdd, udevCookieCreate, udevCookieWait } from './udev';
 
@@ -21,5 +22,6 @@ export function fakeBinding(s: FakeState): NativeBinding {
     udevCookieWait: (semid, timeoutMs) => udevCookieWait(s, semid, timeoutMs),
     udevCookieDestroy: (semid) => destroyCookie(s, semid, true),
     ...hostCalls(s),
+    ...loopCalls(s),
   };
 }

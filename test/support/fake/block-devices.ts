@@ -76,7 +76,7 @@ function zeroStart(s: FakeState, found: DevNumber, path: string, lengthBytes: nu
 }
 
 /** The addon's BlockDevice: one device, fixed at open, whatever becomes of the path. */
-function openHandle(s: FakeState, path: string, exclusive: boolean, writable: boolean): NativeBlockDevice {
+export function openHandle(s: FakeState, path: string, exclusive: boolean, writable: boolean): NativeBlockDevice {
   if (exclusive && s.spawning > 0) s.system.exclusiveOpensDuringSpawn++;
   const found = openedPath(s, path);
   if (exclusive && heldExclusively(s, found.key)) failOpen(EBUSY, 'open', path);

@@ -55,6 +55,18 @@ export const NAME_LEN = flag('DM_NAME_LEN');
 export const UUID_LEN = flag('DM_UUID_LEN');
 export const MAX_TYPE_NAME = flag('DM_MAX_TYPE_NAME');
 
+/** The numbers of <linux/loop.h> the addon exports as `loopConstants`. */
+export const LOOP_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
+  LO_FLAGS_READ_ONLY: 1,
+  LO_FLAGS_AUTOCLEAR: 4,
+  LO_FLAGS_PARTSCAN: 8,
+  LO_FLAGS_DIRECT_IO: 16,
+  LO_NAME_SIZE: 64,
+});
+
+/** The device number of the filesystem FakeSystem.files live on. */
+export const FAKE_FILES_DEV = { major: 0, minor: 42 };
+
 /** The errno values the fake kernel fails with. */
 export const EPERM = 1;
 export const ENOENT = 2;
@@ -67,7 +79,9 @@ export const ENOTBLK = 15;
 export const EBUSY = 16;
 export const EEXIST = 17;
 export const ENODEV = 19;
+export const EISDIR = 21;
 export const EINVAL = 22;
+export const ELOOP = 40;
 export const EIDRM = 43;
 export const EOVERFLOW = 75;
 

@@ -2,7 +2,7 @@
  * The fake kernel's inner state: the dm devices and their loaded tables, the exception
  * stores of snapshots, and the one state object every module of the fake works on.
  */
-import type { FakeMappedDevice, FakeSystem, FakeTable, FakeTableTarget } from './system';
+import type { FakeFile, FakeMappedDevice, FakeSystem, FakeTable, FakeTableTarget } from './system';
 
 /** A kernel failure inside an ioctl; the control turns it into the addon's error. */
 export class KernelError extends Error {
@@ -95,6 +95,15 @@ export interface ExternalOpens {
   exclusive: number;
 }
 
+/** A loop device the binding attached (loopAttach): its backing file and lo_* fields. */
+export interface FakeLoop {
+  dev: DevNumber;
+  file: FakeFile;
+  tag: string;
+  /** lo_flags (LO_FLAGS_*). */
+  flags: number;
+}
+
 /** Everything the fake kernel keeps, shared by its modules. */
 export interface FakeState {
   system: FakeSystem;
@@ -116,6 +125,10 @@ export interface FakeState {
   nextCookieBase: number;
   /** Guardian spawns in flight. */
   spawning: number;
+  /** Loop devices loopAttach bound, by path (/dev/loopN). */
+  loops: Map<string, FakeLoop>;
+  /** Minors of the loop devices that exist, bound or not (LOOP_CTL_GET_FREE adds them). */
+  loopNodes: Set<number>;
 }
 
 /** A state with no devices; `system` is filled in by the entry point. */
@@ -136,5 +149,7 @@ export function newState(): FakeState {
     nextSemid: 32768,
     nextCookieBase: 1,
     spawning: 0,
+    loops: new Map(),
+    loopNodes: new Set(),
   };
 }

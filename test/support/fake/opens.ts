@@ -1,8 +1,9 @@
 /**
  * Who holds a device open: tables (dm's claim) and programs (mounts, exclusive opens),
- * the open count DM_DEV_STATUS reports, and the removals that wait for the last closer.
+ * the open count DM_DEV_STATUS reports, and what waits for the last closer: deferred
+ * removals, and the detach of an autoclear loop device.
  */
-import { EBUSY, EINVAL, ENOENT, ENOTBLK, ENXIO, EOVERFLOW, MINOR_BITS } from './constants';
+import { EBUSY, EINVAL, ENOENT, ENOTBLK, ENXIO, EOVERFLOW, LOOP_CONSTANTS, MINOR_BITS } from './constants';
 import { dmUevent, recordUevent, tableEvent, wakeWaiters } from './events';
 import { refuse, type DevNumber, type FakeState, type LoadedTable, type MappedDevice } from './model';
 import { dmKey, keyOf, lookupDevicePath, openable, resolveForTest } from './paths';
@@ -49,6 +50,19 @@ export function addOpen(s: FakeState, key: string, exclusive: boolean): () => vo
   };
 }
 
+/** Detaches a bound loop device: its block device goes, its node stays. */
+export function unbindLoop(s: FakeState, device: string): void {
+  s.loops.delete(device);
+  s.system.blockDevices.delete(device);
+}
+
+/** lo_release with LO_FLAGS_AUTOCLEAR: a loop no table and no program holds any more is detached. */
+export function clearUnusedLoops(s: FakeState): void {
+  for (const [device, loop] of s.loops) {
+    if (loop.flags & LOOP_CONSTANTS.LO_FLAGS_AUTOCLEAR! && openCount(s, loop.dev.key) === 0) unbindLoop(s, device);
+  }
+}
+
 /** FakeSystem.openBlockDevice: a program's open of a device, by dm name or path. */
 export function openForTest(s: FakeState, nameOrPath: string, options: { exclusive?: boolean } = {}): () => void {
   const dev = resolveForTest(s, nameOrPath);
@@ -65,6 +79,7 @@ export function destroyDevice(s: FakeState, md: MappedDevice): void {
   md.inactive = undefined;
   md.live = undefined;
   for (const key of s.cowMetadata.keys()) if (key.startsWith(`${dmKey(md)}@`)) s.cowMetadata.delete(key);
+  clearUnusedLoops(s);
 }
 
 /** DM_DEV_REMOVE of a device nobody holds: gone at once, with its uevents; true when the cookie's uevent was sent. */
@@ -77,6 +92,7 @@ export function removeNow(s: FakeState, md: MappedDevice, cookie: number): boole
 
 /** dm_deferred_remove: runs on a workqueue once the last opener of a marked device closes. */
 export function scheduleDeferredRemovals(s: FakeState): void {
+  clearUnusedLoops(s);
   if (s.deferredScheduled) return;
   const next = () => [...s.mds.values()].find((md) => md.deferredRemove && openCount(s, dmKey(md)) === 0);
   if (!next()) return;

@@ -35,7 +35,7 @@ export function lookupPath(s: FakeState, path: string): DevNumber | 'other' | un
   if (device) return { key: keyOf(device.major, device.minor), major: device.major, minor: device.minor };
   const node = s.system.nodes.get(path);
   if (node) return { key: keyOf(node.major, node.minor), major: node.major, minor: node.minor };
-  if (s.system.otherFiles.has(path) || (s.system.dmLoaded && path === '/dev/mapper/control')) return 'other';
+  if (s.system.otherFiles.has(path) || s.system.files.has(path) || (s.system.dmLoaded && path === '/dev/mapper/control')) return 'other';
   return undefined;
 }
 

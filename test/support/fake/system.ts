@@ -6,6 +6,14 @@ import type { NativeBinding, NativeBlockDeviceInfo, NativeSignature } from '../.
 
 export interface FakeBlockDevice extends NativeBlockDeviceInfo {}
 
+/** A path of the fake's own filesystem (FakeSystem.files): a regular file, a directory or a symlink. */
+export interface FakeFile {
+  kind: 'file' | 'directory' | 'symlink';
+  /** A regular file's size; change it to grow the file. */
+  sizeBytes: number;
+  readonly inode: number;
+}
+
 /** A uevent the kernel sent for a dm device. `cookie` is the DM_COOKIE value (0: none). */
 export interface FakeUevent {
   action: 'add' | 'change' | 'remove';
@@ -59,6 +67,14 @@ export interface FakeSystem {
   blockDevices: Map<string, FakeBlockDevice>;
   /** Other paths that exist but are not block devices. */
   otherFiles: Set<string>;
+  /** Files loop devices can be attached to, by path, on a filesystem numbered FAKE_FILES_DEV (0:42). */
+  files: Map<string, FakeFile>;
+  /** Adds a file (a sparse one of sizeBytes), directory or symlink; returns the record. */
+  addFile(path: string, sizeBytes: number, kind?: FakeFile['kind']): FakeFile;
+  /** How many times another process takes the free loop number before loopAttach's LOOP_CONFIGURE (EBUSY). */
+  loopRaces: number;
+  /** Whether the files' filesystem takes LO_FLAGS_DIRECT_IO; the kernel clears the flag where it does not. */
+  loopDirectIo: boolean;
   /**
    * What probeSignatures (libblkid) finds, by path: a block device without an entry is
    * blank, but for the DM_snapshot_cow header of persistent snapshot metadata, which is
