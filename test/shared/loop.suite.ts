@@ -26,7 +26,7 @@ export interface LoopEnvironment {
 const MiB = 1024 * 1024;
 
 /** Waits until `check` passes (the real kernel may detach on a workqueue, udev may hold a new device a moment). */
-async function eventually(check: () => Promise<void>, timeoutMs = 5000): Promise<void> {
+export async function eventually(check: () => Promise<void>, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

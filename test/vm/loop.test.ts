@@ -9,7 +9,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, statSync, symlin
 import { join } from 'node:path';
 import { DeviceMapper, prepare } from '../../lib';
 import { System } from '../../lib/system/system';
-import { loopSuite } from '../shared/loop.suite';
+import { eventually, loopSuite } from '../shared/loop.suite';
 import { createLoopDevice, scratchDir } from './support/system';
 
 const MiB = 1024 * 1024;
@@ -106,7 +106,7 @@ describe('a persistent snapshot whose COW is a loop device over a file', () => {
     await snap.drop();
     await origin.release();
     // The loop is detached with the snapshot's table.
-    await expect(loops.status(loop.device)).rejects.toMatchObject({ code: 'ENXIO' });
+    await eventually(() => expect(loops.status(loop.device)).rejects.toMatchObject({ code: 'ENXIO' }));
     return report;
   }
 
