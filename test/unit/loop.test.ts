@@ -2,9 +2,15 @@
  * The shared loop-device suite against the fake kernel, and what only the fake can stage:
  * another process taking the free loop number first, a filesystem with direct I/O.
  */
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DeviceMapper } from '../../lib';
+import { loadBinding } from '../../lib/native';
+import { Loops } from '../../lib/system/loop';
 import { System } from '../../lib/system/system';
 import { loopSuite } from '../shared/loop.suite';
+import { describeWithAddon } from '../support/addon';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 import { FAKE_FILES_DEV } from '../support/fake/constants';
 
@@ -77,7 +83,30 @@ describe('loop devices (fake kernel)', () => {
   it('needs root for /dev/loop-control', async () => {
     system.addFile('/srv/fake/cow.img', 1024 * 1024);
     system.unprivileged = true;
-    const { Loops } = await import('../../lib/system/loop');
     await expect(new Loops(system.binding).attach('/srv/fake/cow.img', { tag: 'DMSNAP-x-cow' })).rejects.toMatchObject({ code: 'EACCES', path: '/dev/loop-control' });
+  });
+});
+
+// Every call here fails at the backing file's open, before /dev/loop-control: no loop device is touched.
+describeWithAddon('the real addon\'s loop calls, on the build machine', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dmsnap-loop-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const loops = () => new Loops(loadBinding());
+
+  it('opens the file with O_NOFOLLOW: a symlink is refused (ELOOP), even one to nothing', async () => {
+    const link = join(dir, 'dangling');
+    symlinkSync(join(dir, 'nowhere'), link);
+    await expect(loops().attach(link, { tag: 'DMSNAP-t-cow' })).rejects.toMatchObject({ code: 'ELOOP', syscall: 'open', path: link });
+  });
+
+  it('refuses a missing file (ENOENT) and a directory (EISDIR) by their open', async () => {
+    await expect(loops().attach(join(dir, 'missing'), { tag: 'DMSNAP-t-cow' })).rejects.toMatchObject({ code: 'ENOENT', syscall: 'open' });
+    await expect(loops().attach(dir, { tag: 'DMSNAP-t-cow' })).rejects.toMatchObject({ code: 'EISDIR', syscall: 'open', path: dir });
+  });
+
+  it('checks the types of its arguments', () => {
+    const binding = loadBinding() as unknown as Record<string, (...args: unknown[]) => unknown>;
+    expect(() => binding.loopAttach!(join(dir, 'missing'), 'tag', 'yes')).toThrow('directIo must be a boolean');
+    expect(() => binding.loopStatus!(7)).toThrow('device must be a string');
   });
 });
