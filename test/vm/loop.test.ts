@@ -8,9 +8,10 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, prepare } from '../../lib';
+import type { AttachedLoop } from '../../lib/system/loop';
 import { System } from '../../lib/system/system';
 import { eventually, loopSuite } from '../shared/loop.suite';
-import { createLoopDevice, scratchDir } from './support/system';
+import { createLoopDevice, run, scratchDir } from './support/system';
 
 const MiB = 1024 * 1024;
 const dir = mkdtempSync(join(scratchDir(), 'loop-files-'));
@@ -47,6 +48,35 @@ loopSuite({
   missingPath: () => join(dir, `missing${files++}`),
   growFile: async (path, sizeBytes) => truncateSync(path, sizeBytes),
   fileIdentity: identity,
+});
+
+describe('direct I/O of a loop device, by backing filesystem', () => {
+  it('is taken over a file on ext4 (on a 512-byte-sector disk), and reported by LOOP_GET_STATUS64', async () => {
+    const disk = createLoopDevice(32 * MiB);
+    run('mkfs.ext4', ['-q', '-F', disk]);
+    const mnt = mkdtempSync(join(scratchDir(), 'ext4-'));
+    run('mount', [disk, mnt]);
+    const dm = await DeviceMapper.open();
+    const loops = System.of(dm).loop;
+    const held: AttachedLoop[] = [];
+    try {
+      const file = join(mnt, 'cow.img');
+      writeFileSync(file, '');
+      truncateSync(file, 4 * MiB);
+      const loop = await loops.attach(file, { tag: 'DMSNAP-dio-cow' });
+      held.push(loop);
+      const plain = await loops.attach(sparseFile(MiB), { tag: 'DMSNAP-tmpfs-cow' });
+      held.push(plain);
+      console.log(`kernel ${process.env.DMSNAP_VM_KERNEL}: direct I/O over ext4 ${loop.directIo}, over tmpfs ${plain.directIo}`);
+      expect(loop.directIo).toBe(true);
+      expect(await loops.status(loop.device)).toMatchObject({ directIo: true, autoclear: true, backing: identity(file), sizeBytes: 4 * MiB });
+    } finally {
+      for (const loop of held) loop.release();
+      for (const loop of held) await eventually(() => expect(loops.status(loop.device)).rejects.toMatchObject({ code: 'ENXIO' }));
+      dm.close();
+      run('umount', [mnt]);
+    }
+  });
 });
 
 /** Random data through a device, O_DIRECT, in 64 KiB blocks. */
