@@ -8,6 +8,7 @@
 #   --kernel   the Debian kernel line (default: $DMSNAP_VM_KERNEL, else 6.1)
 #   --udev     start systemd-udevd in the guest (default: $DMSNAP_VM_UDEV, else no udev)
 #   --share    a host folder the guest can write, seen there as $DMSNAP_VM_SHARE
+#              (default: $DMSNAP_VM_SHARE_DIR, else a temporary one removed at the end)
 #   --shell    an interactive shell in the guest instead of COMMAND
 set -euo pipefail
 
@@ -18,7 +19,7 @@ udev=${DMSNAP_VM_UDEV:-0}
 memory=${DMSNAP_VM_MEMORY:-3072}
 cpus=${DMSNAP_VM_CPUS:-2}
 timeout=${DMSNAP_VM_TIMEOUT:-3600}
-share=
+share=${DMSNAP_VM_SHARE_DIR:-}
 shell=0
 
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }

@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, openOrigin } from '../../../lib';
 import { invariantViolations } from './invariants';
@@ -130,6 +130,17 @@ export class ModelSystem {
       const actual = deviceSha(snap.device);
       if (expected !== actual) throw new Error(`after "${what}": snapshot ${snap.name} is reported active but no longer reads as at its freeze`);
     }
+    this.reportProgress();
+  }
+
+  /**
+   * Every 100 commands, a line in the VM share's model-progress file (the host sees it
+   * while jest still holds the test's output): a long run shows how far it got.
+   */
+  private reportProgress(): void {
+    const share = process.env.DMSNAP_VM_SHARE;
+    if (!share || this.log.length % 100 !== 0) return;
+    appendFileSync(join(share, 'model-progress'), `${new Date().toISOString()} ${this.name}: ${this.log.length} commands passed\n`);
   }
 
   /** Leaves nothing behind. */
