@@ -136,7 +136,7 @@ async function cleanUp(snap: Snapshot | undefined, madeDir: string | undefined):
 export const backupCommand: Command = {
   name: ['backup'],
   summary: 'snapshot, mount read-only, run COMMAND in it, then unmount and drop',
-  usage: 'NAME --cow DEVICE [--chunk-size SIZE] [--mount-dir DIR] [--usage-limit PERCENT] -- COMMAND [ARGS...]',
+  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--chunk-size SIZE] [--mount-dir DIR] [--usage-limit PERCENT] -- COMMAND [ARGS...]',
   help: `COMMAND runs with the snapshot's mount directory as its working directory and
 DMSNAP_MOUNT, DMSNAP_DEVICE and DMSNAP_ORIGIN in its environment. The snapshot is
 unmounted and dropped afterwards, also on failure, SIGINT or SIGTERM. If the snapshot
@@ -144,7 +144,9 @@ becomes invalid (COW full) or its usage reaches --usage-limit, COMMAND is termin
 and dmsnap exits 3. Otherwise it exits with COMMAND's status.
 
 Options:
-  --cow DEVICE              block device for the copied blocks (required)
+  --cow DEVICE              block device for the copied blocks
+  --cow-file FILE           or a new file for them, which dmsnap creates (see dmsnap snapshot)
+  --cow-size SIZE           the COW file's size (default: the origin's, plus metadata)
   --chunk-size SIZE         as for dmsnap snapshot
   --mount-dir DIR           where to mount (default: a new directory under /tmp)
   --usage-limit PERCENT     stop COMMAND when the COW is this full

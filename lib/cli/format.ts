@@ -27,6 +27,8 @@ export interface SnapshotFields {
   name: string;
   device: string;
   cow: string;
+  /** The COW file dmsnap created (served by the loop device `cow`), or null. */
+  cowFile: string | null;
   chunkSectors: number;
   persistent: boolean;
 }
@@ -36,7 +38,7 @@ export function originFields(origin: Origin): OriginFields {
 }
 
 export function snapshotFields(snap: Snapshot): SnapshotFields {
-  return { name: snap.name, device: snap.devicePath, cow: cowLabel(snap.info), chunkSectors: snap.info.chunkSectors, persistent: snap.info.persistent };
+  return { name: snap.name, device: snap.devicePath, cow: cowLabel(snap.info), cowFile: snap.info.cowFile, chunkSectors: snap.info.chunkSectors, persistent: snap.info.persistent };
 }
 
 /** The JSON keys of an origin, in the order `ls --json` and `status --json` print them. */
@@ -46,7 +48,7 @@ export function originJson(o: OriginFields): OriginFields {
 
 /** The JSON keys of a snapshot, in the order `ls --json` and `status --json` print them. */
 export function snapshotJson(s: SnapshotFields): SnapshotFields {
-  return { name: s.name, device: s.device, cow: s.cow, chunkSectors: s.chunkSectors, persistent: s.persistent };
+  return { name: s.name, device: s.device, cow: s.cow, cowFile: s.cowFile, chunkSectors: s.chunkSectors, persistent: s.persistent };
 }
 
 /**

@@ -4,7 +4,7 @@
  * snapshot is taken; a regular file is replaced only by a complete, valid image.
  */
 import { stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { blockDeviceInfo } from '../system/block-device';
 import type { DeviceMapper } from '../dm/device-mapper';
@@ -14,12 +14,12 @@ import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { deviceStack, devicesAbove, devKey } from '../system/stack';
 import { type CliContext, type Command, ExitCode, one, openDm, UsageError, writeLine } from './command';
-import { info, invalidMessage, lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { type CowChoice, info, invalidMessage, lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
 
 /** The origin's devices (all of its stack, for device outputs; it and what is built on it, for files) and the COW. */
-async function guardOf(dm: DeviceMapper, origin: Origin, cow: string): Promise<OutputGuard> {
+async function guardOf(dm: DeviceMapper, origin: Origin, choice: CowChoice): Promise<OutputGuard> {
   const [wrapper, real] = await Promise.all([dm.info(origin.name), dm.info(origin.realName)]);
   const own = new Map([
     [devKey(wrapper), `the origin ${origin.devicePath}`],
@@ -30,7 +30,7 @@ async function guardOf(dm: DeviceMapper, origin: Origin, cow: string): Promise<O
   for (const key of deviceStack([wrapper, real, origin.backing])) devices.set(key, own.get(key) ?? `in the device stack of ${origin.name} (it shares blocks with it)`);
   const filesystems = new Map<string, string>(own);
   for (const key of devicesAbove([wrapper])) if (!filesystems.has(key)) filesystems.set(key, `device ${key}, built on ${origin.devicePath}`);
-  const cowStats = await stat(cow).catch(() => undefined);
+  const cowStats = 'cow' in choice ? await stat(choice.cow).catch(() => undefined) : undefined;
   if (cowStats?.isBlockDevice()) {
     const key = devKey(decodeDev(cowStats.rdev));
     devices.set(key, 'the COW device given with --cow');
@@ -62,7 +62,7 @@ async function copySnapshot(io: CliContext, snap: Snapshot, origin: Origin, out:
 export const imageCommand: Command = {
   name: ['image'],
   summary: 'snapshot, copy the whole snapshot device to FILE or stdout, then drop',
-  usage: 'NAME --cow DEVICE --output FILE|- [--sparse] [--chunk-size SIZE]',
+  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] --output FILE|- [--sparse] [--chunk-size SIZE]',
   help: `A block-level image of the origin as it was at the snapshot. Shows progress on
 stderr when it is a terminal. Checks at the end that the snapshot stayed valid: if not,
 exits 3.
@@ -78,7 +78,9 @@ anything else in its device stack, the COW, a new file in /dev/mapper, and a fil
 filesystem that lives on the origin (its writes would fill the COW).
 
 Options:
-  --cow DEVICE       block device for the copied blocks (required)
+  --cow DEVICE       block device for the copied blocks
+  --cow-file FILE    or a new file for them, which dmsnap creates (see dmsnap snapshot)
+  --cow-size SIZE    the COW file's size (default: the origin's, plus metadata)
   --output FILE|-    the image file or device, or - for stdout
   --sparse           leave holes for all-zero blocks (regular files only)
   --chunk-size SIZE  as for dmsnap snapshot
@@ -93,6 +95,7 @@ Example:
     if (!output) throw new UsageError('--output FILE|- is required');
     if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
     const cow = requireCow(args);
+    if ('cowFile' in cow && output !== '-' && resolve(output) === resolve(cow.cowFile.path)) throw new UsageError('--output and --cow-file name the same file');
     using dm = await openDm(io);
     const origin = await openOrigin(name, lifecycle(io, dm));
     const fd = (io.stdout as { fd?: unknown }).fd;

@@ -7,7 +7,7 @@ import type { Origin } from '../snapshot';
 import { cowLabel, type Snapshot, type SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type ParsedArgs, UsageError, writeLine } from './command';
 import { sectorsToBytes } from '../units';
-import { formatBytes, parseSizeOption } from './sizes';
+import { formatBytes, parseByteSize, parseSizeOption } from './sizes';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
 export function lifecycle(io: CliContext, dm: DeviceMapper) {
@@ -28,16 +28,29 @@ export function info(io: CliContext, text: string): void {
 
 export const snapshotOptions = {
   cow: { type: 'string' as const },
+  'cow-file': { type: 'string' as const },
+  'cow-size': { type: 'string' as const },
   'chunk-size': { type: 'string' as const },
   'snapshot-name': { type: 'string' as const },
   'force-wipe': { type: 'boolean' as const },
 };
 
-/** The --cow option, which the commands that take a snapshot require. */
-export function requireCow(args: ParsedArgs): string {
+/** Where the copied blocks go: --cow DEVICE, or --cow-file FILE (with --cow-size). Exactly one is required. */
+export type CowChoice = { cow: string } | { cowFile: { path: string; sizeBytes?: number } };
+
+/** The --cow or --cow-file option, one of which the commands that take a snapshot require. */
+export function requireCow(args: ParsedArgs): CowChoice {
   const cow = args.values.cow as string | undefined;
-  if (!cow) throw new UsageError('--cow DEVICE is required: the block device that receives the copied blocks');
-  return cow;
+  const file = args.values['cow-file'] as string | undefined;
+  const size = args.values['cow-size'] as string | undefined;
+  if (cow !== undefined && file !== undefined) throw new UsageError('give --cow DEVICE or --cow-file FILE, not both');
+  if (cow === undefined && file === undefined) {
+    throw new UsageError('--cow DEVICE or --cow-file FILE is required: the block device, or the file dmsnap creates, that receives the copied blocks');
+  }
+  if (size !== undefined && file === undefined) throw new UsageError('--cow-size sizes a COW file: use it with --cow-file');
+  if (file === '' || cow === '') throw new UsageError(`${file === '' ? '--cow-file' : '--cow'} needs a path`);
+  if (cow !== undefined) return { cow };
+  return { cowFile: { path: file!, ...(size === undefined ? {} : { sizeBytes: parseByteSize(size, '--cow-size') }) } };
 }
 
 /** Takes a snapshot from the shared options of snapshot, backup and image, and says how long NAME was frozen. */
@@ -45,7 +58,7 @@ export async function snapshotFromArgs(io: CliContext, origin: Origin, args: Par
   const cow = requireCow(args);
   const chunk = args.values['chunk-size'] as string | undefined;
   const snap = await origin.snapshot({
-    cow,
+    ...cow,
     chunkSectors: chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size'),
     persistent: !transient,
     name: args.values['snapshot-name'] as string | undefined,

@@ -44,3 +44,10 @@ export function formatBytes(bytes: number): string {
   }
   return i === 0 ? `${value} B` : `${value.toFixed(1)} ${units[i]}`;
 }
+
+/** A size option in bytes, read as parseSizeOption reads it (a plain number counts sectors). */
+export function parseByteSize(text: string, option: string): number {
+  const value = parseSizeOption(text, option) * SECTOR_BYTES;
+  if (value === 0) throw new UsageError(`${option} must be larger than 0; got "${text}"`);
+  return value;
+}

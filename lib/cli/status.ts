@@ -19,7 +19,8 @@ type SnapshotStatus = OriginStatus['snapshots'][number];
 function snapshotLine(s: SnapshotStatus): string {
   const usage =
     s.allocatedSectors === null ? 'usage -' : `${s.allocatedSectors}/${s.totalSectors} sectors ${usageBar(s.usedPercent)} ${s.usedPercent!.toFixed(1)}%`;
-  return `  ${s.name}  ${s.state}  ${usage}  cow ${s.cow}  chunk ${s.chunkSectors}  ${s.persistent ? 'persistent' : 'transient'}`;
+  const cow = s.cowFile ? `${s.cow} (file ${s.cowFile})` : s.cow;
+  return `  ${s.name}  ${s.state}  ${usage}  cow ${cow}  chunk ${s.chunkSectors}  ${s.persistent ? 'persistent' : 'transient'}`;
 }
 
 function statusJson(statuses: OriginStatus[]) {
@@ -44,9 +45,10 @@ export const statusCommand: Command = {
   usage: '[NAME] [--json]',
   help: `One line per origin and per snapshot. --json prints
   {"origins": [{"name", "device", "backing", "sizeBytes", "suspended",
-    "snapshots": [{"name", "device", "cow", "chunkSectors", "persistent", "state",
+    "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent", "state",
                    "allocatedSectors", "totalSectors", "metadataSectors", "usedPercent"}]}]}
-with numbers as numbers; state is active, invalid, overflow, merging, merge-failed or unknown.
+with numbers as numbers; cowFile is the COW file dmsnap created (cow is then its loop
+device), or null; state is active, invalid, overflow, merging, merge-failed or unknown.
 
 Example:
   dmsnap status md2 --json`,
@@ -82,7 +84,7 @@ function lsTable(rows: LsRow[]): string[] {
   const table: string[][] = [['NAME', 'TYPE', 'DEVICE', 'BACKING/COW', 'SIZE']];
   for (const { origin, snaps } of rows) {
     table.push([origin.name, 'origin', origin.device, origin.backing ?? '?', formatBytes(origin.sizeBytes)]);
-    for (const s of snaps) table.push([s.name, 'snapshot', s.device, s.cow, formatBytes(origin.sizeBytes)]);
+    for (const s of snaps) table.push([s.name, 'snapshot', s.device, s.cowFile ?? s.cow, formatBytes(origin.sizeBytes)]);
   }
   const widths = table[0].map((_, c) => Math.max(...table.map((r) => r[c].length)));
   return table.map((row) => row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]))).join('  '));
@@ -94,7 +96,7 @@ export const lsCommand: Command = {
   usage: '[--json]',
   help: `Columns: NAME TYPE DEVICE BACKING-OR-COW SIZE. --json prints
   {"origins": [{"name", "device", "backing", "sizeBytes",
-    "snapshots": [{"name", "device", "cow", "chunkSectors", "persistent"}]}]}
+    "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent"}]}]}
 
 Example:
   dmsnap ls`,

@@ -30,6 +30,13 @@ export interface PathRules {
    * (the lock directory). Otherwise root or the effective uid must own it (a mount point).
    */
   private: boolean;
+  /** Create missing directories (mode 0700); default true. When false, a missing one is refused. */
+  create?: boolean;
+  /**
+   * dmsnap creates and deletes files in the directory (a COW file's): like every parent, it
+   * must be writable by no one else, or sticky.
+   */
+  holdsFiles?: boolean;
 }
 
 function euid(): number {
@@ -77,7 +84,7 @@ function trustedParent(dir: string, rules: PathRules, fail: (message: string) =>
   while (pending.length > 1) {
     const [part, ...rest] = pending;
     const next = resolve(current, part);
-    const st = lstatOrNull(next) ?? makeDir(next);
+    const st = lstatOrNull(next) ?? (rules.create === false ? fail(`${next} does not exist`) : makeDir(next));
     if (st.isSymbolicLink()) {
       if (!trustedOwner(st)) fail(`${next} is a symbolic link ${describeStat(st)}, which that user can point anywhere`);
       if (++hops > MAX_SYMLINKS) fail(`${next}: too many levels of symbolic links`);
@@ -110,13 +117,15 @@ export function ensureTrustedDirectory(path: string, rules: PathRules): string {
   };
   const dir = trustedParent(absolute, rules, fail);
   if (dir === '/') fail('/ cannot be used');
-  const st = lstatOrNull(dir) ?? makeDir(dir);
+  const st = lstatOrNull(dir) ?? (rules.create === false ? fail(`${dir} does not exist`) : makeDir(dir));
   if (st.isSymbolicLink()) fail(`${dir} is a symbolic link ${describeStat(st)}`);
   if (!st.isDirectory()) fail(`${dir} is not a directory`);
   if (rules.private) {
     if (st.uid !== euid() || (st.mode & 0o022) !== 0) fail(`${dir} is ${describeStat(st)}, not a directory of uid ${euid()} that only it can write to`);
   } else if (!trustedOwner(st)) {
     fail(`${dir} is ${describeStat(st)}: that user can rename or replace it`);
+  } else if (rules.holdsFiles && (st.mode & 0o022) !== 0 && (st.mode & S_ISVTX) === 0) {
+    fail(`${dir} is ${describeStat(st)}: writable by other users, and not sticky, so they can rename what is inside it`);
   }
   return dir;
 }

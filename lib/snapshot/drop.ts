@@ -8,12 +8,18 @@ import type { Guardian } from '../system/guardian';
 import { System } from '../system/system';
 import { assertConsistent, BENIGN_FOR_LIFECYCLE, currentGroup } from './invariants';
 import type { Origin } from './origin';
-import type { Snapshot } from './snapshot';
-import { stepRunner, type Step, type StepHook } from './steps';
+import type { DropOptions, Snapshot } from './snapshot';
+import { CowRecords } from '../system/cow-records';
+import { detachCowLoop, discardCowFile } from './cow-file';
+import { stepRunner, type Step } from './steps';
 
-/** Drops `snap` of `origin` under the origin's lock; restores the linear table when it was the last. */
-export async function dropSnapshot(origin: Origin, snap: Snapshot, onStep?: StepHook): Promise<void> {
-  const after = stepRunner(onStep);
+/**
+ * Drops `snap` of `origin` under the origin's lock; restores the linear table when it was
+ * the last. A COW file dmsnap created for it is deleted (kept with keepCowFile) once the
+ * snapshot device is gone.
+ */
+export async function dropSnapshot(origin: Origin, snap: Snapshot, options: DropOptions = {}): Promise<void> {
+  const after = stepRunner(options.onStep);
   const { dm } = origin;
   const system = System.of(dm);
   const lock = await system.lock(origin.name, origin.lockOptions);
@@ -28,6 +34,7 @@ export async function dropSnapshot(origin: Origin, snap: Snapshot, onStep?: Step
     if (target) {
       await removeSnapshotDevice(origin, snap.name);
       await after('remove-snapshot');
+      await releaseCowFile(system, origin, target.tag.snapId!, options.keepCowFile === true);
     }
     const [wrapperLine] = await dm.table(origin.name);
     if (guardian && wrapperLine?.type === 'snapshot-origin') await restoreLinear(origin, guardian, after);
@@ -36,6 +43,15 @@ export async function dropSnapshot(origin: Origin, snap: Snapshot, onStep?: Step
     lock();
     await finished;
   }
+}
+
+/** Detaches and deletes (or keeps) the COW file of snapshot `snapId`, if dmsnap created one. */
+async function releaseCowFile(system: System, origin: Origin, snapId: string, keep: boolean): Promise<void> {
+  const records = CowRecords.of(origin.lockOptions);
+  const record = records.get(origin.originId, snapId);
+  if (!record) return;
+  await detachCowLoop(system, record);
+  discardCowFile(records, record, keep);
 }
 
 /** Removes the snapshot device; EBUSY, with what to do, while it is mounted or open. */

@@ -17,15 +17,22 @@ import type { LifecycleOptions } from './context';
 import { scanGroups } from './discover';
 import { dropSnapshot } from './drop';
 import { planSnapshot, type SnapshotPlan } from './plan';
-import { cowLabel, Snapshot, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
+import { cowLabel, Snapshot, type DropOptions, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { stepRunner, type StepHook } from './steps';
 import { takeSnapshot, type SnapshotSpec } from './take';
-import { formatTag } from './tags';
+import { formatTag, newSnapId } from './tags';
+import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, type CowFileLease, type CowFileOptions } from './cow-file';
+import { CowRecords } from '../system/cow-records';
 
 /** Options of Origin.snapshot and withSnapshot. */
 export interface SnapshotOptions {
-  /** The block device that receives the origin's old blocks. Its first chunk is zeroed. */
-  cow: string;
+  /** The block device that receives the origin's old blocks. Its first chunk is zeroed. Give this or cowFile. */
+  cow?: string;
+  /**
+   * A file dmsnap creates for the origin's old blocks, served by a loop device of its own,
+   * instead of a COW device; deleted when the snapshot is dropped.
+   */
+  cowFile?: CowFileOptions;
   /** Chunk size in 512-byte sectors: a power of two from 8 to 2^21. Default 32 (16 KiB). */
   chunkSectors?: number;
   /** Persistent snapshot (P, survives reactivation) or transient (N). Default true. */
@@ -50,10 +57,10 @@ export interface OriginStatus {
   /** Normally false; true if the origin was left suspended (see recover). */
   suspended: boolean;
   /**
-   * Each snapshot's status, with its COW device (a path, or MAJOR:MINOR), chunk size in
-   * 512-byte sectors and persistence.
+   * Each snapshot's status, with its COW device (a path, or MAJOR:MINOR), the COW file
+   * dmsnap created for it (or null), chunk size in 512-byte sectors and persistence.
    */
-  snapshots: (SnapshotStatusReport & { cow: string; chunkSectors: Sectors; persistent: boolean })[];
+  snapshots: (SnapshotStatusReport & { cow: string; cowFile: string | null; chunkSectors: Sectors; persistent: boolean })[];
 }
 
 /** A device prepared by dmsnap: NAME (the wrapper the filesystem lives on) and NAME-real. */
@@ -99,7 +106,8 @@ export class Origin implements SnapshotOwner {
     for (const device of group?.snaps ?? []) {
       const [line] = await this.dm.table(device.name);
       if (!line || (line.type !== 'snapshot' && line.type !== 'snapshot-merge')) continue;
-      result.push(new Snapshot(this.dm, this, snapshotInfoFromTable(device.name, this.name, line.type, line.params)));
+      const ids = { snapId: device.tag.snapId!, cowFile: recordedCowFile(this.options, this.originId, device.tag.snapId!) };
+      result.push(new Snapshot(this.dm, this, snapshotInfoFromTable(device.name, this.name, line.type, line.params, ids)));
     }
     return result.sort((a, b) => (a.name < b.name ? -1 : 1));
   }
@@ -113,6 +121,7 @@ export class Origin implements SnapshotOwner {
       snapshots.push({
         ...report,
         cow: cowLabel(snap.info),
+        cowFile: snap.info.cowFile,
         chunkSectors: snap.info.chunkSectors,
         persistent: snap.info.persistent,
       });
@@ -129,7 +138,7 @@ export class Origin implements SnapshotOwner {
    * created are removed, and the error names the step.
    */
   async snapshot(options: SnapshotOptions): Promise<Snapshot> {
-    const spec = checkSnapshotOptions(options, this.name);
+    const { spec, cowFile } = checkSnapshotOptions(options, this.name);
     const after = stepRunner(options.onStep);
     const system = System.of(this.dm);
     const lock = await system.lock(this.name, this.options);
@@ -137,12 +146,26 @@ export class Origin implements SnapshotOwner {
     // it must be there before the freeze, and costs nothing inside it.
     const guardian = system.startGuardian(this.dm.controlPath, this.originUuid, lock);
     let plan: SnapshotPlan | undefined;
+    let lease: CowFileLease | undefined;
+    let taken = false;
     try {
-      plan = await planSnapshot(this, { cow: options.cow, name: spec.name, chunkSectors: spec.chunkSectors, forceWipe: options.forceWipe === true }, guardian.spawned);
+      if (cowFile) {
+        // After the spawn: the guardian must not inherit the loop device's descriptor.
+        await guardian.spawned;
+        const request = { snapId: spec.snapId, snapshotName: spec.name, chunkSectors: spec.chunkSectors, lockOptions: this.options };
+        lease = await provideCowFile(system, this, request, cowFile, after);
+      }
+      const cow = lease?.device ?? options.cow!;
+      plan = await planSnapshot(this, { cow, name: spec.name, chunkSectors: spec.chunkSectors, forceWipe: options.forceWipe === true }, guardian.spawned);
       await after('validate');
-      return await takeSnapshot(this, plan, spec, after, guardian.ready);
+      const snap = await takeSnapshot(this, plan, spec, after, guardian.ready);
+      taken = true;
+      return snap;
     } finally {
       plan?.device.close();
+      // The snapshot's table holds the loop device now; without a snapshot, it goes.
+      lease?.release();
+      if (lease && !taken) await discardLease(system, this.options, lease);
       const finished = guardian.finish();
       lock();
       await finished;
@@ -183,19 +206,37 @@ export class Origin implements SnapshotOwner {
    * @internal Drops one snapshot; restores the linear table when it was the last (see
    * drop.ts).
    */
-  dropSnapshot(snap: Snapshot, onStep?: StepHook): Promise<void> {
-    return dropSnapshot(this, snap, onStep);
+  dropSnapshot(snap: Snapshot, options: DropOptions = {}): Promise<void> {
+    return dropSnapshot(this, snap, options);
   }
 }
 
-/** Validates Origin.snapshot's options; the snapshot's name, chunk size and persistence. */
-function checkSnapshotOptions(options: SnapshotOptions, originName: string): SnapshotSpec {
-  check(typeof options === 'object' && options !== null, 'options', 'an object with at least { cow }', options);
-  checkPath(options.cow, 'cow');
+/** Validates Origin.snapshot's options; the snapshot's name, chunk size and persistence, and its COW file. */
+function checkSnapshotOptions(options: SnapshotOptions, originName: string): { spec: SnapshotSpec; cowFile?: CowFileOptions } {
+  check(typeof options === 'object' && options !== null, 'options', 'an object with { cow } or { cowFile }', options);
+  check((options.cow === undefined) !== (options.cowFile === undefined), 'options', 'an object with either cow (a device) or cowFile (a file), not both', options);
+  const cowFile = options.cowFile === undefined ? undefined : checkCowFileOptions(options.cowFile);
+  if (!cowFile) checkPath(options.cow, 'cow');
   const chunkSectors = checkChunkSectors(options.chunkSectors ?? 32);
   const persistent = options.persistent ?? true;
   check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
   const name = options.name ?? `${originName}-snap`;
   checkDeviceName(name, 'name');
-  return { name, chunkSectors, persistent };
+  const spec = { name, snapId: newSnapId(), cowFile: cowFile?.path ?? null, chunkSectors, persistent };
+  return cowFile ? { spec, cowFile } : { spec };
+}
+
+/** The COW file recorded for snapshot `snapId`, or null (none, or the records cannot be read). */
+function recordedCowFile(options: LockOptions, originId: string, snapId: string): string | null {
+  try {
+    return CowRecords.of(options).get(originId, snapId)?.path ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Removes the COW file of a snapshot that was not taken (its loop device detached, the file deleted). */
+async function discardLease(system: System, lockOptions: LockOptions, lease: CowFileLease): Promise<void> {
+  await detachCowLoop(system, lease.record);
+  discardCowFile(CowRecords.of(lockOptions), lease.record);
 }

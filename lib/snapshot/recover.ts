@@ -12,12 +12,14 @@ import { System } from '../system/system';
 import { parseSnapshotParams } from '../targets/snapshot';
 import { devKey, holdersOf } from '../system/stack';
 import { parseDevKey } from '../dev-number';
+import { CowRecords } from '../system/cow-records';
+import { detachCowLoop, discardCowFile } from './cow-file';
 
 /**
  * What recover did with a device; 'kept' (a working snapshot) and 'skipped' (another
  * process holds the origin's lock) change nothing.
  */
-export type RecoveryActionKind = 'resumed' | 'cleared-inactive-table' | 'removed' | 'restored-linear-table' | 'skipped' | 'kept';
+export type RecoveryActionKind = 'resumed' | 'cleared-inactive-table' | 'removed' | 'restored-linear-table' | 'removed-cow-file' | 'skipped' | 'kept';
 
 /** One thing recover did (or found fine, or could not do). */
 export interface RecoveryAction {
@@ -65,7 +67,42 @@ export async function recover(options: RecoverOptions = {}): Promise<RecoveryAct
       unlock();
     }
   }
+  await recoverCowFiles(dm, options, actions);
   return actions;
+}
+
+/**
+ * COW files whose snapshot is gone (a crash between creating the file and the snapshot,
+ * or during a drop): their loop device detached, the file deleted if it is still the one
+ * dmsnap created. Files kept with keepCowFile stay.
+ */
+async function recoverCowFiles(dm: DeviceMapper, options: RecoverOptions, actions: RecoveryAction[]): Promise<void> {
+  const records = CowRecords.of(options);
+  const system = System.of(dm);
+  for (const record of records.list()) {
+    if (record.state === 'kept') continue;
+    let unlock: (() => void) | undefined;
+    try {
+      unlock = await system.lock(record.originName, { ...options, lockTimeoutMs: options.lockTimeoutMs ?? RECOVER_LOCK_TIMEOUT_MS });
+    } catch (error) {
+      if (error instanceof DmsnapError && error.code === 'ERR_DMSNAP_LOCKED') {
+        actions.push({ origin: record.originName, device: record.path, action: 'skipped', reason: 'another dmsnap process is working on its origin now' });
+        continue;
+      }
+      throw error;
+    }
+    try {
+      // Looked at again under the lock: a snapshot being taken now has its record already.
+      const live = records.get(record.originId, record.snapId);
+      const snaps = (await scanGroups(dm)).get(record.originId)?.snaps ?? [];
+      if (!live || snaps.some((s) => s.tag.snapId === record.snapId)) continue;
+      await detachCowLoop(system, live);
+      discardCowFile(records, live);
+      actions.push({ origin: record.originName, device: record.path, action: 'removed-cow-file', reason: `the COW file of snapshot ${record.snapshotName}, which no longer exists` });
+    } finally {
+      unlock();
+    }
+  }
 }
 
 async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: RecoveryAction[]): Promise<void> {

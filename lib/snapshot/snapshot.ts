@@ -14,6 +14,7 @@ import { devicePathOf, type DevNumber } from '../system/stack';
 import type { Sectors } from '../units';
 import { System } from '../system/system';
 import { parseDevKey } from '../dev-number';
+import type { StepHook } from './steps';
 
 /** A snapshot's state, as `dmsnap status` reports it. */
 export type SnapshotState = SnapshotStatusReport['state'];
@@ -84,6 +85,10 @@ export interface SnapshotInfo {
   persistent: boolean;
   /** 'snapshot', or 'snapshot-merge' while merging back. */
   targetType: string;
+  /** The id in the snapshot device's uuid tag (DMSNAP-<originId>-snap-<snapId>). */
+  snapId: string;
+  /** The COW file dmsnap created for it (served by the loop device `cow`), or null for a COW device. */
+  cowFile: string | null;
 }
 
 /** How a snapshot's COW device is named to people: its path, or MAJOR:MINOR when sysfs does not name it. */
@@ -91,10 +96,18 @@ export function cowLabel(info: Pick<SnapshotInfo, 'cow'>): string {
   return info.cow.path ?? `${info.cow.major}:${info.cow.minor}`;
 }
 
+/** Options of Snapshot.drop. */
+export interface DropOptions {
+  /** Keep the COW file dmsnap created for the snapshot (it is deleted by default). */
+  keepCowFile?: boolean;
+  /** @internal Test hook called after each step. */
+  onStep?: StepHook;
+}
+
 /** What a Snapshot needs from its origin to drop itself (an Origin). */
 export interface SnapshotOwner {
   /** @internal */
-  dropSnapshot(snapshot: Snapshot): Promise<void>;
+  dropSnapshot(snapshot: Snapshot, options?: DropOptions): Promise<void>;
 }
 
 /**
@@ -273,9 +286,11 @@ export class Snapshot implements AsyncDisposable {
    * to its linear table. Works on an invalid snapshot too. Fails with EBUSY while the
    * snapshot is mounted or open.
    */
-  async drop(): Promise<void> {
+  async drop(options: DropOptions = {}): Promise<void> {
+    check(typeof options === 'object' && options !== null, 'options', 'an object', options);
+    check(options.keepCowFile === undefined || typeof options.keepCowFile === 'boolean', 'keepCowFile', 'a boolean', options.keepCowFile);
     if (this.mounted) await this.unmount();
-    await this.owner.dropSnapshot(this);
+    await this.owner.dropSnapshot(this, options);
   }
 
   /** Drops the snapshot, for `await using`. */
@@ -285,11 +300,17 @@ export class Snapshot implements AsyncDisposable {
 }
 
 /** Reads a snapshot device's table into a SnapshotInfo. */
-export function snapshotInfoFromTable(name: string, originName: string, type: string, params: string): SnapshotInfo {
+export function snapshotInfoFromTable(
+  name: string,
+  originName: string,
+  type: string,
+  params: string,
+  ids: Pick<SnapshotInfo, 'snapId' | 'cowFile'>,
+): SnapshotInfo {
   const parsed = parseSnapshotParams(params);
   // The kernel names both devices by number.
   const cowNumber = parseDevKey(parsed.cow) ?? { major: 0, minor: 0 };
   const cow = { ...cowNumber, path: devicePathOf(cowNumber) ?? null };
   const origin = parseDevKey(parsed.origin) ?? { major: 0, minor: 0 };
-  return { name, originName, origin, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type };
+  return { name, originName, origin, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type, ...ids };
 }

@@ -4,8 +4,13 @@
  */
 import { devOverride } from '../dev-overrides';
 
-/** The steps of Origin.snapshot, in order; the freeze runs from suspend-origin to resume-origin. */
+/**
+ * The steps of Origin.snapshot, in order; the freeze runs from suspend-origin to
+ * resume-origin. create-cow-file and attach-cow-file only with a COW file.
+ */
 export type SnapshotStep =
+  | 'create-cow-file'
+  | 'attach-cow-file'
   | 'validate'
   | 'zero-cow'
   | 'create-snapshot-device'

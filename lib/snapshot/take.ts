@@ -15,11 +15,15 @@ import type { Origin } from './origin';
 import type { SnapshotPlan } from './plan';
 import { Snapshot } from './snapshot';
 import { environmentFreezeSeam, type Step } from './steps';
-import { formatTag, newSnapId } from './tags';
+import { formatTag } from './tags';
 
 /** The snapshot to make. */
 export interface SnapshotSpec {
   name: string;
+  /** The id in the snapshot device's tag. */
+  snapId: string;
+  /** The COW file dmsnap created for it, if any. */
+  cowFile: string | null;
   chunkSectors: Sectors;
   persistent: boolean;
 }
@@ -51,6 +55,8 @@ export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: Sna
       chunkSectors: spec.chunkSectors,
       persistent: spec.persistent,
       targetType: 'snapshot',
+      snapId: spec.snapId,
+      cowFile: spec.cowFile,
     };
     return new Snapshot(origin.dm, origin, info, freezeMs);
   } catch (error) {
@@ -79,7 +85,7 @@ async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpe
   await after(progress.step);
 
   progress.step = 'create-snapshot-device';
-  await dm.create(spec.name, { uuid: formatTag({ originId: origin.originId, role: 'snap', snapId: newSnapId() }) });
+  await dm.create(spec.name, { uuid: formatTag({ originId: origin.originId, role: 'snap', snapId: spec.snapId }) });
   progress.created = true;
   await after(progress.step);
 

@@ -32,6 +32,23 @@ export function checkChunkSectors(value: unknown, name = 'chunkSectors'): Sector
   return value as Sectors;
 }
 
+/** Bytes of one exception in the persistent store's metadata ({le64 old_chunk, le64 new_chunk}). */
+export const EXCEPTION_BYTES = 16;
+
+/**
+ * The smallest persistent COW that can hold every chunk of an origin of `originSectors`:
+ * the header chunk, one metadata chunk per area of chunk bytes / 16 exceptions, a data
+ * chunk per origin chunk, and one more for the metadata area the kernel zeroes ahead
+ * when an area fills (dm-snap-persistent.c). A COW this large never fills because of the
+ * origin alone.
+ */
+export function persistentCowSectors(originSectors: Sectors, chunkSectors: Sectors): Sectors {
+  const dataChunks = Math.ceil(originSectors / chunkSectors);
+  const perArea = (chunkSectors * 512) / EXCEPTION_BYTES;
+  const chunks = 1 + dataChunks + Math.ceil(dataChunks / perArea) + 1;
+  return (chunks * chunkSectors) as Sectors;
+}
+
 /**
  * How the exception store is kept: P persistent (survives reboots; the COW device holds
  * metadata), PO persistent and able to report "Overflow" (see

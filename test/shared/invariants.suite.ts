@@ -77,11 +77,11 @@ export function invariantsSuite(ctx: InvariantsContext): void {
       const record = async (step: Step) => {
         seen.push(`${step} ${(await dm.info(origin.name)).suspended ? 'suspended' : 'live'}`);
       };
-      await origin.dropSnapshot(a, record);
+      await origin.dropSnapshot(a, { onStep: record });
       expect(seen).toEqual(['remove-snapshot live']);
       expect((await b.status()).state).toBe('active');
       seen.length = 0;
-      await origin.dropSnapshot(b, record);
+      await origin.dropSnapshot(b, { onStep: record });
       expect(seen).toEqual(['remove-snapshot live', 'load-linear-table live', 'suspend-origin suspended', 'resume-origin live']);
       expect(await dm.table(origin.name)).toEqual(await dm.table(origin.realName));
     });

@@ -4,6 +4,8 @@
  * for a symlink, EISDIR for a directory), LOOP_GET_STATUS64, LOOP_SET_CAPACITY and
  * LOOP_CLR_FD. Autoclear (a bound loop nothing holds any more is detached) is in opens.ts.
  */
+import { lstatSync } from 'node:fs';
+import { splitDev } from '../../../lib/system/stack';
 import { makeSyscallError, type NativeBinding, type NativeLoopStatus } from '../../../lib/native';
 import { openHandle } from './block-devices';
 import { EACCES, EBUSY, EISDIR, ELOOP, ENOENT, ENXIO, FAKE_FILES_DEV, LOOP_CONSTANTS, LOOP_MAJOR } from './constants';
@@ -28,9 +30,23 @@ export function addFile(s: FakeState, path: string, sizeBytes: number, kind: Fak
   return file;
 }
 
+/**
+ * A file of the host's own filesystem, for the files the library creates itself (COW
+ * files): read through lstat, so the fake serves what is really there.
+ */
+function hostFile(path: string): FakeFile | undefined {
+  try {
+    const st = lstatSync(path, { bigint: true });
+    const kind = st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file';
+    return { kind, sizeBytes: Number(st.size), inode: Number(st.ino), dev: splitDev(st.dev) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** open(path, O_RDWR | O_NOFOLLOW) of the backing file. */
 function openBacking(s: FakeState, path: string): FakeFile {
-  const file = s.system.files.get(path);
+  const file = s.system.files.get(path) ?? (path.startsWith('/') ? hostFile(path) : undefined);
   if (!file) return fail(ENOENT, 'open', path);
   if (file.kind === 'symlink') return fail(ELOOP, 'open', path);
   if (file.kind === 'directory') return fail(EISDIR, 'open', path);
@@ -94,7 +110,8 @@ export function loopCalls(s: FakeState): LoopCalls {
     },
     async loopStatus(device): Promise<NativeLoopStatus> {
       const { loop, minor } = boundLoop(s, device, 'LOOP_GET_STATUS64');
-      const backing = loop ? { backingMajor: FAKE_FILES_DEV.major, backingMinor: FAKE_FILES_DEV.minor, backingInode: loop.file.inode } : { backingMajor: 0, backingMinor: 0, backingInode: 0 };
+      const dev = loop?.file.dev ?? FAKE_FILES_DEV;
+      const backing = loop ? { backingMajor: dev.major, backingMinor: dev.minor, backingInode: loop.file.inode } : { backingMajor: 0, backingMinor: 0, backingInode: 0 };
       return { number: minor, flags: loop?.flags ?? 0, ...backing, offset: 0, sizeLimit: 0, fileName: loop?.tag ?? '' };
     },
     async loopSetCapacity(device) {

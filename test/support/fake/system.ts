@@ -12,6 +12,8 @@ export interface FakeFile {
   /** A regular file's size; change it to grow the file. */
   sizeBytes: number;
   readonly inode: number;
+  /** The device of its filesystem: FAKE_FILES_DEV unless it is a host file (see loop.ts). */
+  readonly dev?: { major: number; minor: number };
 }
 
 /** A uevent the kernel sent for a dm device. `cookie` is the DM_COOKIE value (0: none). */

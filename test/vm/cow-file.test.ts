@@ -1,0 +1,193 @@
+/**
+ * COW files on a real kernel: the seed scenario with the COW in a file on an ext4
+ * filesystem of another device, the refusal of a file on the origin's own filesystem, the
+ * default size holding a full overwrite of the origin (and a smaller one not), and a
+ * SIGKILL after every step followed by `recover`, which must leave no loop device, no
+ * file and no record behind.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { DeviceMapper, prepare, type Origin } from '../../lib';
+import { persistentCowSectors } from '../../lib/targets/snapshot';
+import { invariantViolations } from './support/invariants';
+import { deviceSha, runCli, SNAPSHOT_STEPS } from './support/model';
+import { cellRole, cli, createLoopDevice, run, scratchDir } from './support/system';
+
+const MiB = 1024 * 1024;
+const RECORDS = '/run/lock/dmsnap/cow-files';
+
+function manifest(root: string): Map<string, string> {
+  const sums = new Map<string, string>();
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.name === 'lost+found') continue;
+      if (entry.isDirectory()) walk(path);
+      else sums.set(relative(root, path), createHash('sha256').update(readFileSync(path)).digest('hex'));
+    }
+  };
+  walk(root);
+  return sums;
+}
+
+/** Loop devices whose backing file is in `dir` (from sysfs, not from dmsnap). */
+function loopsInto(dir: string): string[] {
+  return readdirSync('/sys/block')
+    .filter((name) => name.startsWith('loop') && existsSync(`/sys/block/${name}/loop/backing_file`))
+    .filter((name) => readFileSync(`/sys/block/${name}/loop/backing_file`, 'utf8').startsWith(`${dir}/`));
+}
+
+const records = () => (existsSync(RECORDS) ? readdirSync(RECORDS) : []);
+
+/** Nothing of a COW file is left: no loop device on it, no file (or temporary file), no record. */
+function expectNothingLeft(dir: string): void {
+  expect(loopsInto(dir)).toEqual([]);
+  expect(readdirSync(dir).filter((f) => f !== 'lost+found')).toEqual([]);
+  expect(records()).toEqual([]);
+}
+
+// One block around all: its afterAll unmounts before the leak check of the file runs.
+describe('COW files', () => {
+  let dm: DeviceMapper;
+  let hostDisk: string;
+  let host: string;
+
+  beforeAll(async () => {
+    dm = await DeviceMapper.open();
+    // The filesystem that holds the COW files: ext4 on a device of its own.
+    hostDisk = createLoopDevice(256 * MiB);
+    run('mkfs.ext4', ['-q', '-F', hostDisk]);
+    host = mkdtempSync(join(scratchDir(), 'cowfs-'));
+    run('mount', [hostDisk, host]);
+  });
+
+  afterAll(() => {
+    run('umount', [host]);
+    rmSync(host, { recursive: true, force: true });
+    dm.close();
+  });
+
+  describe('the seed scenario with a COW file', () => {
+    let origin: Origin;
+    let mnt: string;
+    beforeAll(async () => {
+      origin = await prepare(createLoopDevice(320 * MiB), { dm, name: `cfseed${process.pid}` });
+      run('mkfs.xfs', ['-q', '-f', origin.devicePath]);
+      mnt = mkdtempSync(join(scratchDir(), 'cforigin-'));
+      run('mount', [origin.devicePath, mnt]);
+    });
+    afterAll(async () => {
+      run('umount', [mnt]);
+      await origin.release();
+    });
+
+    it('freezes the filesystem as it was, with the COW in a file on another filesystem, and leaves nothing after drop', async () => {
+      for (let i = 0; i < 8; i++) writeFileSync(join(mnt, `file${i}`), randomBytes(256 * 1024));
+      run('sync', []);
+      const expected = manifest(mnt);
+      const path = join(host, 'seed.cow');
+      const snap = await origin.snapshot({ cowFile: { path } });
+      try {
+        expect(readFileSync(`/sys/block/loop${snap.info.cow.minor}/loop/backing_file`, 'utf8').trim()).toBe(path);
+        expect(readFileSync(`/sys/block/loop${snap.info.cow.minor}/loop/autoclear`, 'utf8').trim()).toBe('1');
+        const status = await snap.status();
+        expect(status.state).toBe('active');
+        expect(status.totalSectors).toBe(persistentCowSectors(origin.sizeSectors, snap.info.chunkSectors));
+        for (let i = 0; i < 8; i++) writeFileSync(join(mnt, `file${i}`), randomBytes(128 * 1024));
+        run('sync', []);
+        const snapDir = mkdtempSync(join(scratchDir(), 'cfsnap-'));
+        await snap.mount(snapDir);
+        try {
+          expect(manifest(snapDir)).toEqual(expected);
+        } finally {
+          await snap.unmount();
+        }
+        run('xfs_repair', ['-n', snap.devicePath]);
+        expect((await snap.status()).state).toBe('active');
+      } finally {
+        await snap.drop();
+      }
+      expectNothingLeft(host);
+      expect(invariantViolations()).toEqual([]);
+    });
+
+    it('backs up through the CLI with --cow-file, and leaves nothing behind', () => {
+      const result = cli(['backup', origin.name, '--cow-file', join(host, 'backup.cow'), '-q', '--', 'sh', '-c', 'ls file0 && test -f "$DMSNAP_MOUNT/file7"']);
+      expect(result.stderr).toBe('');
+      expect(result.status).toBe(0);
+      expectNothingLeft(host);
+    });
+
+    it("refuses a COW file on the origin's own filesystem, and creates nothing", async () => {
+      const error = await origin.snapshot({ cowFile: { path: join(mnt, 'inside.cow') } }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'ERR_DMSNAP_COW_IN_ORIGIN' });
+      expect((error as Error).message).toMatch(/filesystem of cfseed/);
+      expect(existsSync(join(mnt, 'inside.cow'))).toBe(false);
+      expect(readdirSync(mnt).filter((f) => f.includes('dmsnap'))).toEqual([]);
+      expect(await origin.snapshots()).toEqual([]);
+      expect(records()).toEqual([]);
+    });
+  });
+
+  describe('the default size of a COW file', () => {
+    const overwriteAll = (origin: Origin) =>
+      run('dd', ['if=/dev/urandom', `of=${origin.devicePath}`, 'bs=1M', `count=${origin.sizeBytes / MiB}`, 'oflag=direct', 'status=none']);
+
+    it('holds a full overwrite of the origin; two chunks fewer do not', async () => {
+      const origin = await prepare(createLoopDevice(32 * MiB), { dm, name: `cfsize${process.pid}` });
+      try {
+        overwriteAll(origin);
+        const before = deviceSha(origin.devicePath);
+        const snap = await origin.snapshot({ cowFile: { path: join(host, 'full.cow') } });
+        overwriteAll(origin);
+        const status = await snap.status();
+        expect(status.state).toBe('active');
+        expect(deviceSha(snap.devicePath)).toBe(before);
+        await snap.drop();
+
+        const chunkBytes = snap.info.chunkSectors * 512;
+        const short = persistentCowSectors(origin.sizeSectors, snap.info.chunkSectors) * 512 - 2 * chunkBytes;
+        const small = await origin.snapshot({ cowFile: { path: join(host, 'short.cow'), sizeBytes: short } });
+        overwriteAll(origin);
+        expect((await small.status()).state).toBe('invalid');
+        await small.drop();
+        expectNothingLeft(host);
+      } finally {
+        await origin.release();
+      }
+    });
+  });
+
+  describe('a crash at every step with a COW file', () => {
+    const steps = ['create-cow-file', 'attach-cow-file', ...SNAPSHOT_STEPS];
+    const tried = cellRole === 'primary' ? steps : ['create-cow-file', 'attach-cow-file', 'load-snapshot-table', 'resume-snapshot'];
+    let origin: Origin;
+    beforeAll(async () => {
+      origin = await prepare(createLoopDevice(16 * MiB), { dm, name: `cfcrash${process.pid}` });
+    });
+    afterAll(async () => {
+      await origin.release();
+    });
+
+    it.each(tried)('leaves, after a SIGKILL after %s and a recover, no loop device, file or record', async (step) => {
+      const killed = await runCli(['snapshot', origin.name, '--cow-file', join(host, 'crash.cow')], step);
+      expect(killed.signal).toBe('SIGKILL');
+      expect(cli(['recover', '-q']).status).toBe(0);
+      expect(invariantViolations()).toEqual([]);
+      // Killed once the snapshot was whole, it is kept: drop then deletes its file.
+      if ((await origin.snapshots()).length > 0) expect(cli(['drop', origin.name, '-q']).status).toBe(0);
+      expectNothingLeft(host);
+    });
+
+    it('leaves nothing after a SIGKILL during drop, once recovered', async () => {
+      expect(cli(['snapshot', origin.name, '--cow-file', join(host, 'drop.cow'), '-q']).status).toBe(0);
+      const killed = await runCli(['drop', origin.name], 'remove-snapshot');
+      expect(killed.signal).toBe('SIGKILL');
+      expect(cli(['recover', '-q']).status).toBe(0);
+      expect(invariantViolations()).toEqual([]);
+      expectNothingLeft(host);
+    });
+  });
+});
