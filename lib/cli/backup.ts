@@ -9,7 +9,9 @@ import { ensureMountDir } from '../safety/paths';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type Command, ExitCode, type ParsedArgs, openDm, UsageError, writeLine } from './command';
 import { signalExitCode } from './format';
-import { info, invalidMessage, lifecycle, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { cowFileGuardFromArgs, cowFileGuardOptions, info, invalidMessage, lifecycle, lowSpaceMessage, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { DEFAULT_MIN_FREE_PERCENT, guardCowFile, type CowFileGuardOptions, type HostSpace } from '../snapshot/cow-guard';
+import { formatBytes } from './sizes';
 
 /** What backup runs: on which origin, which program, and the COW usage at which it stops. */
 interface BackupPlan {
@@ -17,6 +19,7 @@ interface BackupPlan {
   program: string;
   programArgs: string[];
   limit: number | undefined;
+  guard: CowFileGuardOptions;
 }
 
 function parsePlan(args: ParsedArgs): BackupPlan {
@@ -26,7 +29,7 @@ function parsePlan(args: ParsedArgs): BackupPlan {
   const limitText = args.values['usage-limit'] as string | undefined;
   const limit = limitText === undefined ? undefined : Number(limitText);
   if (limit !== undefined && !(limit > 0 && limit <= 100)) throw new UsageError(`--usage-limit must be a percentage above 0 and at most 100; got "${limitText}"`);
-  return { name, program, programArgs, limit };
+  return { name, program, programArgs, limit, guard: cowFileGuardFromArgs(args) };
 }
 
 /** SIGINT and SIGTERM while backup runs: the first is remembered, and COMMAND gets SIGTERM. */
@@ -73,6 +76,24 @@ function startCommand(plan: BackupPlan, dir: string, snap: Snapshot): { child: C
 interface Verdict {
   invalid?: string;
   last?: SnapshotStatusReport;
+  /** The free-space guard stopped COMMAND: the COW file's filesystem was nearly full. */
+  lowSpace?: HostSpace;
+}
+
+/** The COW file's guard while COMMAND runs: autoextend, and COMMAND stopped before its filesystem fills. */
+function guardFile(io: CliContext, snap: Snapshot, plan: BackupPlan, child: ChildProcess, verdict: Verdict, signal: AbortSignal): void {
+  if (!snap.info.cowFile) return;
+  void guardCowFile(snap, {
+    ...plan.guard,
+    lockDir: io.lockDir ?? process.env.DMSNAP_LOCK_DIR,
+    signal,
+    onLowSpace: (space) => {
+      verdict.lowSpace = space;
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    },
+    onExtend: (grown) => info(io, `dmsnap: grew the COW file ${grown.path} to ${formatBytes(grown.sizeBytes)}`),
+  }).catch(() => undefined);
 }
 
 /** Watches the snapshot while COMMAND runs; stops COMMAND once it is unusable or at the usage limit. */
@@ -111,7 +132,12 @@ async function runOnSnapshot(io: CliContext, plan: BackupPlan, snap: Snapshot, d
   const { child, exited } = startCommand(plan, dir, snap);
   trap.child = child;
   const verdict = watchUsage(snap, child, plan.limit, watching);
+  guardFile(io, snap, plan, child, verdict, watching);
   const result = await exited;
+  if (verdict.lowSpace) {
+    writeLine(io.stderr, `dmsnap backup: ${lowSpaceMessage(plan.name, verdict.lowSpace, plan.guard.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT)}`);
+    return ExitCode.snapshotInvalid;
+  }
   // The watch samples; the last word is the state once COMMAND is done.
   if (!verdict.invalid) {
     const final = await snap.status();
@@ -136,7 +162,7 @@ async function cleanUp(snap: Snapshot | undefined, madeDir: string | undefined):
 export const backupCommand: Command = {
   name: ['backup'],
   summary: 'snapshot, mount read-only, run COMMAND in it, then unmount and drop',
-  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--chunk-size SIZE] [--mount-dir DIR] [--usage-limit PERCENT] -- COMMAND [ARGS...]',
+  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--min-free PERCENT] [--autoextend T[:S]] [--chunk-size SIZE] [--mount-dir DIR] [--usage-limit PERCENT] -- COMMAND [ARGS...]',
   help: `COMMAND runs with the snapshot's mount directory as its working directory and
 DMSNAP_MOUNT, DMSNAP_DEVICE and DMSNAP_ORIGIN in its environment. The snapshot is
 unmounted and dropped afterwards, also on failure, SIGINT or SIGTERM. If the snapshot
@@ -147,6 +173,8 @@ Options:
   --cow DEVICE              block device for the copied blocks
   --cow-file FILE           or a new file for them, which dmsnap creates (see dmsnap snapshot)
   --cow-size SIZE           the COW file's size (default: the origin's, plus metadata)
+  --min-free PERCENT        with --cow-file: stop (exit 3) when its filesystem has less free (5)
+  --autoextend T[:S]        with --cow-file: at T% usage grow it by S% (default 20), as LVM
   --chunk-size SIZE         as for dmsnap snapshot
   --mount-dir DIR           where to mount (default: a new directory under /tmp)
   --usage-limit PERCENT     stop COMMAND when the COW is this full
@@ -155,7 +183,7 @@ Options:
 
 Example:
   dmsnap backup md2 --cow /dev/sdb6 -- tar -czf /backup/md2.tgz .`,
-  options: { ...snapshotOptions, 'mount-dir': { type: 'string' }, 'usage-limit': { type: 'string' } },
+  options: { ...snapshotOptions, ...cowFileGuardOptions, 'mount-dir': { type: 'string' }, 'usage-limit': { type: 'string' } },
   allowPositionals: true,
   async run(args, io) {
     const plan = parsePlan(args);

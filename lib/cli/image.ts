@@ -14,7 +14,8 @@ import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { deviceStack, devicesAbove, devKey } from '../system/stack';
 import { type CliContext, type Command, ExitCode, one, openDm, UsageError, writeLine } from './command';
-import { type CowChoice, info, invalidMessage, lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { type CowChoice, cowFileGuardFromArgs, cowFileGuardOptions, info, invalidMessage, lifecycle, lowSpaceMessage, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { DEFAULT_MIN_FREE_PERCENT, guardCowFile, type HostSpace } from '../snapshot/cow-guard';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
 
@@ -44,12 +45,20 @@ async function guardOf(dm: DeviceMapper, origin: Origin, choice: CowChoice): Pro
  * returned, not thrown: an invalidated snapshot answers reads with EIO, and the caller
  * says why.
  */
-async function copySnapshot(io: CliContext, snap: Snapshot, origin: Origin, out: ImageOutput, sparse: boolean): Promise<{ copied: number; copyError?: unknown }> {
+async function copySnapshot(
+  io: CliContext,
+  snap: Snapshot,
+  origin: Origin,
+  out: ImageOutput,
+  sparse: boolean,
+  signal: AbortSignal,
+): Promise<{ copied: number; copyError?: unknown }> {
   const total = origin.sizeBytes;
   const progress = new ProgressBar(io.stderr, origin.name);
   try {
     const copied = await copyDevice(snap.devicePath, total, out.handle ?? (out.stream as NodeJS.WritableStream as Writable), {
       sparse,
+      signal,
       onProgress: ({ bytesDone }) => progress.update(bytesDone, total),
     });
     progress.finish(copied, total);
@@ -62,7 +71,7 @@ async function copySnapshot(io: CliContext, snap: Snapshot, origin: Origin, out:
 export const imageCommand: Command = {
   name: ['image'],
   summary: 'snapshot, copy the whole snapshot device to FILE or stdout, then drop',
-  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] --output FILE|- [--sparse] [--chunk-size SIZE]',
+  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--min-free PCT] [--autoextend T[:S]] --output FILE|- [--sparse] [--chunk-size SIZE]',
   help: `A block-level image of the origin as it was at the snapshot. Shows progress on
 stderr when it is a terminal. Checks at the end that the snapshot stayed valid: if not,
 exits 3.
@@ -81,13 +90,15 @@ Options:
   --cow DEVICE       block device for the copied blocks
   --cow-file FILE    or a new file for them, which dmsnap creates (see dmsnap snapshot)
   --cow-size SIZE    the COW file's size (default: the origin's, plus metadata)
+  --min-free PCT     with --cow-file: stop (exit 3) when its filesystem has less free (5)
+  --autoextend T[:S] with --cow-file: at T% usage grow it by S% (default 20), as LVM
   --output FILE|-    the image file or device, or - for stdout
   --sparse           leave holes for all-zero blocks (regular files only)
   --chunk-size SIZE  as for dmsnap snapshot
 
 Example:
   dmsnap image md2 --cow /dev/sdb6 --output - | zstd > md2.img.zst`,
-  options: { ...snapshotOptions, output: { type: 'string' }, sparse: { type: 'boolean' } },
+  options: { ...snapshotOptions, ...cowFileGuardOptions, output: { type: 'string' }, sparse: { type: 'boolean' } },
   allowPositionals: true,
   async run(args, io) {
     const name = one(args, 'NAME');
@@ -95,6 +106,7 @@ Example:
     if (!output) throw new UsageError('--output FILE|- is required');
     if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
     const cow = requireCow(args);
+    const guard = cowFileGuardFromArgs(args);
     if ('cowFile' in cow && output !== '-' && resolve(output) === resolve(cow.cowFile.path)) throw new UsageError('--output and --cow-file name the same file');
     using dm = await openDm(io);
     const origin = await openOrigin(name, lifecycle(io, dm));
@@ -108,9 +120,29 @@ Example:
     });
     let snap: Snapshot | undefined;
     let complete = false;
+    const stopCopy = new AbortController();
+    const stopGuard = new AbortController();
     try {
       snap = await snapshotFromArgs(io, origin, args);
-      const { copied, copyError } = await copySnapshot(io, snap, origin, out, args.values.sparse === true);
+      let lowSpace: HostSpace | undefined;
+      if (snap.info.cowFile) {
+        void guardCowFile(snap, {
+          ...guard,
+          lockDir: io.lockDir ?? process.env.DMSNAP_LOCK_DIR,
+          signal: stopGuard.signal,
+          onLowSpace: (space) => {
+            lowSpace = space;
+            stopCopy.abort(new Error('the free-space guard stopped the copy'));
+          },
+          onExtend: (grown) => info(io, `dmsnap: grew the COW file ${grown.path} to ${formatBytes(grown.sizeBytes)}`),
+        }).catch(() => undefined);
+      }
+      const { copied, copyError } = await copySnapshot(io, snap, origin, out, args.values.sparse === true, stopCopy.signal);
+      stopGuard.abort();
+      if (lowSpace) {
+        writeLine(io.stderr, `dmsnap image: ${lowSpaceMessage(name, lowSpace, guard.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT)}`);
+        return ExitCode.snapshotInvalid;
+      }
       const status = await snap.status();
       if (status.state !== 'active') {
         writeLine(io.stderr, `dmsnap image: ${invalidMessage(name, snap, undefined, `became ${status.state}`)}`);
@@ -122,6 +154,7 @@ Example:
       info(io, `dmsnap: copied ${formatBytes(copied)} of ${name} to ${out.path}`);
       return ExitCode.ok;
     } finally {
+      stopGuard.abort();
       if (!complete) await out.discard();
       if (snap) await snap.drop();
     }

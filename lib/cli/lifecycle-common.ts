@@ -75,3 +75,41 @@ export function invalidMessage(name: string, snap: Snapshot, last: SnapshotStatu
   const used = last?.usedPercent != null ? `${last.usedPercent.toFixed(1)}% used` : 'full';
   return `the snapshot of ${name} ${reason}: its COW device ${cow} (${size}${used}) could not hold the blocks changed on ${name} meanwhile; the copy is incomplete. Use a larger COW device or back up at a quieter time`;
 }
+
+export const cowFileGuardOptions = {
+  'min-free': { type: 'string' as const },
+  autoextend: { type: 'string' as const },
+};
+
+/** --min-free PERCENT and --autoextend THRESHOLD[:STEP], for a COW file only. */
+export function cowFileGuardFromArgs(args: ParsedArgs): { minFreePercent?: number; autoextend?: { thresholdPercent: number; stepPercent?: number } } {
+  const minFree = args.values['min-free'] as string | undefined;
+  const autoextend = args.values.autoextend as string | undefined;
+  if ((minFree !== undefined || autoextend !== undefined) && args.values['cow-file'] === undefined) {
+    throw new UsageError(`${minFree !== undefined ? '--min-free' : '--autoextend'} watches a COW file: use it with --cow-file`);
+  }
+  const result: { minFreePercent?: number; autoextend?: { thresholdPercent: number; stepPercent?: number } } = {};
+  if (minFree !== undefined) {
+    const value = Number(minFree.replace(/%$/, ''));
+    if (minFree.trim() === '' || !(value >= 0 && value < 100)) throw new UsageError(`--min-free must be a percentage from 0 to below 100; got "${minFree}"`);
+    result.minFreePercent = value;
+  }
+  if (autoextend !== undefined) {
+    const match = /^(\d+(?:\.\d+)?)%?(?::(\d+(?:\.\d+)?)%?)?$/.exec(autoextend.trim());
+    const threshold = match ? Number(match[1]) : NaN;
+    const step = match?.[2] === undefined ? undefined : Number(match[2]);
+    if (!(threshold >= 50 && threshold < 100) || (step !== undefined && !(step > 0 && step <= 100))) {
+      throw new UsageError(`--autoextend must be THRESHOLD[:STEP]: a usage from 50 to below 100 percent, and a step above 0 and at most 100 percent (default 20); got "${autoextend}"`);
+    }
+    result.autoextend = { thresholdPercent: threshold, ...(step === undefined ? {} : { stepPercent: step }) };
+  }
+  return result;
+}
+
+/** The message of a backup or image stopped by the free-space guard. */
+export function lowSpaceMessage(name: string, space: { path: string; freePercent: number }, minFree: number): string {
+  return (
+    `stopped before the filesystem of the COW file ${space.path} filled: ${space.freePercent.toFixed(1)}% of it is free, below the margin of ${minFree}% (--min-free); ` +
+    `the snapshot of ${name} was dropped and the copy is incomplete. Free space there, or put the COW file on a larger filesystem`
+  );
+}

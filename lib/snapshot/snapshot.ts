@@ -129,6 +129,11 @@ export class Snapshot implements AsyncDisposable {
     if (freezeMs !== undefined) this.freezeMs = freezeMs;
   }
 
+  /** @internal The client its calls use. */
+  get dmClient(): DeviceMapper {
+    return this.dm;
+  }
+
   /** The snapshot's device-mapper name. */
   get name(): string {
     return this.info.name;

@@ -169,3 +169,40 @@ describe('a COW file', () => {
     expect(records()).toEqual([]);
   });
 });
+
+describe('the guard of a COW file', () => {
+  it('grows the file at the threshold, never past what the whole origin needs, with no table reload', async () => {
+    const { guardCowFile } = await import('../../lib/snapshot/cow-guard');
+    const path = join(dir, 'grow.cow');
+    const snap = await origin.snapshot({ cowFile: { path, sizeBytes: 1 * MiB } });
+    const table = await dm.table(snap.name);
+    const grown: number[] = [];
+    const stop = new AbortController();
+    const guarding = guardCowFile(snap, { lockDir, autoextend: { thresholdPercent: 50, stepPercent: 100 }, intervalMs: 5, signal: stop.signal, onExtend: (g) => grown.push(g.sizeBytes) });
+    // Write the whole origin, a chunk at a time, letting the guard look between writes.
+    for (let sector = 0; sector < origin.sizeSectors; sector += 32) {
+      system.writeOrigin(origin.name, 32, sector);
+      await new Promise((r) => setTimeout(r, 2));
+      if ((await snap.status()).state !== 'active') break;
+    }
+    for (let i = 0; i < 50 && grown.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    stop.abort();
+    await guarding;
+    const full = persistentCowSectors(origin.sizeSectors, snap.info.chunkSectors) * 512;
+    expect((await snap.status()).state).toBe('active');
+    expect(grown.length).toBeGreaterThan(1);
+    expect(Math.max(...grown)).toBeLessThanOrEqual(full);
+    expect(statSync(path).size).toBe(grown[grown.length - 1]);
+    expect(await dm.table(snap.name)).toEqual(table);
+    await snap.drop();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('refuses a snapshot on a COW device, and bad settings', async () => {
+    const { guardCowFile } = await import('../../lib/snapshot/cow-guard');
+    const snap = await origin.snapshot({ cow: system.addLoopDevice(2 * MiB) });
+    await expect(guardCowFile(snap, { lockDir })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(guardCowFile(snap, { lockDir, autoextend: { thresholdPercent: 20 } })).rejects.toThrow(/from 50/);
+    await snap.drop();
+  });
+});

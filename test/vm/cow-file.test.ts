@@ -11,6 +11,7 @@ import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DeviceMapper, prepare, type Origin } from '../../lib';
 import { persistentCowSectors } from '../../lib/targets/snapshot';
+import { guardCowFile } from '../../lib/snapshot/cow-guard';
 import { invariantViolations } from './support/invariants';
 import { deviceSha, runCli, SNAPSHOT_STEPS } from './support/model';
 import { cellRole, cli, createLoopDevice, run, scratchDir } from './support/system';
@@ -156,6 +157,72 @@ describe('COW files', () => {
         expectNothingLeft(host);
       } finally {
         await origin.release();
+      }
+    });
+  });
+
+  describe('autoextend and the free-space guard', () => {
+    const writeOrigin = (origin: Origin, mib: number) => {
+      // 4 MiB at a time, as a steady writer would: the guard samples in between.
+      for (let offset = 0; offset < mib; offset += 4) {
+        run('dd', ['if=/dev/urandom', `of=${origin.devicePath}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+      }
+    };
+
+    it('keeps a 16 MiB COW file valid through 200 MiB of origin writes by growing it; without autoextend it ends invalid', async () => {
+      const origin = await prepare(createLoopDevice(256 * MiB), { dm, name: `cfgrow${process.pid}` });
+      try {
+        const before = deviceSha(origin.devicePath);
+        const path = join(host, 'grow.cow');
+        const snap = await origin.snapshot({ cowFile: { path, sizeBytes: 16 * MiB } });
+        const table = await dm.table(snap.name);
+        const stop = new AbortController();
+        const grown: number[] = [];
+        const guarding = guardCowFile(snap, { autoextend: { thresholdPercent: 70, stepPercent: 100 }, intervalMs: 100, signal: stop.signal, onExtend: (g) => grown.push(g.sizeBytes) });
+        writeOrigin(origin, 200);
+        stop.abort();
+        await guarding;
+        const status = await snap.status();
+        expect(status.state).toBe('active');
+        expect(grown.length).toBeGreaterThanOrEqual(3);
+        expect(status.totalSectors! * 512).toBe(grown[grown.length - 1]);
+        expect(await dm.table(snap.name)).toEqual(table);
+        expect(deviceSha(snap.devicePath)).toBe(before);
+        await snap.drop();
+
+        const fixed = await origin.snapshot({ cowFile: { path, sizeBytes: 16 * MiB } });
+        writeOrigin(origin, 200);
+        expect((await fixed.status()).state).toBe('invalid');
+        await fixed.drop();
+        expectNothingLeft(host);
+      } finally {
+        await origin.release();
+      }
+    });
+
+    it('stops a backup (exit 3) before the COW file fills its filesystem', async () => {
+      // A small filesystem for the COW file, and an origin that writes more than it holds.
+      const small = createLoopDevice(48 * MiB);
+      run('mkfs.ext4', ['-q', '-F', '-m', '0', small]);
+      const smallDir = mkdtempSync(join(scratchDir(), 'cfsmall-'));
+      run('mount', [small, smallDir]);
+      const origin = await prepare(createLoopDevice(128 * MiB), { dm, name: `cffull${process.pid}` });
+      const mnt = mkdtempSync(join(scratchDir(), 'cffullorigin-'));
+      try {
+        run('mkfs.ext4', ['-q', '-F', origin.devicePath]);
+        run('mount', [origin.devicePath, mnt]);
+        const script = `for i in $(seq 1 100); do dd if=/dev/urandom of=${mnt}/fill$i bs=1M count=1 oflag=direct status=none || exit 9; done; exit 0`;
+        const result = cli(['backup', origin.name, '--cow-file', join(smallDir, 'full.cow'), '--min-free', '25', '-q', '--', 'sh', '-c', script]);
+        expect(result.status).toBe(3);
+        expect(result.stderr).toMatch(/stopped before the filesystem of the COW file .* filled: .*below the margin of 25%/);
+        // The guard stopped it with room to spare: the host filesystem never filled.
+        expect(readdirSync(smallDir).filter((f) => f !== 'lost+found')).toEqual([]);
+        expectNothingLeft(smallDir);
+        expect(invariantViolations()).toEqual([]);
+      } finally {
+        run('umount', [mnt]);
+        await origin.release();
+        run('umount', [smallDir]);
       }
     });
   });

@@ -38,7 +38,7 @@ function hostFile(path: string): FakeFile | undefined {
   try {
     const st = lstatSync(path, { bigint: true });
     const kind = st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file';
-    return { kind, sizeBytes: Number(st.size), inode: Number(st.ino), dev: splitDev(st.dev) };
+    return { kind, sizeBytes: Number(st.size), inode: Number(st.ino), dev: splitDev(st.dev), hostPath: path };
   } catch {
     return undefined;
   }
@@ -116,6 +116,7 @@ export function loopCalls(s: FakeState): LoopCalls {
     },
     async loopSetCapacity(device) {
       const { loop } = boundLoop(s, device, 'LOOP_SET_CAPACITY');
+      if (loop?.file.hostPath) loop.file.sizeBytes = Number(lstatSync(loop.file.hostPath).size);
       if (loop) s.system.blockDevices.get(device)!.sizeBytes = loopSize(loop.file);
     },
     async loopDetach(device) {

@@ -14,6 +14,8 @@ export interface FakeFile {
   readonly inode: number;
   /** The device of its filesystem: FAKE_FILES_DEV unless it is a host file (see loop.ts). */
   readonly dev?: { major: number; minor: number };
+  /** A host file's path: its size is read again on LOOP_SET_CAPACITY. */
+  readonly hostPath?: string;
 }
 
 /** A uevent the kernel sent for a dm device. `cookie` is the DM_COOKIE value (0: none). */
