@@ -1,6 +1,6 @@
 /**
- * The lifecycle commands: prepare, release, snapshot, status, drop, ls, backup, image and
- * recover, each in its own file; each is a few lines over the library, and stdout carries
+ * The lifecycle commands: prepare, release, snapshot, status, drop, ls, backup, image,
+ * recover and monitor, each in its own file; each is a few lines over the library, and stdout carries
  * data only.
  */
 import type { Command } from './command';
@@ -11,6 +11,7 @@ import { prepareCommand, releaseCommand } from './prepare';
 import { recoverCommand } from './recover';
 import { snapshotCommand } from './snapshot';
 import { lsCommand, statusCommand } from './status';
+import { monitorCommand } from './monitor';
 
 /** The lifecycle commands, in the order `dmsnap --help` lists them (before the dm ones). */
 export const lifecycleCommands: Command[] = [
@@ -23,4 +24,5 @@ export const lifecycleCommands: Command[] = [
   backupCommand,
   imageCommand,
   recoverCommand,
+  monitorCommand,
 ];

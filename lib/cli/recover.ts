@@ -17,7 +17,8 @@ another dmsnap process is working on are skipped.
 
 Options:
   --json   {"actions": [{"origin", "device", "action", "reason"}]} where action is resumed,
-           cleared-inactive-table, removed, restored-linear-table, skipped or kept
+           cleared-inactive-table, removed, restored-linear-table, removed-cow-file (a COW
+           file whose snapshot is gone), skipped or kept
 
 Example:
   dmsnap recover`,

@@ -65,10 +65,16 @@ function checkGuardOptions(options: CowFileGuardOptions): void {
   }
 }
 
+/** The record of `snap`'s COW file, if dmsnap created one and it is attached. */
+export function cowFileRecord(snap: Snapshot, options: LockOptions): CowFileRecord | undefined {
+  const record = snap.info.cowFile ? CowRecords.of(options).list().find((r) => r.snapId === snap.info.snapId && r.path === snap.info.cowFile) : undefined;
+  return record?.state === 'attached' ? record : undefined;
+}
+
 /** The record of `snap`'s COW file, or a refusal: only a COW file dmsnap created can be guarded. */
 function recordOf(snap: Snapshot, options: LockOptions): CowFileRecord {
-  const record = snap.info.cowFile ? CowRecords.of(options).list().find((r) => r.snapId === snap.info.snapId && r.path === snap.info.cowFile) : undefined;
-  if (!record || record.state !== 'attached') {
+  const record = cowFileRecord(snap, options);
+  if (!record) {
     throw new DmsnapError(`snapshot ${snap.name} has no COW file of dmsnap's to watch (it was taken with a COW device)`, 'ERR_INVALID_ARG_VALUE');
   }
   return record;
@@ -79,7 +85,7 @@ function recordOf(snap: Snapshot, options: LockOptions): CowFileRecord {
  * needs, under the origin's lock (skipped while another process holds it); the new size,
  * or undefined when nothing grew.
  */
-async function extend(snap: Snapshot, record: CowFileRecord, stepPercent: number, options: LockOptions): Promise<number | undefined> {
+export async function extendCowFile(snap: Snapshot, record: CowFileRecord, stepPercent: number, options: LockOptions): Promise<number | undefined> {
   const system = System.of(snap.dmClient);
   const lock = await system.lock(snap.info.originName, { ...options, lockTimeoutMs: 1000 }).catch(() => undefined);
   if (!lock) return undefined;
@@ -124,7 +130,7 @@ export async function guardCowFile(snap: Snapshot, options: CowFileGuardOptions 
       const status = await snap.status().catch(() => undefined);
       if (!status) return;
       if (status.state === 'active' && status.usedPercent >= options.autoextend.thresholdPercent) {
-        const grown = await extend(snap, record, step, options);
+        const grown = await extendCowFile(snap, record, step, options);
         if (grown !== undefined) options.onExtend?.({ path: record.path, sizeBytes: grown });
       }
     }

@@ -3,7 +3,10 @@
  */
 export { prepare, release, openOrigin, listOrigins, withSnapshot, type PrepareOptions } from './open';
 export { Origin, type SnapshotOptions, type OriginStatus } from './origin';
-export { Snapshot, type SnapshotStatusReport, type SnapshotState, type SnapshotMount, type WatchOptions, type SnapshotInfo } from './snapshot';
+export { Snapshot, type SnapshotStatusReport, type SnapshotState, type SnapshotMount, type WatchOptions, type SnapshotInfo, type DropOptions } from './snapshot';
+export { type CowFileOptions } from './cow-file';
+export { guardCowFile, hostSpace, DEFAULT_MIN_FREE_PERCENT, DEFAULT_AUTOEXTEND_STEP_PERCENT, type CowFileGuardOptions, type HostSpace } from './cow-guard';
+export { monitor, type MonitorOptions, type MonitorEvent } from './monitor';
 export { type LifecycleOptions } from './context';
 export { DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions } from '../system/lock';
 export { UUID_PREFIX, parseTag, type Tag, type DeviceRole } from './tags';

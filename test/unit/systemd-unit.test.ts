@@ -39,3 +39,29 @@ const hasAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
     expect(text).toMatch(/^ExecStart=\/usr\/bin\/env dmsnap prepare %f --quiet$/m);
   });
 });
+
+const monitorUnit = join(__dirname, '../../systemd/dmsnap-monitor.service');
+
+(hasAnalyze ? describe : describe.skip)('systemd unit dmsnap-monitor.service (needs systemd-analyze)', () => {
+  function verify(text: string) {
+    const dir = mkdtempSync(join(tmpdir(), 'dmsnap-unit-'));
+    try {
+      require('node:fs').writeFileSync(join(dir, 'dmsnap-monitor.service'), text);
+      return spawnSync('systemd-analyze', ['verify', '--man=no', './dmsnap-monitor.service'], { cwd: dir, encoding: 'utf8' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('passes systemd-analyze verify without a warning, and the check can fail', () => {
+    const text = readFileSync(monitorUnit, 'utf8');
+    expect(verify(text)).toMatchObject({ status: 0, stderr: '' });
+    expect(verify(text.replace('Type=simple', 'Type=not-a-type')).stderr).not.toBe('');
+  });
+
+  it('runs dmsnap monitor, stopped by SIGTERM', () => {
+    const text = readFileSync(monitorUnit, 'utf8');
+    expect(text).toMatch(/^ExecStart=\/usr\/bin\/env dmsnap monitor /m);
+    expect(text).toMatch(/^KillSignal=SIGTERM$/m);
+  });
+});
