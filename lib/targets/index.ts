@@ -10,6 +10,8 @@ export {
   isChunkSize,
   checkChunkSectors,
   MAX_CHUNK_SECTORS,
+  persistentCowSectors,
+  EXCEPTION_BYTES,
   type SnapshotTargetOptions,
   type SnapshotParams,
   type SnapshotStatus,
