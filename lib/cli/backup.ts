@@ -9,7 +9,7 @@ import { ensureMountDir } from '../safety/paths';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type Command, ExitCode, type ParsedArgs, openDm, UsageError, writeLine } from './command';
 import { signalExitCode } from './format';
-import { cowFileGuardFromArgs, cowFileGuardOptions, info, invalidMessage, lifecycle, lowSpaceMessage, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { cowFileGuardFromArgs, cowFileGuardOptions, requireCow, info, invalidMessage, lifecycle, lowSpaceMessage, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
 import { DEFAULT_MIN_FREE_PERCENT, guardCowFile, type CowFileGuardOptions, type HostSpace } from '../snapshot/cow-guard';
 import { formatBytes } from './sizes';
 
@@ -29,6 +29,7 @@ function parsePlan(args: ParsedArgs): BackupPlan {
   const limitText = args.values['usage-limit'] as string | undefined;
   const limit = limitText === undefined ? undefined : Number(limitText);
   if (limit !== undefined && !(limit > 0 && limit <= 100)) throw new UsageError(`--usage-limit must be a percentage above 0 and at most 100; got "${limitText}"`);
+  requireCow(args);
   return { name, program, programArgs, limit, guard: cowFileGuardFromArgs(args) };
 }
 

@@ -3,7 +3,7 @@
  */
 import { openOrigin } from '../snapshot';
 import { type Command, ExitCode, withOne, writeLine } from './command';
-import { lifecycle, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
 
 export const snapshotCommand: Command = {
   name: ['snapshot'],
@@ -31,11 +31,13 @@ Example:
   dmsnap snapshot md2 --cow-file /var/tmp/md2.cow`,
   options: { ...snapshotOptions, transient: { type: 'boolean' } },
   allowPositionals: true,
-  run: (args, io) =>
-    withOne(args, io, 'NAME', async (name, dm) => {
+  run: (args, io) => {
+    requireCow(args); // usage errors before anything else
+    return withOne(args, io, 'NAME', async (name, dm) => {
       const origin = await openOrigin(name, lifecycle(io, dm));
       const snap = await snapshotFromArgs(io, origin, args, args.values.transient === true);
       writeLine(io.stdout, snap.devicePath);
       return ExitCode.ok;
-    }),
+    });
+  },
 };

@@ -57,3 +57,25 @@ describe('dmsnap CLI', () => {
     expect(out.trim()).toBe(require('../../package.json').version);
   });
 });
+
+describe('COW file options', () => {
+  it.each([
+    [['snapshot', 'md2'], /--cow DEVICE or --cow-file FILE is required/],
+    [['snapshot', 'md2', '--cow', '/dev/sdb6', '--cow-file', '/var/tmp/x'], /not both/],
+    [['snapshot', 'md2', '--cow', '/dev/sdb6', '--cow-size', '1G'], /--cow-size sizes a COW file/],
+    [['snapshot', 'md2', '--cow-file', '/var/tmp/x', '--cow-size', '1.5x'], /--cow-size/],
+    [['backup', 'md2', '--cow', '/dev/sdb6', '--min-free', '5', '--', 'true'], /--min-free watches a COW file/],
+    [['backup', 'md2', '--cow-file', '/var/tmp/x', '--autoextend', '30', '--', 'true'], /--autoextend must be THRESHOLD\[:STEP\]/],
+    [['image', 'md2', '--cow-file', '/var/tmp/x', '--output', '/var/tmp/x'], /name the same file/],
+    [['image', 'md2', '--cow-file', '/var/tmp/x', '--min-free', '100', '--output', '-'], /--min-free must be a percentage/],
+    [['monitor', '--on-full', 'explode'], /--on-full must be drop or keep/],
+    [['monitor', '--interval', '0'], /--interval must be/],
+    [['monitor', '--autoextend', '70:0'], /--autoextend must be/],
+  ])('dmsnap %j exits 2 before it touches anything', async (argv, message) => {
+    const system = createFakeSystem();
+    const { code, out, err } = await run(argv as string[], system);
+    expect({ code, out }).toEqual({ code: 2, out: '' });
+    expect(err).toMatch(message);
+    expect(system.devices.size).toBe(0);
+  });
+});
