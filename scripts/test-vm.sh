@@ -6,7 +6,8 @@
 # Without --matrix: one run on $DMSNAP_VM_KERNEL (default 6.1), udev per $DMSNAP_VM_UDEV.
 # Each cell runs with DMSNAP_VM_CELL_ROLE: "primary" for kernel 6.1 without udev (the
 # long crash and soak tests in full), "secondary" for the others (shorter versions);
-# set DMSNAP_VM_CELL_ROLE yourself to force one for every cell.
+# set DMSNAP_VM_CELL_ROLE yourself to force one for every cell. With --matrix, two cells
+# run at once (see DMSNAP_VM_PARALLEL below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,17 +32,59 @@ done
 cells=("$kernel:$udev")
 [[ $matrix == 1 ]] && cells=(6.1:0 6.1:1 5.10:0 6.12:0 6.12:1)
 
+# Cells run two at a time on a machine with at least two cores (DMSNAP_VM_PARALLEL sets
+# how many), each guest with one vCPU: under TCG one vCPU per host core runs best, and two
+# guests with two vCPUs each on two cores slow each other down several times over. Each
+# cell's output goes to a log of its own, printed whole when the cell ends.
+parallel=${DMSNAP_VM_PARALLEL:-$([[ $matrix == 1 && $(nproc) -ge 2 ]] && echo 2 || echo 1)}
+logs=$(mktemp -d /tmp/dmsnap-vm-cells.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+
+# Kernels are fetched one line at a time before any cell starts (cells share the cache).
+if [[ $parallel -gt 1 ]]; then
+  for line in $(printf '%s\n' "${cells[@]%:*}" | sort -u); do scripts/vm/image.sh "$line" >/dev/null; done
+fi
+
+run_cell() {
+  local kernel=$1 udev=$2 role=$3 flag=--no-udev
+  [[ $udev == 1 ]] && flag=--udev
+  local cpus=()
+  [[ $parallel -gt 1 && -z ${DMSNAP_VM_CPUS:-} ]] && cpus=(--cpus 1)
+  DMSNAP_VM_CELL_ROLE=$role scripts/vm/run.sh --kernel "$kernel" "$flag" "${cpus[@]}" -- \
+    env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}"
+}
+
+describe_cell() {
+  echo "kernel $1, $([[ $2 == 1 ]] && echo with || echo without) udev ($3 cell)"
+}
+
 failed=()
+declare -A running=()
+finish_one() {
+  local pid
+  wait -n -p pid "${!running[@]}" && status=0 || status=$?
+  local cell=${running[$pid]}
+  unset "running[$pid]"
+  cat "$logs/$cell.log" >&2
+  echo "=== VM suite: $(describe_cell ${cell//:/ }) finished $([[ $status == 0 ]] && echo ok || echo "FAILED (exit $status)") after $(($(date +%s) - $(cat "$logs/$cell.start")))s" >&2
+  [[ $status == 0 ]] || failed+=("$(describe_cell ${cell//:/ })")
+}
+
 for cell in "${cells[@]}"; do
   kernel=${cell%:*} udev=${cell#*:}
-  flag=--no-udev; [[ $udev == 1 ]] && flag=--udev
   role=${DMSNAP_VM_CELL_ROLE:-$([[ $kernel == 6.1 && $udev == 0 ]] && echo primary || echo secondary)}
-  echo "=== VM suite: kernel $kernel, $([[ $udev == 1 ]] && echo with || echo without) udev ($role cell)" >&2
-  if ! DMSNAP_VM_CELL_ROLE=$role scripts/vm/run.sh --kernel "$kernel" "$flag" -- \
-      env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}"; then
-    failed+=("kernel $kernel $flag")
+  echo "=== VM suite: $(describe_cell "$kernel" "$udev" "$role")" >&2
+  if [[ $parallel -le 1 ]]; then
+    run_cell "$kernel" "$udev" "$role" || failed+=("$(describe_cell "$kernel" "$udev" "$role")")
+    continue
   fi
+  while [[ ${#running[@]} -ge $parallel ]]; do finish_one; done
+  key="$kernel:$udev:$role"
+  date +%s > "$logs/$key.start"
+  run_cell "$kernel" "$udev" "$role" > "$logs/$key.log" 2>&1 &
+  running[$!]=$key
 done
+while [[ ${#running[@]} -gt 0 ]]; do finish_one; done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test-vm.sh: the VM suite failed on: ${failed[*]}" >&2

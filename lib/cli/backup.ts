@@ -39,7 +39,7 @@ class SignalTrap {
   child: ChildProcess | undefined;
   private readonly onSignal = (signal: NodeJS.Signals) => {
     this.signal ??= signal;
-    this.child?.kill('SIGTERM');
+    if (this.child) stopCommand(this.child, false);
   };
 
   constructor() {
@@ -59,11 +59,29 @@ interface CommandResult {
   error?: Error;
 }
 
+/**
+ * Stops COMMAND and everything it started: SIGTERM to its process group (programs it ran
+ * keep the mount directory busy otherwise), and SIGKILL 5 s later unless `gently`.
+ */
+function stopCommand(child: ChildProcess, hard = true): void {
+  const signalGroup = (signal: NodeJS.Signals) => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, signal);
+    } catch {
+      child.kill(signal);
+    }
+  };
+  signalGroup('SIGTERM');
+  if (hard) setTimeout(() => signalGroup('SIGKILL'), 5000).unref();
+}
+
 /** Starts COMMAND in the mount directory, with DMSNAP_MOUNT, DMSNAP_DEVICE and DMSNAP_ORIGIN set. */
 function startCommand(plan: BackupPlan, dir: string, snap: Snapshot): { child: ChildProcess; exited: Promise<CommandResult> } {
   const child = spawn(plan.program, plan.programArgs, {
     cwd: dir,
     stdio: 'inherit',
+    // A process group of its own, so that it can be stopped with all it started.
+    detached: true,
     env: { ...process.env, DMSNAP_MOUNT: dir, DMSNAP_DEVICE: snap.devicePath, DMSNAP_ORIGIN: plan.name },
   });
   const exited = new Promise<CommandResult>((resolve) => {
@@ -90,8 +108,7 @@ function guardFile(io: CliContext, snap: Snapshot, plan: BackupPlan, child: Chil
     signal,
     onLowSpace: (space) => {
       verdict.lowSpace = space;
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+      stopCommand(child);
     },
     onExtend: (grown) => info(io, `dmsnap: grew the COW file ${grown.path} to ${formatBytes(grown.sizeBytes)}`),
   }).catch(() => undefined);
@@ -108,8 +125,7 @@ function watchUsage(snap: Snapshot, child: ChildProcess, limit: number | undefin
       if (unusable || overLimit) {
         verdict.invalid = unusable ? `became ${report.state}` : `reached the usage limit of ${limit}%`;
         if (overLimit) verdict.last = report;
-        child.kill('SIGTERM');
-        setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+        stopCommand(child);
         return;
       }
     }
@@ -151,10 +167,22 @@ async function runOnSnapshot(io: CliContext, plan: BackupPlan, snap: Snapshot, d
   return commandExitCode(io, plan.program, result, trap.signal);
 }
 
+/** Unmounts the snapshot, waiting up to 6 s for the programs COMMAND started to let go of it (EBUSY). */
+async function unmountSoon(snap: Snapshot): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await snap.unmount();
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'EBUSY' || attempt >= 30) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
 /** Unmounts and drops the snapshot, and removes the mount directory if backup made it. */
 async function cleanUp(snap: Snapshot | undefined, madeDir: string | undefined): Promise<void> {
   if (snap) {
-    if (snap.mountInfo) await snap.unmount();
+    if (snap.mountInfo) await unmountSoon(snap);
     await snap.drop();
   }
   if (madeDir) rmSync(madeDir, { recursive: true, force: true });

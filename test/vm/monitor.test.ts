@@ -13,16 +13,16 @@ import { cli, createLoopDevice, run, scratchDir } from './support/system';
 
 const MiB = 1024 * 1024;
 
-async function until(what: () => boolean | Promise<boolean>, ms: number, label: string): Promise<void> {
+async function until(what: () => boolean | Promise<boolean>, ms: number, label: () => string): Promise<void> {
   for (const start = Date.now(); !(await what()); ) {
-    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${label}`);
+    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${label()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
 function writeMiB(device: string, mib: number, from = 0): void {
   for (let offset = from; offset < from + mib; offset += 4) {
-    run('dd', ['if=/dev/urandom', `of=${device}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+    run('dd', ['if=/dev/zero', `of=${device}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
   }
 }
 
@@ -61,30 +61,32 @@ describe('dmsnap monitor', () => {
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     try {
-      await until(() => existsSync(metrics), 60_000, 'the first metrics');
+      await until(() => existsSync(metrics), 60_000, () => `the first metrics; monitor's stderr: ${stderr}`);
       // Taken after the monitor started: it must pick them up.
       expect(cli(['snapshot', growing.name, '--cow-file', join(big, 'grow.cow'), '--cow-size', '16M', '-q']).status).toBe(0);
       expect(cli(['snapshot', filling.name, '--cow-file', join(small, 'fill.cow'), '-q']).status).toBe(0);
       const [snap] = await growing.snapshots();
       const table = await dm.table(snap.name);
       writeMiB(growing.devicePath, 48);
-      await until(() => /grew the COW file/.test(stderr), 60_000, 'a growth');
+      await until(() => /grew the COW file/.test(stderr), 60_000, () => `a growth; monitor's stderr: ${stderr}`);
       expect((await snap.status()).state).toBe('active');
       expect(await dm.table(snap.name)).toEqual(table);
 
       writeMiB(filling.devicePath, 40);
-      await until(async () => (await (await openOrigin(filling.name, { dm })).snapshots()).length === 0, 60_000, 'the drop');
+      await until(async () => (await (await openOrigin(filling.name, { dm })).snapshots()).length === 0, 60_000, () => `the drop; monitor's stderr: ${stderr}`);
       expect(readdirSync(small).filter((f) => f !== 'lost+found')).toEqual([]);
       expect(stderr).toMatch(/^<3>dmsnap monitor: the filesystem of the COW file .*fill\.cow .* below the margin; dropped the snapshot/m);
-      await until(() => readFileSync(metrics, 'utf8').includes(`snapshot="${snap.name}",state="active"} 1`), 30_000, 'metrics of the snapshot');
+      await until(() => readFileSync(metrics, 'utf8').includes(`snapshot="${snap.name}",state="active"} 1`), 30_000, () => `metrics of the snapshot; monitor's stderr: ${stderr}`);
       expect(readFileSync(metrics, 'utf8')).toMatch(new RegExp(`dmsnap_snapshot_cow_used_ratio\\{origin="${growing.name}",snapshot="${snap.name}"\\} 0\\.\\d+`));
     } finally {
       child.kill('SIGTERM');
-      expect(await exited).toBe(0);
-      expect(cli(['drop', growing.name, '-q']).status).toBe(0);
+      const code = await exited;
+      cli(['drop', growing.name, '-q']);
+      cli(['drop', filling.name, '-q']);
       await growing.release();
       await filling.release();
       rmSync(metrics, { force: true });
+      expect({ code, stderr }).toEqual({ code: 0, stderr: expect.any(String) });
     }
     expect(invariantViolations()).toEqual([]);
     expect(readdirSync(big).filter((f) => f !== 'lost+found')).toEqual([]);
