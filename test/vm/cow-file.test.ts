@@ -5,6 +5,7 @@
  * SIGKILL after every step followed by `recover`, which must leave no loop device, no
  * file and no record behind.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -162,10 +163,16 @@ describe('COW files', () => {
   });
 
   describe('autoextend and the free-space guard', () => {
-    /** Writes `mib` MiB of zeros through the origin, 4 MiB at a time as a steady writer would: the guard samples in between. */
-    const writeOrigin = (origin: Origin, mib: number) => {
+    /**
+     * Writes `mib` MiB of zeros through the origin, 4 MiB at a time with a pause after each
+     * (a steady writer, not a burst faster than the guard samples); asynchronously, so that
+     * the guard in this process runs meanwhile.
+     */
+    const writeOrigin = async (origin: Origin, mib: number) => {
       for (let offset = 0; offset < mib; offset += 4) {
-        run('dd', ['if=/dev/zero', `of=${origin.devicePath}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+        const args = ['if=/dev/zero', `of=${origin.devicePath}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none'];
+        await new Promise<void>((resolve, reject) => spawn('dd', args, { stdio: 'ignore' }).on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`)))));
+        await new Promise((resolve) => setTimeout(resolve, 250));
       }
     };
     /** Fills the origin with one random MiB over and over: content that zeros change. */
@@ -193,7 +200,7 @@ describe('COW files', () => {
         const stop = new AbortController();
         const grown: number[] = [];
         const guarding = guardCowFile(snap, { autoextend: { thresholdPercent: 70, stepPercent: 100 }, intervalMs: 50, signal: stop.signal, onExtend: (g) => grown.push(g.sizeBytes) });
-        writeOrigin(origin, 200);
+        await writeOrigin(origin, 200);
         stop.abort();
         await guarding;
         const status = await snap.status();
@@ -204,7 +211,7 @@ describe('COW files', () => {
         await snap.drop();
 
         const fixed = await origin.snapshot({ cowFile: { path, sizeBytes: 16 * MiB } });
-        writeOrigin(origin, 200);
+        await writeOrigin(origin, 200);
         expect((await fixed.status()).state).toBe('invalid');
         await fixed.drop();
         expectNothingLeft(host);

@@ -4,7 +4,7 @@
  * active with no table reload), drops a snapshot before its COW file fills the
  * filesystem that holds it (--on-full drop), writes metrics, and exits 0 on SIGTERM.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, openOrigin, prepare } from '../../lib';
@@ -23,6 +23,8 @@ async function until(what: () => boolean | Promise<boolean>, ms: number, label: 
 function writeMiB(device: string, mib: number, from = 0): void {
   for (let offset = from; offset < from + mib; offset += 4) {
     run('dd', ['if=/dev/zero', `of=${device}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+    // A steady writer: the monitor samples every 0.2 s.
+    spawnSync('sleep', ['0.4']);
   }
 }
 
