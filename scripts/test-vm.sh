@@ -48,9 +48,14 @@ fi
 run_cell() {
   local kernel=$1 udev=$2 role=$3 flag=--no-udev
   [[ $udev == 1 ]] && flag=--udev
-  local cpus=()
+  local cpus=() share=()
   [[ $parallel -gt 1 && -z ${DMSNAP_VM_CPUS:-} ]] && cpus=(--cpus 1)
-  DMSNAP_VM_CELL_ROLE=$role scripts/vm/run.sh --kernel "$kernel" "$flag" "${cpus[@]}" -- \
+  # Guests running at once must not share one results folder.
+  if [[ $parallel -gt 1 && -n ${DMSNAP_VM_SHARE_DIR:-} ]]; then
+    share=(--share "$DMSNAP_VM_SHARE_DIR/$kernel-$udev")
+    mkdir -p "${share[1]}"
+  fi
+  DMSNAP_VM_CELL_ROLE=$role scripts/vm/run.sh --kernel "$kernel" "$flag" "${cpus[@]}" "${share[@]}" -- \
     env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}"
 }
 
