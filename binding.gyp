@@ -12,6 +12,7 @@
         "native/dm_control.cc",
         "native/event_poll.cc",
         "native/file_lock.cc",
+        "native/file_space.cc",
         "native/freeze.cc",
         "native/freeze_binding.cc",
         "native/guardian.cc",

@@ -263,6 +263,11 @@ export interface NativeBinding {
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   /** umount2(2), always with UMOUNT_NOFOLLOW. */
   unmount(target: string, flags: number): Promise<void>;
+  /**
+   * fallocate(2) of a regular file's first `length` bytes, then fsync; opened O_NOFOLLOW and
+   * refused (ESTALE) unless its inode is `inode`.
+   */
+  preallocateFile(path: string, inode: number, length: number): Promise<void>;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when someone else holds it. */
   tryLock(fd: number): boolean;
   /** flock(fd, LOCK_UN). */

@@ -1,7 +1,9 @@
-// N-API glue for mount(2)/umount2(2) (mount.h) and flock(2) (file_lock.h).
+// N-API glue for mount(2)/umount2(2) (mount.h), flock(2) (file_lock.h) and fallocate(2)
+// (file_space.h).
 #include "addon.h"
 #include "async_work.h"
 #include "file_lock.h"
+#include "file_space.h"
 #include "guardian.h"
 #include "mount.h"
 
@@ -22,6 +24,13 @@ Napi::Value UnmountJs(const Napi::CallbackInfo& info) {
   std::string target = StringArg(info, 0, "target");
   uint32_t flags = Uint32Arg(info, 1, "flags");
   return RunVoid(info.Env(), "dmsnap.unmount", [=] { UnmountFilesystem(target, flags); });
+}
+
+Napi::Value PreallocateFileJs(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "path");
+  auto inode = static_cast<uint64_t>(NumberArg(info, 1, "inode"));
+  auto length = static_cast<uint64_t>(NumberArg(info, 2, "length"));
+  return RunVoid(info.Env(), "dmsnap.preallocateFile", [=] { PreallocateFile(path, inode, length); });
 }
 
 // flock with LOCK_NB never blocks: a plain synchronous call.
@@ -81,6 +90,7 @@ Napi::Value FinishGuardianJs(const Napi::CallbackInfo& info) {
 void RegisterSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New(env, MountJs, "mount"));
   exports.Set("unmount", Napi::Function::New(env, UnmountJs, "unmount"));
+  exports.Set("preallocateFile", Napi::Function::New(env, PreallocateFileJs, "preallocateFile"));
   exports.Set("tryLock", Napi::Function::New(env, TryLockJs, "tryLock"));
   exports.Set("unlock", Napi::Function::New(env, UnlockJs, "unlock"));
   exports.Set("spawnGuardian", Napi::Function::New(env, SpawnGuardianJs, "spawnGuardian"));

@@ -202,6 +202,7 @@ Options:
   --cow DEVICE              block device for the copied blocks
   --cow-file FILE           or a new file for them, which dmsnap creates (see dmsnap snapshot)
   --cow-size SIZE           the COW file's size (default: the origin's, plus metadata)
+  --preallocate             reserve the COW file's space now (fallocate)
   --min-free PERCENT        with --cow-file: stop (exit 3) when its filesystem has less free (5)
   --autoextend T[:S]        with --cow-file: at T% usage grow it by S% (default 20), as LVM
   --chunk-size SIZE         as for dmsnap snapshot

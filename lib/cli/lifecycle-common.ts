@@ -30,13 +30,14 @@ export const snapshotOptions = {
   cow: { type: 'string' as const },
   'cow-file': { type: 'string' as const },
   'cow-size': { type: 'string' as const },
+  preallocate: { type: 'boolean' as const },
   'chunk-size': { type: 'string' as const },
   'snapshot-name': { type: 'string' as const },
   'force-wipe': { type: 'boolean' as const },
 };
 
 /** Where the copied blocks go: --cow DEVICE, or --cow-file FILE (with --cow-size). Exactly one is required. */
-export type CowChoice = { cow: string } | { cowFile: { path: string; sizeBytes?: number } };
+export type CowChoice = { cow: string } | { cowFile: { path: string; sizeBytes?: number; preallocate?: boolean } };
 
 /** The --cow or --cow-file option, one of which the commands that take a snapshot require. */
 export function requireCow(args: ParsedArgs): CowChoice {
@@ -48,9 +49,11 @@ export function requireCow(args: ParsedArgs): CowChoice {
     throw new UsageError('--cow DEVICE or --cow-file FILE is required: the block device, or the file dmsnap creates, that receives the copied blocks');
   }
   if (size !== undefined && file === undefined) throw new UsageError('--cow-size sizes a COW file: use it with --cow-file');
+  const preallocate = args.values.preallocate === true;
+  if (preallocate && file === undefined) throw new UsageError('--preallocate reserves a COW file: use it with --cow-file');
   if (file === '' || cow === '') throw new UsageError(`${file === '' ? '--cow-file' : '--cow'} needs a path`);
   if (cow !== undefined) return { cow };
-  return { cowFile: { path: file!, ...(size === undefined ? {} : { sizeBytes: parseByteSize(size, '--cow-size') }) } };
+  return { cowFile: { path: file!, ...(size === undefined ? {} : { sizeBytes: parseByteSize(size, '--cow-size') }), ...(preallocate ? { preallocate } : {}) } };
 }
 
 /** Takes a snapshot from the shared options of snapshot, backup and image, and says how long NAME was frozen. */

@@ -8,7 +8,7 @@ import { lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './life
 export const snapshotCommand: Command = {
   name: ['snapshot'],
   summary: 'take a snapshot of a prepared origin (step 1); prints its device',
-  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--chunk-size SIZE] [--transient] [--snapshot-name SNAP] [--force-wipe]',
+  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--preallocate] [--chunk-size SIZE] [--transient] [--snapshot-name SNAP] [--force-wipe]',
   help: `The copied blocks go to a COW device (--cow) or to a COW file (--cow-file). The first
 chunk of a COW device is zeroed; a COW that holds a filesystem or other signature is
 refused unless --force-wipe. A COW file is created by dmsnap (FILE must not exist),
@@ -21,6 +21,7 @@ Options:
   --cow DEVICE            block device for the copied blocks
   --cow-file FILE         or a new file for them, on another filesystem
   --cow-size SIZE         the COW file's size (a plain number counts sectors; 2G, 500M)
+  --preallocate           reserve the COW file's space now (fallocate), not as it fills
   --chunk-size SIZE       sectors (32) or a size (16k, 64KiB, 1M); default 32 sectors
   --transient             a transient (N) snapshot instead of a persistent (P) one
   --snapshot-name SNAP    the snapshot's name (default NAME-snap)

@@ -43,6 +43,8 @@ export interface CowFileOptions {
    * exception store's metadata, so that copy-on-write never runs out because of the origin.
    */
   sizeBytes?: number;
+  /** Reserve the file's whole size on its filesystem (fallocate) instead of a sparse file. Default false. */
+  preallocate?: boolean;
 }
 
 /** A COW file handed to a snapshot: its loop device, held open until release(). */
@@ -70,18 +72,22 @@ export function cowLoopTag(originId: string, snapId: string): string {
 /** Checks SnapshotOptions.cowFile. */
 export function checkCowFileOptions(value: unknown): CowFileOptions {
   check(typeof value === 'object' && value !== null, 'cowFile', 'an object { path, sizeBytes? }', value);
-  const { path, sizeBytes } = value as CowFileOptions;
+  const { path, sizeBytes, preallocate } = value as CowFileOptions;
   checkPath(path, 'cowFile.path');
   if (sizeBytes !== undefined) checkInteger(sizeBytes, 'cowFile.sizeBytes', 1);
-  return { path: resolve(path), ...(sizeBytes === undefined ? {} : { sizeBytes }) };
+  check(preallocate === undefined || typeof preallocate === 'boolean', 'cowFile.preallocate', 'a boolean', preallocate);
+  return { path: resolve(path), ...(sizeBytes === undefined ? {} : { sizeBytes }), ...(preallocate ? { preallocate } : {}) };
 }
 
 function refuse(message: string, code: 'ERR_DMSNAP_COW_FILE_EXISTS' | 'ERR_DMSNAP_COW_FILE_UNSUITABLE' | 'ERR_DMSNAP_COW_IN_ORIGIN', cause?: unknown): never {
   throw new DmsnapError(message, code, cause === undefined ? undefined : { cause });
 }
 
-/** Where the file may go: a directory only root controls, on a filesystem outside the origin that can hold sparse files. */
-async function checkPlace(origin: PlannedOrigin, path: string): Promise<void> {
+/**
+ * Where the file may go: a directory only root controls, on a filesystem outside the
+ * origin that can hold sparse files (and, to preallocate, `reserveBytes` more).
+ */
+async function checkPlace(origin: PlannedOrigin, path: string, reserveBytes: number): Promise<void> {
   const dir = ensureTrustedDirectory(dirname(path), {
     what: 'directory for the COW file',
     advice: 'name a file in a directory that root owns and only root can write to (or a sticky one such as /var/tmp)',
@@ -102,6 +108,12 @@ async function checkPlace(origin: PlannedOrigin, path: string): Promise<void> {
   }
   const kind = noSparseFiles(host.type);
   if (kind) refuse(`the COW file ${path} would be on ${kind}, which cannot hold sparse files; put it on ext4, XFS, btrfs or tmpfs`, 'ERR_DMSNAP_COW_FILE_UNSUITABLE');
+  if (reserveBytes > host.availableBytes) {
+    refuse(
+      `cannot preallocate the COW file ${path}: it needs ${reserveBytes} bytes and its filesystem has ${host.availableBytes} free; name a smaller --cow-size, another filesystem, or leave out --preallocate`,
+      'ERR_DMSNAP_COW_FILE_UNSUITABLE',
+    );
+  }
 }
 
 /** The file's size: as asked or the default, in whole chunks. */
@@ -169,11 +181,13 @@ export async function provideCowFile(
   after: (step: 'create-cow-file' | 'attach-cow-file') => Promise<void>,
 ): Promise<CowFileLease> {
   const { path } = options;
-  await checkPlace(origin, path);
+  const sizeBytes = fileSize(origin, options, request.chunkSectors);
+  await checkPlace(origin, path, options.preallocate ? sizeBytes : 0);
   const records = CowRecords.of(request.lockOptions);
-  const record = makeFile(records, origin, request, path, fileSize(origin, options, request.chunkSectors));
+  const record = makeFile(records, origin, request, path, sizeBytes);
   let loop: AttachedLoop | undefined;
   try {
+    if (options.preallocate) await preallocate(system, record);
     await after('create-cow-file');
     loop = await system.loop.attach(path, { tag: cowLoopTag(origin.originId, request.snapId) });
     const status = await system.loop.status(loop.device);
@@ -192,6 +206,18 @@ export async function provideCowFile(
   }
   const attached = loop;
   return { device: attached.device, record, release: () => attached.release() };
+}
+
+/** Reserves the whole COW file; a filesystem that cannot is named. */
+async function preallocate(system: System, record: CowFileRecord): Promise<void> {
+  try {
+    await system.preallocateFile(record.path, record.identity!, record.sizeBytes);
+  } catch (error) {
+    if (error instanceof SyscallError && (error.code === 'ENOSPC' || error.code === 'EOPNOTSUPP' || error.code === 'EDQUOT')) {
+      refuse(`cannot preallocate the COW file ${record.path} of ${record.sizeBytes} bytes: ${error.message}; leave out --preallocate or name another filesystem`, 'ERR_DMSNAP_COW_FILE_UNSUITABLE', error);
+    }
+    throw error;
+  }
 }
 
 /** Deletes what `record` created (each file only while it is still that inode), and the record; with `keep`, keeps the file and marks the record kept. */

@@ -10,6 +10,7 @@ import { HeldBlockDevice } from './held-device';
 import { lockOrigin, type LockOptions, type OriginLock } from './lock';
 import { Loops } from './loop';
 import type { DevNumber } from './stack';
+import type { FileIdentity } from './cow-file';
 
 /** Whatever holds a native binding (a DeviceMapper client). */
 export interface BindingOwner {
@@ -67,6 +68,12 @@ export class System {
   /** mount(2) through an O_PATH | O_NOFOLLOW descriptor of the target. */
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
     return callNative(() => this.binding.mount(source, target, fstype, flags, data));
+  }
+
+  /** fallocate(2) of the first `length` bytes of the file `identity` names, at `path` (never through a symlink). */
+  preallocateFile(path: string, identity: FileIdentity, length: number): Promise<void> {
+    const inode = Number(identity.split(':')[2]);
+    return callNative(() => this.binding.preallocateFile(path, inode, length));
   }
 
   /** umount2(2) with UMOUNT_NOFOLLOW. */

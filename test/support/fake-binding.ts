@@ -68,6 +68,7 @@ export function createFakeSystem(): FakeSystem {
     },
     mounts: new Map(),
     zeroed: new Map(),
+    preallocated: new Map(),
     guardians: 0,
     guardianLog: [],
     exclusiveOpensDuringSpawn: 0,

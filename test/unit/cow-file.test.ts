@@ -37,7 +37,7 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const records = () => readdirSync(join(lockDir, 'cow-files')).filter((f) => f.endsWith('.json'));
+const records = () => (existsSync(join(lockDir, 'cow-files')) ? readdirSync(join(lockDir, 'cow-files')) : []).filter((f) => f.endsWith('.json'));
 /** The loop devices dmsnap attached that are still attached (the fake numbers them from 0). */
 async function attachedLoops(): Promise<string[]> {
   const found: string[] = [];
@@ -204,5 +204,24 @@ describe('the guard of a COW file', () => {
     await expect(guardCowFile(snap, { lockDir })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     await expect(guardCowFile(snap, { lockDir, autoextend: { thresholdPercent: 20 } })).rejects.toThrow(/from 50/);
     await snap.drop();
+  });
+});
+
+describe('a preallocated COW file', () => {
+  it('is reserved whole, checked to be the file dmsnap created', async () => {
+    const path = join(dir, 'reserved.cow');
+    const snap = await origin.snapshot({ cowFile: { path, sizeBytes: 2 * MiB, preallocate: true } });
+    expect(system.preallocated.get(path)).toBe(2 * MiB);
+    await snap.drop();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('is refused when its filesystem has not the room, and nothing is created', async () => {
+    const path = join(dir, 'huge.cow');
+    const error = await origin.snapshot({ cowFile: { path, sizeBytes: 2 ** 50, preallocate: true } }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'ERR_DMSNAP_COW_FILE_UNSUITABLE' });
+    expect((error as Error).message).toMatch(/cannot preallocate the COW file .* needs \d+ bytes and its filesystem has \d+ free/);
+    expect(readdirSync(dir)).toEqual([]);
+    expect(records()).toEqual([]);
   });
 });

@@ -7,10 +7,11 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DeviceMapper, prepare, type Origin } from '../../lib';
+import { loadBinding } from '../../lib/native';
 import { persistentCowSectors } from '../../lib/targets/snapshot';
 import { guardCowFile } from '../../lib/snapshot/cow-guard';
 import { invariantViolations } from './support/invariants';
@@ -158,6 +159,43 @@ describe('COW files', () => {
         expectNothingLeft(host);
       } finally {
         await origin.release();
+      }
+    });
+  });
+
+  describe('a preallocated COW file', () => {
+    it('has its whole size reserved on its filesystem, and is refused where it does not fit', async () => {
+      const origin = await prepare(createLoopDevice(32 * MiB), { dm, name: `cfpre${process.pid}` });
+      try {
+        const path = join(host, 'reserved.cow');
+        const snap = await origin.snapshot({ cowFile: { path, sizeBytes: 24 * MiB, preallocate: true } });
+        expect(statSync(path).blocks * 512).toBeGreaterThanOrEqual(24 * MiB);
+        expect((await snap.status()).state).toBe('active');
+        await snap.drop();
+        const error = await origin.snapshot({ cowFile: { path, sizeBytes: 1024 * MiB, preallocate: true } }).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'ERR_DMSNAP_COW_FILE_UNSUITABLE' });
+        expectNothingLeft(host);
+      } finally {
+        await origin.release();
+      }
+    });
+
+    it('is allocated by the addon only through no symlink, and only while it is the inode named', async () => {
+      const binding = loadBinding();
+      const file = join(host, 'plain');
+      writeFileSync(file, '');
+      const link = join(host, 'link');
+      symlinkSync(file, link);
+      try {
+        await expect(binding.preallocateFile(link, statSync(file).ino, MiB)).rejects.toMatchObject({ code: 'ELOOP', syscall: 'open' });
+        await expect(binding.preallocateFile(file, statSync(file).ino + 1, MiB)).rejects.toMatchObject({ code: 'ESTALE' });
+        expect(statSync(file).size).toBe(0);
+        await binding.preallocateFile(file, statSync(file).ino, MiB);
+        expect(statSync(file).size).toBe(MiB);
+        expect(statSync(file).blocks * 512).toBeGreaterThanOrEqual(MiB);
+      } finally {
+        rmSync(link);
+        rmSync(file);
       }
     });
   });

@@ -84,6 +84,7 @@ export const EINVAL = 22;
 export const ELOOP = 40;
 export const EIDRM = 43;
 export const EOVERFLOW = 75;
+export const ESTALE = 116;
 
 /** The dynamic major the kernel gives device-mapper on Debian. */
 export const DM_MAJOR = 254;

@@ -3,15 +3,15 @@
  * the guardian (spawned and finished, never run: the fake kernel dies with the test),
  * and advisory locks on lock files.
  */
-import { existsSync, fstatSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import type { NativeBinding } from '../../../lib/native';
 import { failOpen } from './block-devices';
-import { EBUSY, ECHILD, EINVAL, ENOENT, EPERM } from './constants';
+import { EBUSY, ECHILD, EINVAL, ENOENT, EPERM, ESTALE } from './constants';
 import type { FakeState } from './model';
 import type { FakeGuardian } from './system';
 import { openForTest } from './opens';
 
-type HostCalls = Pick<NativeBinding, 'mount' | 'unmount' | 'spawnGuardian' | 'awaitGuardianReady' | 'finishGuardian' | 'tryLock' | 'unlock'>;
+type HostCalls = Pick<NativeBinding, 'mount' | 'unmount' | 'preallocateFile' | 'spawnGuardian' | 'awaitGuardianReady' | 'finishGuardian' | 'tryLock' | 'unlock'>;
 
 /** A turn of the event loop, as a call run on a pool thread takes. */
 const poolTurn = () => new Promise((resolve) => setImmediate(resolve));
@@ -69,6 +69,18 @@ export function hostCalls(s: FakeState): HostCalls {
       close();
       s.mountClosers.delete(target);
       s.system.mounts.delete(target);
+    },
+    async preallocateFile(path, inode, length) {
+      // The host's own file (a COW file the library made): checked as the kernel would, grown, not written.
+      const fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+      try {
+        const st = fstatSync(fd);
+        if (!st.isFile() || st.ino !== inode) failOpen(ESTALE, 'open', path);
+        if (st.size < length) ftruncateSync(fd, length);
+        s.system.preallocated.set(path, length);
+      } finally {
+        closeSync(fd);
+      }
     },
     async spawnGuardian(executable, controlPath, originUuid, lockPath, lockId) {
       // A spawn takes a turn of the loop on a pool thread, as the real one does.

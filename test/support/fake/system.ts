@@ -136,6 +136,8 @@ export interface FakeSystem {
   mounts: Map<string, string>;
   /** Bytes zeroed through an open block device's zeroStart, per path it was opened by. */
   zeroed: Map<string, number>;
+  /** Host files preallocated with preallocateFile, and their length. */
+  preallocated: Map<string, number>;
   /** Guardians started and not yet finished. */
   guardians: number;
   /** Every guardian started, oldest first: what it watches, and how it was finished. */
