@@ -146,7 +146,17 @@ function makeFile(records: CowRecords, origin: PlannedOrigin, request: CowFileRe
     const taken = { ...record, identity: existing.identity, state: 'created' as const };
     records.put(taken);
     records.remove(kept);
-    if (!resizeOwnFile(path, existing.identity, sizeBytes)) refuse(`${path} changed while dmsnap was taking it back; name a new file`, 'ERR_DMSNAP_COW_FILE_EXISTS');
+    let resized = false;
+    try {
+      resized = resizeOwnFile(path, existing.identity, sizeBytes);
+    } finally {
+      // Not taken back: it stays the kept file it was.
+      if (!resized) {
+        records.put(kept);
+        records.remove(taken);
+      }
+    }
+    if (!resized) refuse(`${path} changed while dmsnap was taking it back; name a new file`, 'ERR_DMSNAP_COW_FILE_EXISTS');
     return taken;
   }
   records.put(record);
