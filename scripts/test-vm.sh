@@ -32,10 +32,12 @@ done
 cells=("$kernel:$udev")
 [[ $matrix == 1 ]] && cells=(6.1:0 6.1:1 5.10:0 6.12:0 6.12:1)
 
-# Cells run two at a time on a machine with at least two cores (DMSNAP_VM_PARALLEL sets
-# how many), each guest with one vCPU: under TCG one vCPU per host core runs best, and two
-# guests with two vCPUs each on two cores slow each other down several times over. Each
-# cell's output goes to a log of its own, printed whole when the cell ends.
+# The primary cell runs alone, its guest with two vCPUs (its crash, freeze and thread
+# tests time the kernel's answers). The secondary cells then run two at a time on a
+# machine with at least two cores (DMSNAP_VM_PARALLEL sets how many), each guest with one
+# vCPU: under TCG one vCPU per host core runs best, and guests with more vCPUs than the
+# host has cores slow each other down several times over. A cell run alongside another
+# writes to a log of its own, printed whole when it ends.
 parallel=${DMSNAP_VM_PARALLEL:-$([[ $matrix == 1 && $(nproc) -ge 2 ]] && echo 2 || echo 1)}
 logs=$(mktemp -d /tmp/dmsnap-vm-cells.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
@@ -48,10 +50,10 @@ fi
 run_cell() {
   local kernel=$1 udev=$2 role=$3 flag=--no-udev
   [[ $udev == 1 ]] && flag=--udev
-  local cpus=() share=()
-  [[ $parallel -gt 1 && -z ${DMSNAP_VM_CPUS:-} ]] && cpus=(--cpus 1)
+  local alongside=$4 cpus=() share=()
+  [[ $alongside == 1 && -z ${DMSNAP_VM_CPUS:-} ]] && cpus=(--cpus 1)
   # Guests running at once must not share one results folder.
-  if [[ $parallel -gt 1 && -n ${DMSNAP_VM_SHARE_DIR:-} ]]; then
+  if [[ $alongside == 1 && -n ${DMSNAP_VM_SHARE_DIR:-} ]]; then
     share=(--share "$DMSNAP_VM_SHARE_DIR/$kernel-$udev")
     mkdir -p "${share[1]}"
   fi
@@ -79,14 +81,17 @@ for cell in "${cells[@]}"; do
   kernel=${cell%:*} udev=${cell#*:}
   role=${DMSNAP_VM_CELL_ROLE:-$([[ $kernel == 6.1 && $udev == 0 ]] && echo primary || echo secondary)}
   echo "=== VM suite: $(describe_cell "$kernel" "$udev" "$role")" >&2
-  if [[ $parallel -le 1 ]]; then
-    run_cell "$kernel" "$udev" "$role" || failed+=("$(describe_cell "$kernel" "$udev" "$role")")
+  if [[ $parallel -le 1 || $role == primary ]]; then
+    while [[ ${#running[@]} -gt 0 ]]; do finish_one; done
+    start=$(date +%s)
+    run_cell "$kernel" "$udev" "$role" 0 || failed+=("$(describe_cell "$kernel" "$udev" "$role")")
+    echo "=== VM suite: $(describe_cell "$kernel" "$udev" "$role") took $(($(date +%s) - start))s" >&2
     continue
   fi
   while [[ ${#running[@]} -ge $parallel ]]; do finish_one; done
   key="$kernel:$udev:$role"
   date +%s > "$logs/$key.start"
-  run_cell "$kernel" "$udev" "$role" > "$logs/$key.log" 2>&1 &
+  run_cell "$kernel" "$udev" "$role" 1 > "$logs/$key.log" 2>&1 &
   running[$!]=$key
 done
 while [[ ${#running[@]} -gt 0 ]]; do finish_one; done
