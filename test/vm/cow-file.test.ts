@@ -206,11 +206,11 @@ describe('COW files', () => {
      * (a steady writer, not a burst faster than the guard samples); asynchronously, so that
      * the guard in this process runs meanwhile.
      */
-    const writeOrigin = async (origin: Origin, mib: number) => {
-      for (let offset = 0; offset < mib; offset += 4) {
+    const writeOrigin = async (origin: Origin, mib: number, until?: () => Promise<boolean>) => {
+      for (let offset = 0; offset < mib && !(await until?.()); offset += 4) {
         const args = ['if=/dev/zero', `of=${origin.devicePath}`, 'bs=1M', 'count=4', `seek=${offset}`, 'oflag=direct', 'conv=notrunc', 'status=none'];
         await new Promise<void>((resolve, reject) => spawn('dd', args, { stdio: 'ignore' }).on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`)))));
-        await new Promise((resolve) => setTimeout(resolve, 250));
+        await new Promise((resolve) => setTimeout(resolve, 150));
       }
     };
     /** Fills the origin with one random MiB over and over: content that zeros change. */
@@ -249,7 +249,8 @@ describe('COW files', () => {
         await snap.drop();
 
         const fixed = await origin.snapshot({ cowFile: { path, sizeBytes: 16 * MiB } });
-        await writeOrigin(origin, 200);
+        // The same writes, stopped once the snapshot is lost (past 16 MiB of changes).
+        await writeOrigin(origin, 200, async () => (await fixed.status()).state !== 'active');
         expect((await fixed.status()).state).toBe('invalid');
         await fixed.drop();
         expectNothingLeft(host);

@@ -1,5 +1,5 @@
 /**
- * 100 snapshot/status/drop cycles through the library (40 in the secondary cells of the
+ * 60 snapshot/status/drop cycles through the library (40 in the secondary cells of the
  * VM matrix), under a writer that never stops: the filesystem stays sound, and no device,
  * node or file descriptor leaks.
  */
@@ -11,7 +11,7 @@ import { cellRole, createLoopDevice, run } from './support/system';
 import { checkLog } from './support/writer';
 
 const MiB = 1024 * 1024;
-const CYCLES = cellRole === 'primary' ? 100 : 40;
+const CYCLES = cellRole === 'primary' ? 60 : 40;
 
 describe('soak', () => {
   const name = `soak${process.pid}`;

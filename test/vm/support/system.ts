@@ -54,13 +54,23 @@ export function createLoopDevice(sizeBytes: number, options: { sectorSize?: numb
   return path;
 }
 
-/** Detaches every loop device this process created and removes their files. */
+/**
+ * Detaches every loop device this process created and removes their files. A loop device
+ * something still holds open (udev probing it, say) is only marked to detach at its last
+ * close: wait, up to 10 s, until the kernel has let each one go.
+ */
 export function detachLoopDevices(): void {
+  const detached: string[] = [];
   while (loops.length > 0) {
     const { path, file } = loops.pop()!;
     spawnSync('losetup', ['--detach', path]);
     rmSync(file, { force: true });
+    detached.push(path);
   }
+  if (detached.length === 0) return;
+  if (withUdev) spawnSync('udevadm', ['settle', '--timeout=10']);
+  const attached = () => detached.filter((path) => existsSync(`/sys/block/${path.slice('/dev/'.length)}/loop/backing_file`));
+  for (let waited = 0; attached().length > 0 && waited < 10_000; waited += 50) spawnSync('sleep', ['0.05']);
 }
 
 export interface DeviceState {
