@@ -1,8 +1,9 @@
 /**
- * The benchmark, run as root inside the VM test bed (npm run bench): five ways of taking
+ * The benchmark, run as root inside the VM test bed (npm run bench): six ways of taking
  * a snapshot of a mounted XFS, in alternation on the same loop devices, each watched by
  * an independent writer; then image throughput, CLI memory, listing and status rates.
- * Prints a markdown table and writes the raw numbers as JSON.
+ * Then origin write throughput under a snapshot with a COW device and with a COW file
+ * (fio). Prints a markdown table (scripts/bench/report.ts) and writes the raw numbers as JSON.
  */
 import { execFile, fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,8 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { DeviceMapper, prepare, type Origin, type Snapshot } from '../../lib';
 import { copyDevice } from '../../lib/snapshot/image';
+import { measureCowKinds } from './cow-kinds';
+import { report, type Samples } from './report';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -73,20 +76,7 @@ interface Contender {
   drop?(): Promise<void>;
 }
 
-interface Samples {
-  take: number[];
-  drop: number[];
-  stall: number[];
-}
 
-const median = (xs: number[]) => quantile(xs, 0.5);
-function quantile(xs: number[], q: number): number {
-  if (xs.length === 0) return Number.NaN;
-  const sorted = [...xs].sort((a, b) => a - b);
-  const at = (sorted.length - 1) * q;
-  const lo = Math.floor(at);
-  return sorted[lo] + (sorted[Math.ceil(at)] - sorted[lo]) * (at - lo);
-}
 
 async function main(): Promise<void> {
   const work = mkdtempSync('/tmp/dmsnap-bench-');
@@ -134,6 +124,14 @@ global { locking_dir = "/run/lock/lvm" }
       lvm('pvremove', '-q', lvmDisk);
     });
 
+    // The filesystem that holds COW files: ext4 on a loop device of its own.
+    const hostDisk = loop(work, 'cow-host.img', 384 * MiB);
+    sh('mkfs.ext4', ['-q', '-F', hostDisk]);
+    const hostDir = join(work, 'cow-host');
+    mkdirSync(hostDir);
+    sh('mount', [hostDisk, hostDir]);
+    cleanups.push(() => void sh('umount', [hostDir]));
+
     const dmWriter = await StallWriter.start(join(dmDir, 'stall'));
     const lvmWriter = await StallWriter.start(join(lvmDir, 'stall'));
     cleanups.push(() => {
@@ -160,6 +158,14 @@ global { locking_dir = "/run/lock/lvm" }
         writer: dmWriter,
         take: async () => {
           libSnap = await origin.snapshot({ cow });
+        },
+        drop: async () => libSnap!.drop(),
+      },
+      {
+        name: 'dmsnap-lib-cow-file',
+        writer: dmWriter,
+        take: async () => {
+          libSnap = await origin.snapshot({ cowFile: { path: join(hostDir, 'bench.cow'), sizeBytes: 128 * MiB } });
         },
         drop: async () => libSnap!.drop(),
       },
@@ -248,6 +254,9 @@ global { locking_dir = "/run/lock/lvm" }
     const statusPerSecond = calls / 2;
     await snap.drop();
 
+    // Origin write throughput under a snapshot: COW device against COW file (fio).
+    const cowKinds = await measureCowKinds(origin, dmDir, cow, hostDir, Number(process.env.DMSNAP_BENCH_FIO_ROUNDS ?? 3));
+
     // Peak memory of the CLI, as the kernel counts it for a child (getrusage).
     const peakRss = (args: string[]) =>
       Number(
@@ -282,6 +291,7 @@ global { locking_dir = "/run/lock/lvm" }
       cliPeakRssMiB: cliRss,
       list1000Ms: listMs,
       nodeStartupMs,
+      cowKinds,
     };
     if (process.env.DMSNAP_VM_SHARE) writeFileSync(join(process.env.DMSNAP_VM_SHARE, 'bench.json'), JSON.stringify(results, null, 2));
     process.stdout.write(report(results));
@@ -297,69 +307,6 @@ global { locking_dir = "/run/lock/lvm" }
     spawnSync('losetup', ['-D']);
     rmSync(work, { recursive: true, force: true });
   }
-}
-
-type Results = {
-  machine: { kernel: string; udev: boolean; emulation: string };
-  rounds: number;
-  contenders: Record<string, Samples>;
-  freezeMs: number[];
-  throughputMiBps: { dd: number[]; dmsnapImage: number[]; createReadStream: number[] };
-  statusPerSecond: number;
-  cliPeakRssMiB: Record<string, number>;
-  list1000Ms: number[];
-  nodeStartupMs?: number[];
-};
-
-/** The markdown report, with ratios and the targets of the benchmark. */
-export function report(r: Results): string {
-  const c = r.contenders;
-  const m = (name: string, key: keyof Samples) => median(c[name][key]);
-  const p90 = (name: string, key: keyof Samples) => quantile(c[name][key], 0.9);
-  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
-  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : '—');
-  const lines = [
-    `Machine: ${r.machine.emulation}, Debian kernel ${r.machine.kernel}, ${r.machine.udev ? 'with' : 'without'} udev; ${r.rounds} cycles per contender, in alternation.`,
-    'Absolute times in the emulated VM are not real-hardware times; the ratios are what compare.',
-    '',
-    '| contender | take median (ms) | take p90 | drop median (ms) | drop p90 | writer stall median (ms) | stall p90 | take ÷ seed | stall ÷ seed | stall ÷ floor |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ];
-  for (const name of Object.keys(c)) {
-    lines.push(
-      `| ${name} | ${f(m(name, 'take'))} | ${f(p90(name, 'take'))} | ${f(m(name, 'drop'))} | ${f(p90(name, 'drop'))} | ${f(m(name, 'stall'))} | ${f(p90(name, 'stall'))} | ${ratio(m(name, 'take'), m('seed-dmsetup', 'take'))} | ${ratio(m(name, 'stall'), m('seed-dmsetup', 'stall'))} | ${ratio(m(name, 'stall'), m('floor', 'stall'))} |`,
-    );
-  }
-  const t = r.throughputMiBps;
-  lines.push(
-    '',
-    `| other | value |`,
-    `| --- | ---: |`,
-    `| dmsnap-lib freeze (suspend → resume), median | ${f(median(r.freezeMs))} ms |`,
-    `| image throughput: dd bs=1M | ${f(median(t.dd))} MiB/s |`,
-    `| image throughput: dmsnap image (copyDevice) | ${f(median(t.dmsnapImage))} MiB/s (${ratio(median(t.dmsnapImage), median(t.dd))} × dd) |`,
-    `| image throughput: snapshot.createReadStream | ${f(median(t.createReadStream))} MiB/s (${ratio(median(t.createReadStream), median(t.dd))} × dd) |`,
-    `| DeviceMapper.list() with 1,000 devices, median | ${f(median(r.list1000Ms))} ms |`,
-    `| snapshot.status() calls per second | ${f(r.statusPerSecond)} |`,
-    `| CLI peak RSS: status / snapshot / drop | ${f(r.cliPeakRssMiB.status)} / ${f(r.cliPeakRssMiB.snapshot)} / ${f(r.cliPeakRssMiB.drop)} MiB |`,
-    `| \`node -e 0\` under the same writers, median | ${f(median(r.nodeStartupMs ?? []))} ms |`,
-  );
-  const check = (ok: boolean, text: string) => `- ${ok ? 'met' : 'MISSED'}: ${text}`;
-  const seedTake = m('seed-dmsetup', 'take');
-  const lvmTake = m('lvm', 'take');
-  lines.push(
-    '',
-    'Targets:',
-    check(m('dmsnap-lib', 'stall') <= 1.25 * m('floor', 'stall'), `dmsnap-lib writer stall ≤ 1.25 × floor (${ratio(m('dmsnap-lib', 'stall'), m('floor', 'stall'))})`),
-    check(m('dmsnap-lib', 'stall') <= m('lvm', 'stall'), `dmsnap-lib writer stall ≤ lvm (${ratio(m('dmsnap-lib', 'stall'), m('lvm', 'stall'))})`),
-    check(m('dmsnap-lib', 'stall') <= m('seed-dmsetup', 'stall') / 8, `dmsnap-lib writer stall ≤ 1/8 of seed-dmsetup (${ratio(m('dmsnap-lib', 'stall'), m('seed-dmsetup', 'stall'))})`),
-    check(m('dmsnap-lib', 'take') <= Math.min(seedTake, lvmTake) / 10, `dmsnap-lib take ≤ 1/10 of seed-dmsetup and lvm (${ratio(m('dmsnap-lib', 'take'), seedTake)}, ${ratio(m('dmsnap-lib', 'take'), lvmTake)})`),
-    check(m('dmsnap-lib', 'drop') <= Math.min(m('seed-dmsetup', 'drop'), m('lvm', 'drop')) / 10, `dmsnap-lib drop ≤ 1/10 of seed-dmsetup and lvm (${ratio(m('dmsnap-lib', 'drop'), m('seed-dmsetup', 'drop'))}, ${ratio(m('dmsnap-lib', 'drop'), m('lvm', 'drop'))})`),
-    check(m('dmsnap-cli', 'take') <= 0.8 * Math.min(seedTake, lvmTake), `dmsnap-cli take ≤ 0.8 × seed-dmsetup and lvm (${ratio(m('dmsnap-cli', 'take'), seedTake)}, ${ratio(m('dmsnap-cli', 'take'), lvmTake)})`),
-    check(median(t.dmsnapImage) >= 0.9 * median(t.dd), `image throughput ≥ 0.9 × dd bs=1M (${ratio(median(t.dmsnapImage), median(t.dd))})`),
-    '',
-  );
-  return lines.join('\n');
 }
 
 if (require.main === module) {

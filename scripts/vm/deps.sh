@@ -21,6 +21,7 @@ udevadm udev
 losetup util-linux
 setpriv util-linux
 blockdev util-linux
+fio fio
 "
 
 missing=()

@@ -1,4 +1,4 @@
-import { report } from '../../scripts/bench/run';
+import { report } from '../../scripts/bench/report';
 
 const samples = (take: number, drop: number, stall: number) => ({ take: [take, take * 2, take], drop: [drop, drop, drop * 3], stall: [stall, stall, stall * 4] });
 
@@ -38,5 +38,17 @@ describe('benchmark report', () => {
   it('reports a missed target as MISSED', () => {
     const slow = report({ ...results, throughputMiBps: { ...results.throughputMiBps, dmsnapImage: [50, 50, 50] } });
     expect(slow).toContain('- MISSED: image throughput ≥ 0.9 × dd bs=1M (0.50)');
+  });
+
+  it('compares origin writes with a COW file and with a COW device', () => {
+    const fio = (iops: number) => ({ iops, MiBps: (iops * 4) / 1024, p99Ms: 2 });
+    const withKinds = report({
+      ...results,
+      contenders: { ...results.contenders, 'dmsnap-lib-cow-file': samples(60, 45, 44) },
+      cowKinds: { fio: { none: [fio(2000), fio(2100)], 'cow-device': [fio(1000), fio(1000)], 'cow-file': [fio(700), fio(700)] }, fioArgs: ['randwrite bs=4k'] },
+    });
+    expect(withKinds).toContain('| snapshot, COW device (loop over a file) | 1000.0 | 3.9 | 2.0 | 0.49 |');
+    expect(withKinds).toContain('- met: writer stall with a COW file ≤ 1.25 × with a COW device (1.10)');
+    expect(withKinds).toContain('- MISSED: origin random-write IOPS with a COW file ≥ 0.8 × with a COW device (0.70)');
   });
 });

@@ -1,0 +1,114 @@
+/**
+ * The benchmark's markdown report (npm run bench): medians, ratios and the targets, from
+ * the raw numbers scripts/bench/run.ts collects in the VM.
+ */
+import type { CowKind, FioResult } from './cow-kinds';
+
+/** One contender's samples, in ms. */
+export interface Samples {
+  take: number[];
+  drop: number[];
+  stall: number[];
+}
+
+export const median = (xs: number[]) => quantile(xs, 0.5);
+export function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const at = (sorted.length - 1) * q;
+  const lo = Math.floor(at);
+  return sorted[lo] + (sorted[Math.ceil(at)] - sorted[lo]) * (at - lo);
+}
+
+export type Results = {
+  machine: { kernel: string; udev: boolean; emulation: string };
+  rounds: number;
+  contenders: Record<string, Samples>;
+  freezeMs: number[];
+  throughputMiBps: { dd: number[]; dmsnapImage: number[]; createReadStream: number[] };
+  statusPerSecond: number;
+  cliPeakRssMiB: Record<string, number>;
+  list1000Ms: number[];
+  nodeStartupMs?: number[];
+  cowKinds?: { fio: Record<CowKind, FioResult[]>; fioArgs: string[] };
+};
+
+/** The markdown report, with ratios and the targets of the benchmark. */
+export function report(r: Results): string {
+  const c = r.contenders;
+  const m = (name: string, key: keyof Samples) => median(c[name][key]);
+  const p90 = (name: string, key: keyof Samples) => quantile(c[name][key], 0.9);
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
+  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : '—');
+  const lines = [
+    `Machine: ${r.machine.emulation}, Debian kernel ${r.machine.kernel}, ${r.machine.udev ? 'with' : 'without'} udev; ${r.rounds} cycles per contender, in alternation.`,
+    'Absolute times in the emulated VM are not real-hardware times; the ratios are what compare.',
+    '',
+    '| contender | take median (ms) | take p90 | drop median (ms) | drop p90 | writer stall median (ms) | stall p90 | take ÷ seed | stall ÷ seed | stall ÷ floor |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const name of Object.keys(c)) {
+    lines.push(
+      `| ${name} | ${f(m(name, 'take'))} | ${f(p90(name, 'take'))} | ${f(m(name, 'drop'))} | ${f(p90(name, 'drop'))} | ${f(m(name, 'stall'))} | ${f(p90(name, 'stall'))} | ${ratio(m(name, 'take'), m('seed-dmsetup', 'take'))} | ${ratio(m(name, 'stall'), m('seed-dmsetup', 'stall'))} | ${ratio(m(name, 'stall'), m('floor', 'stall'))} |`,
+    );
+  }
+  const t = r.throughputMiBps;
+  lines.push(
+    '',
+    `| other | value |`,
+    `| --- | ---: |`,
+    `| dmsnap-lib freeze (suspend → resume), median | ${f(median(r.freezeMs))} ms |`,
+    `| image throughput: dd bs=1M | ${f(median(t.dd))} MiB/s |`,
+    `| image throughput: dmsnap image (copyDevice) | ${f(median(t.dmsnapImage))} MiB/s (${ratio(median(t.dmsnapImage), median(t.dd))} × dd) |`,
+    `| image throughput: snapshot.createReadStream | ${f(median(t.createReadStream))} MiB/s (${ratio(median(t.createReadStream), median(t.dd))} × dd) |`,
+    `| DeviceMapper.list() with 1,000 devices, median | ${f(median(r.list1000Ms))} ms |`,
+    `| snapshot.status() calls per second | ${f(r.statusPerSecond)} |`,
+    `| CLI peak RSS: status / snapshot / drop | ${f(r.cliPeakRssMiB.status)} / ${f(r.cliPeakRssMiB.snapshot)} / ${f(r.cliPeakRssMiB.drop)} MiB |`,
+    `| \`node -e 0\` under the same writers, median | ${f(median(r.nodeStartupMs ?? []))} ms |`,
+  );
+  const check = (ok: boolean, text: string) => `- ${ok ? 'met' : 'MISSED'}: ${text}`;
+  const seedTake = m('seed-dmsetup', 'take');
+  const lvmTake = m('lvm', 'take');
+  lines.push(
+    '',
+    'Targets:',
+    check(m('dmsnap-lib', 'stall') <= 1.25 * m('floor', 'stall'), `dmsnap-lib writer stall ≤ 1.25 × floor (${ratio(m('dmsnap-lib', 'stall'), m('floor', 'stall'))})`),
+    check(m('dmsnap-lib', 'stall') <= m('lvm', 'stall'), `dmsnap-lib writer stall ≤ lvm (${ratio(m('dmsnap-lib', 'stall'), m('lvm', 'stall'))})`),
+    check(m('dmsnap-lib', 'stall') <= m('seed-dmsetup', 'stall') / 8, `dmsnap-lib writer stall ≤ 1/8 of seed-dmsetup (${ratio(m('dmsnap-lib', 'stall'), m('seed-dmsetup', 'stall'))})`),
+    check(m('dmsnap-lib', 'take') <= Math.min(seedTake, lvmTake) / 10, `dmsnap-lib take ≤ 1/10 of seed-dmsetup and lvm (${ratio(m('dmsnap-lib', 'take'), seedTake)}, ${ratio(m('dmsnap-lib', 'take'), lvmTake)})`),
+    check(m('dmsnap-lib', 'drop') <= Math.min(m('seed-dmsetup', 'drop'), m('lvm', 'drop')) / 10, `dmsnap-lib drop ≤ 1/10 of seed-dmsetup and lvm (${ratio(m('dmsnap-lib', 'drop'), m('seed-dmsetup', 'drop'))}, ${ratio(m('dmsnap-lib', 'drop'), m('lvm', 'drop'))})`),
+    check(m('dmsnap-cli', 'take') <= 0.8 * Math.min(seedTake, lvmTake), `dmsnap-cli take ≤ 0.8 × seed-dmsetup and lvm (${ratio(m('dmsnap-cli', 'take'), seedTake)}, ${ratio(m('dmsnap-cli', 'take'), lvmTake)})`),
+    check(median(t.dmsnapImage) >= 0.9 * median(t.dd), `image throughput ≥ 0.9 × dd bs=1M (${ratio(median(t.dmsnapImage), median(t.dd))})`),
+  );
+  if (c['dmsnap-lib-cow-file']) {
+    const ofLib = ratio(m('dmsnap-lib-cow-file', 'stall'), m('dmsnap-lib', 'stall'));
+    lines.push(check(m('dmsnap-lib-cow-file', 'stall') <= 1.25 * m('dmsnap-lib', 'stall'), `writer stall with a COW file ≤ 1.25 × with a COW device (${ofLib})`));
+  }
+  const iops = (kind: CowKind) => median(r.cowKinds?.fio[kind].map((x) => x.iops) ?? []);
+  if (r.cowKinds) {
+    lines.push(check(iops('cow-file') >= 0.8 * iops('cow-device'), `origin random-write IOPS with a COW file ≥ 0.8 × with a COW device (${ratio(iops('cow-file'), iops('cow-device'))})`));
+  }
+  lines.push('');
+  if (r.cowKinds) lines.push(...cowKindsTable(r.cowKinds, f, ratio), '');
+  return lines.join('\n');
+}
+
+type Format = (x: number) => string;
+type Ratio = (x: number, y: number) => string;
+
+/** Origin write throughput under a snapshot, by kind of COW. */
+function cowKindsTable(k: NonNullable<Results['cowKinds']>, f: Format, ratio: Ratio): string[] {
+  const rows: [CowKind, string][] = [
+    ['none', 'no snapshot'],
+    ['cow-device', 'snapshot, COW device (loop over a file)'],
+    ['cow-file', 'snapshot, COW file on ext4 (dmsnap\'s loop)'],
+  ];
+  const med = (kind: CowKind, key: keyof FioResult) => median(k.fio[kind].map((x) => x[key]));
+  return [
+    `Origin writes under a snapshot: fio ${k.fioArgs.join(' ')} on the origin's XFS, median of ${k.fio.none.length} runs per kind.`,
+    '',
+    '| origin writes | IOPS | MiB/s | p99 latency (ms) | IOPS ÷ no snapshot |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...rows.map(([kind, label]) => `| ${label} | ${f(med(kind, 'iops'))} | ${f(med(kind, 'MiBps'))} | ${f(med(kind, 'p99Ms'))} | ${ratio(med(kind, 'iops'), med('none', 'iops'))} |`),
+  ];
+}
