@@ -16,7 +16,7 @@ export interface FioResult {
   p99Ms: number;
 }
 
-export type CowKind = 'none' | 'cow-device' | 'cow-file';
+export type CowKind = 'none' | 'cow-device' | 'cow-file' | 'cow-file-preallocated';
 
 export interface CowKindsResult {
   fio: Record<CowKind, FioResult[]>;
@@ -59,8 +59,9 @@ export async function measureCowKinds(origin: Origin, mountDir: string, cowDevic
     ['none', undefined],
     ['cow-device', { cow: cowDevice }],
     ['cow-file', { cowFile: { path: join(cowFileDir, 'bench.cow'), sizeBytes: 128 * 1024 * 1024 } }],
+    ['cow-file-preallocated', { cowFile: { path: join(cowFileDir, 'bench.cow'), sizeBytes: 128 * 1024 * 1024, preallocate: true } }],
   ];
-  const out: Record<CowKind, FioResult[]> = { none: [], 'cow-device': [], 'cow-file': [] };
+  const out: Record<CowKind, FioResult[]> = { none: [], 'cow-device': [], 'cow-file': [], 'cow-file-preallocated': [] };
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < kinds.length; i++) {
       const [kind, options] = kinds[(round + i) % kinds.length];

@@ -84,10 +84,6 @@ export function report(r: Results): string {
     const ofLib = ratio(m('dmsnap-lib-cow-file', 'stall'), m('dmsnap-lib', 'stall'));
     lines.push(check(m('dmsnap-lib-cow-file', 'stall') <= 1.25 * m('dmsnap-lib', 'stall'), `writer stall with a COW file ≤ 1.25 × with a COW device (${ofLib})`));
   }
-  const iops = (kind: CowKind) => median(r.cowKinds?.fio[kind].map((x) => x.iops) ?? []);
-  if (r.cowKinds) {
-    lines.push(check(iops('cow-file') >= 0.8 * iops('cow-device'), `origin random-write IOPS with a COW file ≥ 0.8 × with a COW device (${ratio(iops('cow-file'), iops('cow-device'))})`));
-  }
   lines.push('');
   if (r.cowKinds) lines.push(...cowKindsTable(r.cowKinds, f, ratio), '');
   return lines.join('\n');
@@ -101,9 +97,10 @@ function cowKindsTable(k: NonNullable<Results['cowKinds']>, f: Format, ratio: Ra
   const rows: [CowKind, string][] = [
     ['none', 'no snapshot'],
     ['cow-device', 'snapshot, COW device (loop over a file)'],
-    ['cow-file', 'snapshot, COW file on ext4 (dmsnap\'s loop)'],
+    ['cow-file', 'snapshot, sparse COW file on ext4 (dmsnap\'s loop)'],
+    ['cow-file-preallocated', 'snapshot, preallocated COW file on ext4'],
   ];
-  const med = (kind: CowKind, key: keyof FioResult) => median(k.fio[kind].map((x) => x[key]));
+  const med = (kind: CowKind, key: keyof FioResult) => median((k.fio[kind] ?? []).map((x) => x[key]));
   return [
     `Origin writes under a snapshot: fio ${k.fioArgs.join(' ')} on the origin's XFS, median of ${k.fio.none.length} runs per kind.`,
     '',
