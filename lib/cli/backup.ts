@@ -9,9 +9,8 @@ import { ensureMountDir } from '../safety/paths';
 import type { Snapshot, SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type Command, ExitCode, type ParsedArgs, openDm, UsageError, writeLine } from './command';
 import { signalExitCode } from './format';
-import { cowFileGuardFromArgs, cowFileGuardOptions, requireCow, info, invalidMessage, lifecycle, lowSpaceMessage, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
-import { DEFAULT_MIN_FREE_PERCENT, guardCowFile, type CowFileGuardOptions, type HostSpace } from '../snapshot/cow-guard';
-import { formatBytes } from './sizes';
+import { cowFileGuardFromArgs, cowFileGuardOptions, requireCow, startCowFileGuard, info, invalidMessage, lifecycle, lowSpaceMessage, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { DEFAULT_MIN_FREE_PERCENT, type CowFileGuardOptions, type HostSpace } from '../snapshot/cow-guard';
 
 /** What backup runs: on which origin, which program, and the COW usage at which it stops. */
 interface BackupPlan {
@@ -99,21 +98,6 @@ interface Verdict {
   lowSpace?: HostSpace;
 }
 
-/** The COW file's guard while COMMAND runs: autoextend, and COMMAND stopped before its filesystem fills. */
-function guardFile(io: CliContext, snap: Snapshot, plan: BackupPlan, child: ChildProcess, verdict: Verdict, signal: AbortSignal): void {
-  if (!snap.info.cowFile) return;
-  void guardCowFile(snap, {
-    ...plan.guard,
-    lockDir: io.lockDir ?? process.env.DMSNAP_LOCK_DIR,
-    signal,
-    onLowSpace: (space) => {
-      verdict.lowSpace = space;
-      stopCommand(child);
-    },
-    onExtend: (grown) => info(io, `dmsnap: grew the COW file ${grown.path} to ${formatBytes(grown.sizeBytes)}`),
-  }).catch(() => undefined);
-}
-
 /** Watches the snapshot while COMMAND runs; stops COMMAND once it is unusable or at the usage limit. */
 function watchUsage(snap: Snapshot, child: ChildProcess, limit: number | undefined, signal: AbortSignal): Verdict {
   const verdict: Verdict = {};
@@ -149,7 +133,10 @@ async function runOnSnapshot(io: CliContext, plan: BackupPlan, snap: Snapshot, d
   const { child, exited } = startCommand(plan, dir, snap);
   trap.child = child;
   const verdict = watchUsage(snap, child, plan.limit, watching);
-  guardFile(io, snap, plan, child, verdict, watching);
+  startCowFileGuard(io, snap, plan.guard, watching, (space) => {
+    verdict.lowSpace = space;
+    stopCommand(child);
+  });
   const result = await exited;
   if (verdict.lowSpace) {
     writeLine(io.stderr, `dmsnap backup: ${lowSpaceMessage(plan.name, verdict.lowSpace, plan.guard.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT)}`);

@@ -14,8 +14,8 @@ import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { deviceStack, devicesAbove, devKey } from '../system/stack';
 import { type CliContext, type Command, ExitCode, one, openDm, UsageError, writeLine } from './command';
-import { type CowChoice, cowFileGuardFromArgs, cowFileGuardOptions, info, invalidMessage, lifecycle, lowSpaceMessage, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
-import { DEFAULT_MIN_FREE_PERCENT, guardCowFile, type HostSpace } from '../snapshot/cow-guard';
+import { type CowChoice, cowFileGuardFromArgs, cowFileGuardOptions, info, invalidMessage, lifecycle, lowSpaceMessage, requireCow, snapshotOptions, snapshotFromArgs, startCowFileGuard } from './lifecycle-common';
+import { DEFAULT_MIN_FREE_PERCENT, type HostSpace } from '../snapshot/cow-guard';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
 
@@ -126,18 +126,10 @@ Example:
     try {
       snap = await snapshotFromArgs(io, origin, args);
       let lowSpace: HostSpace | undefined;
-      if (snap.info.cowFile) {
-        void guardCowFile(snap, {
-          ...guard,
-          lockDir: io.lockDir ?? process.env.DMSNAP_LOCK_DIR,
-          signal: stopGuard.signal,
-          onLowSpace: (space) => {
-            lowSpace = space;
-            stopCopy.abort(new Error('the free-space guard stopped the copy'));
-          },
-          onExtend: (grown) => info(io, `dmsnap: grew the COW file ${grown.path} to ${formatBytes(grown.sizeBytes)}`),
-        }).catch(() => undefined);
-      }
+      startCowFileGuard(io, snap, guard, stopGuard.signal, (space) => {
+        lowSpace = space;
+        stopCopy.abort(new Error('the free-space guard stopped the copy'));
+      });
       const { copied, copyError } = await copySnapshot(io, snap, origin, out, args.values.sparse === true, stopCopy.signal);
       stopGuard.abort();
       if (lowSpace) {

@@ -8,6 +8,7 @@ import { cowLabel, type Snapshot, type SnapshotStatusReport } from '../snapshot/
 import { type CliContext, type ParsedArgs, UsageError, writeLine } from './command';
 import { sectorsToBytes } from '../units';
 import { formatBytes, parseByteSize, parseSizeOption } from './sizes';
+import { guardCowFile, type HostSpace } from '../snapshot/cow-guard';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
 export function lifecycle(io: CliContext, dm: DeviceMapper) {
@@ -107,6 +108,28 @@ export function cowFileGuardFromArgs(args: ParsedArgs): { minFreePercent?: numbe
     result.autoextend = { thresholdPercent: threshold, ...(step === undefined ? {} : { stepPercent: step }) };
   }
   return result;
+}
+
+/**
+ * Guards a snapshot's COW file while `command` copies from it (nothing for a COW device):
+ * grows it as --autoextend says, and calls `onLowSpace` once its filesystem falls below
+ * --min-free. Runs until `signal` aborts.
+ */
+export function startCowFileGuard(
+  io: CliContext,
+  snap: Snapshot,
+  guard: ReturnType<typeof cowFileGuardFromArgs>,
+  signal: AbortSignal,
+  onLowSpace: (space: HostSpace) => void,
+): void {
+  if (!snap.info.cowFile) return;
+  void guardCowFile(snap, {
+    ...guard,
+    lockDir: io.lockDir ?? process.env.DMSNAP_LOCK_DIR,
+    signal,
+    onLowSpace,
+    onExtend: (grown) => info(io, `dmsnap: grew the COW file ${grown.path} to ${formatBytes(grown.sizeBytes)}`),
+  }).catch(() => undefined);
 }
 
 /** The message of a backup or image stopped by the free-space guard. */
