@@ -19,3 +19,10 @@ export function parseDevKey(text: string): DevNumber | undefined {
   const match = /^(\d+):(\d+)$/.exec(text);
   return match ? { major: Number(match[1]), minor: Number(match[2]) } : undefined;
 }
+
+/** Splits a kernel dev_t (as stat returns it) into major and minor. */
+export function splitDev(dev: bigint): DevNumber {
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  return { major, minor };
+}

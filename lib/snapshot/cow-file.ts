@@ -26,7 +26,8 @@ import {
 } from '../system/cow-file';
 import { CowRecords, type CowFileRecord } from '../system/cow-records';
 import type { AttachedLoop } from '../system/loop';
-import { deviceStack, devKey } from '../system/stack';
+import { filesystemDevices } from '../system/fs-devices';
+import { deviceStack, devKey, loopBackingFilesystems } from '../system/stack';
 import type { System } from '../system/system';
 import { persistentCowSectors } from '../targets/snapshot';
 import { SECTOR_BYTES, sectorsToBytes, type Sectors } from '../units';
@@ -100,9 +101,14 @@ async function checkPlace(origin: PlannedOrigin, path: string, reserveBytes: num
   const [wrapper, real] = await Promise.all([origin.dm.info(origin.name), origin.dm.info(origin.realName)]);
   const stack = deviceStack([wrapper, real, origin.backing]);
   for (const own of [wrapper, real, origin.backing]) stack.add(devKey(own));
-  if (stack.has(devKey(host.dev))) {
+  // The filesystem's own devices (every member of a btrfs), and the filesystems holding
+  // the files of any loop device among them.
+  const hostDevices = filesystemDevices(host.dev);
+  const reached = [...hostDevices.map(devKey), ...hostDevices.flatMap(loopBackingFilesystems)];
+  const onOrigin = reached.find((key) => stack.has(key));
+  if (onOrigin) {
     refuse(
-      `the COW file ${path} would be on the filesystem of ${origin.name} (device ${devKey(host.dev)}): copy-on-write would write through the filesystem being snapshotted; put it on another filesystem`,
+      `the COW file ${path} would be on the filesystem of ${origin.name} (device ${onOrigin}): copy-on-write would write through the filesystem being snapshotted; put it on another filesystem`,
       'ERR_DMSNAP_COW_IN_ORIGIN',
     );
   }

@@ -6,9 +6,10 @@
 import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
-import { devKey, type DevNumber } from '../dev-number';
+import { devKey, splitDev, type DevNumber } from '../dev-number';
+import { filesystemDevices } from './fs-devices';
 
-export { devKey, type DevNumber };
+export { devKey, splitDev, type DevNumber };
 
 function sysfsDir(key: string): string | undefined {
   try {
@@ -122,24 +123,17 @@ export function devicesAbove(roots: DevNumber[]): Set<string> {
   return walk(roots, (dir) => [...related(dir, 'holders'), ...partitionsOf(dir)]);
 }
 
-/** Splits a kernel dev_t (as stat returns it) into major and minor. */
-export function splitDev(dev: bigint): DevNumber {
-  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
-  return { major, minor };
-}
-
 /**
  * The filesystems that hold the backing files of the loop devices at or below `dev`, as
- * "MAJOR:MINOR" keys of the devices they are mounted from; a backing file that cannot be
- * found any more (renamed or deleted) is left out.
+ * "MAJOR:MINOR" keys of the devices they are mounted from (every member of a btrfs); a
+ * backing file that cannot be found any more (renamed or deleted) is left out.
  */
 export function loopBackingFilesystems(dev: DevNumber): string[] {
   const found: string[] = [];
   walk([dev], (dir) => {
     try {
       const file = readFileSync(`${dir}/loop/backing_file`, 'utf8').replace(/\n$/, '');
-      found.push(devKey(splitDev(statSync(file, { bigint: true }).dev)));
+      found.push(...filesystemDevices(splitDev(statSync(file, { bigint: true }).dev)).map(devKey));
     } catch {
       // not a loop device, or its file is gone
     }

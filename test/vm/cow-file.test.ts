@@ -1,13 +1,14 @@
 /**
  * COW files on a real kernel: the seed scenario with the COW in a file on an ext4
- * filesystem of another device, the refusal of a file on the origin's own filesystem, the
+ * filesystem of another device, the refusal of a file on the origin's own filesystem (also
+ * through a loop device, and on btrfs, whose st_dev is anonymous), the
  * default size holding a full overwrite of the origin (and a smaller one not), and a
  * SIGKILL after every step followed by `recover`, which must leave no loop device, no
  * file and no record behind.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DeviceMapper, prepare, type Origin } from '../../lib';
@@ -131,6 +132,59 @@ describe('COW files', () => {
       expect(readdirSync(mnt).filter((f) => f.includes('dmsnap'))).toEqual([]);
       expect(await origin.snapshots()).toEqual([]);
       expect(records()).toEqual([]);
+    });
+
+    it('refuses a COW file on a filesystem whose loop device serves a file on the origin', async () => {
+      const nestedFile = join(mnt, 'nested.img');
+      writeFileSync(nestedFile, '');
+      truncateSync(nestedFile, 64 * MiB);
+      const nested = run('losetup', ['--find', '--show', nestedFile]).trim();
+      run('mkfs.ext4', ['-q', '-F', nested]);
+      const nestedDir = mkdtempSync(join(scratchDir(), 'cfnested-'));
+      run('mount', [nested, nestedDir]);
+      try {
+        const error = await origin.snapshot({ cowFile: { path: join(nestedDir, 'nested.cow') } }).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'ERR_DMSNAP_COW_IN_ORIGIN' });
+        expect(readdirSync(nestedDir).filter((f) => f !== 'lost+found')).toEqual([]);
+        expect(await origin.snapshots()).toEqual([]);
+      } finally {
+        run('umount', [nestedDir]);
+        run('losetup', ['-d', nested]);
+        rmSync(nestedFile);
+      }
+    });
+  });
+
+  describe('an origin with btrfs (anonymous device numbers)', () => {
+    let origin: Origin;
+    let mnt: string;
+    let subMnt: string;
+    beforeAll(async () => {
+      origin = await prepare(createLoopDevice(256 * MiB), { dm, name: `cfbtrfs${process.pid}` });
+      run('mkfs.btrfs', ['-q', '-f', origin.devicePath]);
+      mnt = mkdtempSync(join(scratchDir(), 'cfbtrfs-'));
+      run('mount', [origin.devicePath, mnt]);
+      run('btrfs', ['subvolume', 'create', join(mnt, 'sub')]);
+      subMnt = mkdtempSync(join(scratchDir(), 'cfbtrfssub-'));
+      run('mount', ['-o', 'subvol=sub', origin.devicePath, subMnt]);
+    });
+    afterAll(async () => {
+      run('umount', [subMnt]);
+      run('umount', [mnt]);
+      await origin.release();
+    });
+
+    it('refuses a COW file on it, on its top and in a subvolume mounted elsewhere', async () => {
+      // btrfs gives its files an anonymous st_dev (major 0), not its device's number.
+      expect(statSync(mnt).dev >> 8).toBe(0);
+      for (const dir of [mnt, subMnt]) {
+        const error = await origin.snapshot({ cowFile: { path: join(dir, 'inside.cow') } }).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'ERR_DMSNAP_COW_IN_ORIGIN' });
+        expect(existsSync(join(dir, 'inside.cow'))).toBe(false);
+      }
+      expect(await origin.snapshots()).toEqual([]);
+      expect(records()).toEqual([]);
+      expect(invariantViolations()).toEqual([]);
     });
   });
 
