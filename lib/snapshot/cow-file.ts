@@ -103,7 +103,7 @@ async function checkPlace(origin: PlannedOrigin, path: string, reserveBytes: num
   for (const own of [wrapper, real, origin.backing]) stack.add(devKey(own));
   // The filesystem's own devices (every member of a btrfs), and the filesystems holding
   // the files of any loop device among them.
-  const hostDevices = filesystemDevices(host.dev);
+  const hostDevices = filesystemDevices(host.dev, dir);
   const reached = [...hostDevices.map(devKey), ...hostDevices.flatMap(loopBackingFilesystems)];
   const onOrigin = reached.find((key) => stack.has(key));
   if (onOrigin) {

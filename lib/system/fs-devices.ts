@@ -1,24 +1,30 @@
 /**
  * The block devices a mounted filesystem writes to, from its st_dev. Most filesystems'
  * st_dev is their block device; btrfs (and other filesystems that hand out anonymous
- * device numbers, major 0) are found through /proc/self/mountinfo and, for btrfs, every
- * member device in /sys/fs/btrfs/<uuid>/devices.
+ * device numbers, major 0) are found by path through /proc/self/mountinfo and, for btrfs,
+ * every member device in /sys/fs/btrfs/<uuid>/devices.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 
 import { devKey, parseDevKey, splitDev, type DevNumber } from '../dev-number';
 
-/** "MAJ:MIN" → the mount source and filesystem type, from mountinfo (the first mount of that st_dev). */
-export function mountSourceOf(dev: DevNumber, mountinfo = readMountinfo()): { source: string; fsType: string } | undefined {
-  const key = devKey(dev);
+/**
+ * The mount source and filesystem type of the filesystem holding `path` (a resolved
+ * path), from mountinfo: the mount with the longest mount point that contains it (the
+ * last of equal ones: it is on top). By path, not st_dev: a btrfs subvolume's st_dev is
+ * not the one mountinfo shows.
+ */
+export function mountSourceOf(path: string, mountinfo = readMountinfo()): { source: string; fsType: string } | undefined {
+  let best: { source: string; fsType: string; point: string } | undefined;
   for (const line of mountinfo.split('\n')) {
     const fields = line.split(' ');
-    if (fields[2] !== key) continue;
     const dash = fields.indexOf('-', 6);
-    if (dash < 0 || dash + 2 >= fields.length) continue;
-    return { fsType: fields[dash + 1], source: unescapeMountinfo(fields[dash + 2]) };
+    if (fields.length < 5 || dash < 0 || dash + 2 >= fields.length) continue;
+    const point = unescapeMountinfo(fields[4]);
+    const inside = point === '/' || path === point || path.startsWith(`${point}/`);
+    if (inside && (!best || point.length >= best.point.length)) best = { point, fsType: fields[dash + 1], source: unescapeMountinfo(fields[dash + 2]) };
   }
-  return undefined;
+  return best && { source: best.source, fsType: best.fsType };
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
@@ -64,13 +70,20 @@ export function btrfsMembers(member: DevNumber, sysfs = '/sys'): DevNumber[] {
 }
 
 /**
- * The block devices the filesystem with st_dev `dev` lies on: `dev` itself for a
- * filesystem on one block device; for an anonymous st_dev, the mount source's device
- * (and, for btrfs, every member). Empty for a filesystem on no block device (tmpfs, proc).
+ * The block devices the filesystem holding `path` lies on, given its st_dev
+ * `dev`: `dev` itself for a filesystem on one block device; for an anonymous st_dev, the
+ * mount source's device (and, for btrfs, every member). Empty for a filesystem on no block
+ * device (tmpfs, proc).
  */
-export function filesystemDevices(dev: DevNumber, options: { mountinfo?: string; sysfs?: string } = {}): DevNumber[] {
+export function filesystemDevices(dev: DevNumber, path: string, options: { mountinfo?: string; sysfs?: string } = {}): DevNumber[] {
   if (dev.major !== 0) return [dev];
-  const mount = mountSourceOf(dev, options.mountinfo);
+  let resolved: string;
+  try {
+    resolved = realpathSync(path);
+  } catch {
+    return [];
+  }
+  const mount = mountSourceOf(resolved, options.mountinfo);
   if (!mount || !mount.source.startsWith('/')) return [];
   let source: DevNumber;
   try {

@@ -133,7 +133,7 @@ export function loopBackingFilesystems(dev: DevNumber): string[] {
   walk([dev], (dir) => {
     try {
       const file = readFileSync(`${dir}/loop/backing_file`, 'utf8').replace(/\n$/, '');
-      found.push(...filesystemDevices(splitDev(statSync(file, { bigint: true }).dev)).map(devKey));
+      found.push(...filesystemDevices(splitDev(statSync(file, { bigint: true }).dev), file).map(devKey));
     } catch {
       // not a loop device, or its file is gone
     }

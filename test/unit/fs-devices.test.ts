@@ -12,20 +12,28 @@ const mountinfo = [
 ].join('\n');
 
 describe('mount sources of anonymous device numbers', () => {
-  it('finds the source and type of the first mount of an st_dev', () => {
-    expect(mountSourceOf({ major: 0, minor: 45 }, mountinfo)).toEqual({ fsType: 'btrfs', source: '/dev/mapper/data' });
-    expect(mountSourceOf({ major: 0, minor: 30 }, mountinfo)).toEqual({ fsType: 'tmpfs', source: 'tmpfs' });
-    expect(mountSourceOf({ major: 0, minor: 99 }, mountinfo)).toBeUndefined();
+  it('finds the mount with the longest mount point that holds a path', () => {
+    expect(mountSourceOf('/srv/a/b', mountinfo)).toEqual({ fsType: 'btrfs', source: '/dev/mapper/data' });
+    expect(mountSourceOf('/srv', mountinfo)).toEqual({ fsType: 'btrfs', source: '/dev/mapper/data' });
+    expect(mountSourceOf('/mnt/sub/x', mountinfo)).toEqual({ fsType: 'btrfs', source: '/dev/mapper/data' });
+    expect(mountSourceOf('/run/lock', mountinfo)).toEqual({ fsType: 'tmpfs', source: 'tmpfs' });
+    expect(mountSourceOf('/srvx', mountinfo)).toEqual({ fsType: 'ext4', source: '/dev/vda1' });
+    expect(mountSourceOf('/x', '')).toBeUndefined();
   });
 
-  it('unescapes octal escapes in the source', () => {
-    expect(mountSourceOf({ major: 0, minor: 46 }, mountinfo)?.source).toBe('/dev/odd name');
+  it('takes the last of mounts on the same point (the one on top)', () => {
+    const stacked = `${mountinfo}\n50 43 0:50 / /run rw - ramfs none rw`;
+    expect(mountSourceOf('/run/x', stacked)).toEqual({ fsType: 'ramfs', source: 'none' });
+  });
+
+  it('unescapes octal escapes in mount points and sources', () => {
+    expect(mountSourceOf('/mnt/with space/f', mountinfo)?.source).toBe('/dev/odd name');
   });
 
   it('gives a block-backed st_dev as it is, and no device for tmpfs', () => {
-    expect(filesystemDevices({ major: 254, minor: 1 }, { mountinfo })).toEqual([{ major: 254, minor: 1 }]);
-    expect(filesystemDevices({ major: 0, minor: 30 }, { mountinfo })).toEqual([]);
-    expect(filesystemDevices({ major: 0, minor: 99 }, { mountinfo })).toEqual([]);
+    expect(filesystemDevices({ major: 254, minor: 1 }, '/', { mountinfo })).toEqual([{ major: 254, minor: 1 }]);
+    expect(filesystemDevices({ major: 0, minor: 30 }, '/run', { mountinfo: mountinfo.replace(' /run ', ' / ') })).toEqual([]);
+    expect(filesystemDevices({ major: 0, minor: 99 }, '/nonexistent-dir', { mountinfo })).toEqual([]);
   });
 });
 
