@@ -221,8 +221,8 @@ export interface NativeBlockDevice {
   query(): Promise<NativeBlockDeviceInfo>;
   /** probeSignatures of this device. */
   probeSignatures(): Promise<NativeSignature[]>;
-  /** Reads up to `length` bytes at `offset` (fewer at its end). */
-  read(offset: number, length: number): Promise<Buffer>;
+  /** Reads up to `length` bytes at `offset` (fewer at its end); `direct` bypasses the page cache (aligned offset and length). */
+  read(offset: number, length: number, direct?: boolean): Promise<Buffer>;
   /** Writes lengthBytes zeros at its start, then fdatasync (opened writable only). */
   zeroStart(lengthBytes: number): Promise<void>;
   close(): void;

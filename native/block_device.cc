@@ -9,6 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
 
 #include "fd.h"
 #include "sys_error.h"
@@ -113,6 +117,32 @@ std::vector<char> ReadFdBytes(int fd, const std::string& path, uint64_t offset, 
   }
   bytes.resize(done);
   return bytes;
+}
+
+std::vector<char> ReadFdBytesDirect(int fd, const std::string& path, uint64_t offset, uint32_t length) {
+  struct stat held;
+  if (::fstat(fd, &held) != 0) throw SysError(errno, "fstat", "", path);
+  std::string self = "/proc/self/fd/" + std::to_string(fd);
+  Fd direct(::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+  if (direct.get() < 0) throw SysError(errno, "open", "", path);
+  struct stat again;
+  if (::fstat(direct.get(), &again) != 0) throw SysError(errno, "fstat", "", path);
+  if (again.st_rdev != held.st_rdev || again.st_ino != held.st_ino) throw SysError(ESTALE, "open", "", path);
+  void* raw = nullptr;
+  if (length > 0 && ::posix_memalign(&raw, 4096, length) != 0) throw SysError(ENOMEM, "posix_memalign", "", path);
+  std::unique_ptr<void, decltype(&std::free)> buffer(raw, &std::free);
+  char* data = static_cast<char*>(raw);
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(direct.get(), data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError(errno, "pread", "", path);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return std::vector<char>(data, data + done);
 }
 
 }  // namespace dmsnap

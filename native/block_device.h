@@ -61,4 +61,9 @@ std::vector<char> ReadDeviceBytes(const std::string& path, uint64_t offset, uint
 // Reads up to `length` bytes at `offset` of an open device or file.
 std::vector<char> ReadFdBytes(int fd, const std::string& path, uint64_t offset, uint32_t length);
 
+// The same, bypassing the page cache (O_DIRECT), for data the kernel writes to the device
+// without it (dm-io). The open device is opened again through /proc/self/fd, and must
+// still be the same device; offset and length must be multiples of its logical block size.
+std::vector<char> ReadFdBytesDirect(int fd, const std::string& path, uint64_t offset, uint32_t length);
+
 }  // namespace dmsnap

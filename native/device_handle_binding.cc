@@ -75,10 +75,14 @@ class DeviceHandleWrap : public Napi::ObjectWrap<DeviceHandleWrap> {
     uint32_t length = Uint32Arg(info, 1, "length");
     if (offset < 0 || offset > 9007199254740991.0) throw Napi::RangeError::New(info.Env(), "offset out of range");
     if (length > 16 * 1024 * 1024) throw Napi::RangeError::New(info.Env(), "length must be at most 16 MiB");
+    bool direct = info.Length() > 2 && info[2].ToBoolean().Value();
     HandlePtr handle = Get(info.Env());
     return PromiseWork<std::vector<char>>::Run(
         info.Env(), "dmsnap.blockDevice.read",
-        [=] { return ReadFdBytes(handle->fd(), handle->path(), static_cast<uint64_t>(offset), length); },
+        [=] {
+          uint64_t at = static_cast<uint64_t>(offset);
+          return direct ? ReadFdBytesDirect(handle->fd(), handle->path(), at, length) : ReadFdBytes(handle->fd(), handle->path(), at, length);
+        },
         [](Napi::Env env, std::vector<char>& bytes) -> Napi::Value {
           return Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size());
         });

@@ -31,6 +31,8 @@ export interface SnapshotFields {
   cowFile: string | null;
   chunkSectors: number;
   persistent: boolean;
+  /** For a tracking snapshot, when it was taken (ISO 8601); null otherwise. */
+  trackingSince: string | null;
 }
 
 export function originFields(origin: Origin): OriginFields {
@@ -38,7 +40,7 @@ export function originFields(origin: Origin): OriginFields {
 }
 
 export function snapshotFields(snap: Snapshot): SnapshotFields {
-  return { name: snap.name, device: snap.devicePath, cow: cowLabel(snap.info), cowFile: snap.info.cowFile, chunkSectors: snap.info.chunkSectors, persistent: snap.info.persistent };
+  return { name: snap.name, device: snap.devicePath, cow: cowLabel(snap.info), cowFile: snap.info.cowFile, chunkSectors: snap.info.chunkSectors, persistent: snap.info.persistent, trackingSince: snap.info.trackingSince?.toISOString() ?? null };
 }
 
 /** The JSON keys of an origin, in the order `ls --json` and `status --json` print them. */
@@ -48,7 +50,7 @@ export function originJson(o: OriginFields): OriginFields {
 
 /** The JSON keys of a snapshot, in the order `ls --json` and `status --json` print them. */
 export function snapshotJson(s: SnapshotFields): SnapshotFields {
-  return { name: s.name, device: s.device, cow: s.cow, cowFile: s.cowFile, chunkSectors: s.chunkSectors, persistent: s.persistent };
+  return { name: s.name, device: s.device, cow: s.cow, cowFile: s.cowFile, chunkSectors: s.chunkSectors, persistent: s.persistent, trackingSince: s.trackingSince };
 }
 
 /**

@@ -13,14 +13,17 @@ import { decodeDev, type ImageOutput, openImageOutput, type OutputGuard } from '
 import { openOrigin, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { deviceStack, devicesAbove, devKey } from '../system/stack';
-import { type CliContext, type Command, ExitCode, one, openDm, UsageError, writeLine } from './command';
+import { type CliContext, type Command, ExitCode, one, openDm, type ParsedArgs, UsageError, writeLine } from './command';
 import { type CowChoice, cowFileGuardFromArgs, cowFileGuardOptions, info, invalidMessage, lifecycle, lowSpaceMessage, requireCow, snapshotOptions, snapshotFromArgs, startCowFileGuard } from './lifecycle-common';
 import { DEFAULT_MIN_FREE_PERCENT, type HostSpace } from '../snapshot/cow-guard';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
+import { identityOf } from '../snapshot/incremental';
+import { removeImageIdentity, writeImageIdentity } from '../snapshot/image-identity';
+import { dropOtherTracking, runIncrement } from './incremental';
 
 /** The origin's devices (all of its stack, for device outputs; it and what is built on it, for files) and the COW. */
-async function guardOf(dm: DeviceMapper, origin: Origin, choice: CowChoice): Promise<OutputGuard> {
+export async function guardOf(dm: DeviceMapper, origin: Origin, choice: CowChoice): Promise<OutputGuard> {
   const [wrapper, real] = await Promise.all([dm.info(origin.name), dm.info(origin.realName)]);
   const own = new Map([
     [devKey(wrapper), `the origin ${origin.devicePath}`],
@@ -68,10 +71,31 @@ async function copySnapshot(
   }
 }
 
+/** The options of a full image, checked before anything is touched. */
+function fullImageArgs(args: ParsedArgs) {
+  const output = args.values.output as string | undefined;
+  if (!output) throw new UsageError('--output FILE|-, --update IMG or --delta FILE|- is required');
+  if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
+  const cow = requireCow(args);
+  const guard = cowFileGuardFromArgs(args);
+  if ('cowFile' in cow && output !== '-' && resolve(output) === resolve(cow.cowFile.path)) throw new UsageError('--output and --cow-file name the same file');
+  return { output, track: args.values.track === true, cow, guard };
+}
+
+/** After a full image with --track: its identity beside the file, and `snap` as the origin's only tracking snapshot. */
+async function keepTracking(io: CliContext, origin: Origin, snap: Snapshot, file: string | undefined): Promise<void> {
+  if (file) writeImageIdentity(file, identityOf(origin, snap));
+  await dropOtherTracking(origin, snap);
+  const next = file ? `the next "dmsnap image ${origin.name} --update ${file}"` : `"dmsnap image ${origin.name} --delta"`;
+  info(io, `dmsnap: ${snap.name} tracks the changes of ${origin.name}; ${next} copies only those`);
+}
+
 export const imageCommand: Command = {
   name: ['image'],
   summary: 'snapshot, copy the whole snapshot device to FILE or stdout, then drop',
-  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--min-free PCT] [--autoextend T[:S]] --output FILE|- [--sparse] [--chunk-size SIZE]',
+  usage:
+    'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--min-free PCT] [--autoextend T[:S]] --output FILE|- [--sparse] [--track] [--chunk-size SIZE]\n' +
+    'NAME --cow DEVICE|--cow-file FILE --update IMG | --delta FILE|- [--chunk-size SIZE]',
   help: `A block-level image of the origin as it was at the snapshot. Shows progress on
 stderr when it is a terminal. Checks at the end that the snapshot stayed valid: if not,
 exits 3.
@@ -95,20 +119,42 @@ Options:
   --autoextend T[:S] with --cow-file: at T% usage grow it by S% (default 20), as LVM
   --output FILE|-    the image file or device, or - for stdout
   --sparse           leave holes for all-zero blocks (regular files only)
-  --chunk-size SIZE  as for dmsnap snapshot
+  --chunk-size SIZE  as for dmsnap snapshot; with --update and --delta, default the
+                     tracking snapshot's
+  --track            keep the snapshot as NAME's tracking snapshot (its COW stays in use),
+                     and write the image's identity to FILE.dmsnap; replaces NAME's
+                     previous tracking snapshot
+  --update IMG       incremental: a new tracking snapshot, then only the chunks changed
+                     since IMG's tracking snapshot copied into IMG (written with --track)
+  --delta FILE|-     incremental: those chunks as a delta stream (see dmsnap apply)
 
-Example:
-  dmsnap image md2 --cow /dev/sdb6 --output - | zstd > md2.img.zst`,
-  options: { ...snapshotOptions, ...cowFileGuardOptions, output: { type: 'string' }, sparse: { type: 'boolean' } },
+Incremental images: the tracking snapshot's exception table lists every chunk written on
+NAME since it was taken. --update and --delta take a new tracking snapshot (with the COW
+given now: a device or file other than the tracking snapshot's), copy the chunks that
+table names from the new snapshot, then drop the old tracking snapshot. IMG is marked
+incomplete in IMG.dmsnap while it is updated; an interrupted update is completed by the
+same command. Exit 3 when the chain is lost: the tracking snapshot is gone (reboot, drop)
+or invalid (its COW filled); take a full image with --track again.
+
+Examples:
+  dmsnap image md2 --cow /dev/sdb6 --output - | zstd > md2.img.zst
+  dmsnap image md2 --cow /dev/sdb6 --output /srv/md2.img --track
+  dmsnap image md2 --cow /dev/sdb7 --update /srv/md2.img
+  dmsnap image md2 --cow /dev/sdb6 --delta - | restic backup --stdin --stdin-filename md2.delta`,
+  options: {
+    ...snapshotOptions,
+    ...cowFileGuardOptions,
+    output: { type: 'string' },
+    sparse: { type: 'boolean' },
+    track: { type: 'boolean' },
+    update: { type: 'string' },
+    delta: { type: 'string' },
+  },
   allowPositionals: true,
   async run(args, io) {
     const name = one(args, 'NAME');
-    const output = args.values.output as string | undefined;
-    if (!output) throw new UsageError('--output FILE|- is required');
-    if (output === '-' && args.values.sparse) throw new UsageError('--sparse needs a regular file, not stdout');
-    const cow = requireCow(args);
-    const guard = cowFileGuardFromArgs(args);
-    if ('cowFile' in cow && output !== '-' && resolve(output) === resolve(cow.cowFile.path)) throw new UsageError('--output and --cow-file name the same file');
+    if (args.values.update !== undefined || args.values.delta !== undefined) return runIncrement(args, io, name);
+    const { output, track, cow, guard } = fullImageArgs(args);
     using dm = await openDm(io);
     const origin = await openOrigin(name, lifecycle(io, dm));
     const fd = (io.stdout as { fd?: unknown }).fd;
@@ -121,10 +167,12 @@ Example:
     });
     let snap: Snapshot | undefined;
     let complete = false;
+    let kept = false;
+    const release = track ? await origin.lockTracking() : undefined;
     const stopCopy = new AbortController();
     const stopGuard = new AbortController();
     try {
-      snap = await snapshotFromArgs(io, origin, args);
+      snap = await snapshotFromArgs(io, origin, args, false, track);
       let lowSpace: HostSpace | undefined;
       startCowFileGuard(io, snap, guard, stopGuard.signal, (space) => {
         lowSpace = space;
@@ -142,14 +190,22 @@ Example:
         return ExitCode.snapshotInvalid;
       }
       if (copyError) throw copyError;
+      const file = out.kind === 'new' || out.kind === 'file';
+      // The old identity goes first: it must never describe the new image.
+      if (file) removeImageIdentity(out.path);
       await out.commit();
       complete = true;
       info(io, `dmsnap: copied ${formatBytes(copied)} of ${name} to ${out.path}`);
+      if (track) {
+        kept = true;
+        await keepTracking(io, origin, snap, file ? out.path : undefined);
+      }
       return ExitCode.ok;
     } finally {
       stopGuard.abort();
       if (!complete) await out.discard();
-      if (snap) await snap.drop();
+      if (snap && !kept) await snap.drop();
+      release?.();
     }
   },
 };

@@ -9,6 +9,7 @@ import { type CliContext, type ParsedArgs, UsageError, writeLine } from './comma
 import { sectorsToBytes } from '../units';
 import { formatBytes, parseByteSize, parseSizeOption } from './sizes';
 import { guardCowFile, type HostSpace } from '../snapshot/cow-guard';
+import { trackingName, type IncrementSnapshotOptions } from '../snapshot/incremental';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
 export function lifecycle(io: CliContext, dm: DeviceMapper) {
@@ -58,18 +59,25 @@ export function requireCow(args: ParsedArgs): CowChoice {
 }
 
 /** Takes a snapshot from the shared options of snapshot, backup and image, and says how long NAME was frozen. */
-export async function snapshotFromArgs(io: CliContext, origin: Origin, args: ParsedArgs, transient = false): Promise<Snapshot> {
-  const cow = requireCow(args);
-  const chunk = args.values['chunk-size'] as string | undefined;
+export async function snapshotFromArgs(io: CliContext, origin: Origin, args: ParsedArgs, transient = false, tracking = false): Promise<Snapshot> {
   const snap = await origin.snapshot({
-    ...cow,
-    chunkSectors: chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size'),
+    ...snapshotArgs(args),
     persistent: !transient,
-    name: args.values['snapshot-name'] as string | undefined,
-    forceWipe: args.values['force-wipe'] === true,
+    name: (args.values['snapshot-name'] as string | undefined) ?? (tracking ? trackingName(origin) : undefined),
+    tracking,
   });
   info(io, `dmsnap: ${origin.name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
   return snap;
+}
+
+/** The COW and chunk size options of a snapshot, as given on the command line. */
+export function snapshotArgs(args: ParsedArgs): IncrementSnapshotOptions {
+  const chunk = args.values['chunk-size'] as string | undefined;
+  return {
+    ...requireCow(args),
+    chunkSectors: chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size'),
+    forceWipe: args.values['force-wipe'] === true,
+  };
 }
 
 /** Describes why a snapshot is no longer usable, with the COW's size and usage. */

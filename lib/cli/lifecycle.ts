@@ -1,12 +1,13 @@
 /**
  * The lifecycle commands: prepare, release, snapshot, status, drop, ls, backup, image,
- * recover and monitor, each in its own file; each is a few lines over the library, and stdout carries
+ * changes, apply, recover and monitor, each in its own file; each is a few lines over the library, and stdout carries
  * data only.
  */
 import type { Command } from './command';
 import { backupCommand } from './backup';
 import { dropCommand } from './drop';
 import { imageCommand } from './image';
+import { applyCommand, changesCommand } from './incremental';
 import { prepareCommand, releaseCommand } from './prepare';
 import { recoverCommand } from './recover';
 import { snapshotCommand } from './snapshot';
@@ -23,6 +24,8 @@ export const lifecycleCommands: Command[] = [
   lsCommand,
   backupCommand,
   imageCommand,
+  changesCommand,
+  applyCommand,
   recoverCommand,
   monitorCommand,
 ];

@@ -16,11 +16,21 @@ function usageBar(percent: number | null): string {
 
 type SnapshotStatus = OriginStatus['snapshots'][number];
 
+/** How long ago `iso` was: 42s, 17m, 5h, 3d. */
+export function age(iso: string, now = Date.now()): string {
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86400)}d`;
+}
+
 function snapshotLine(s: SnapshotStatus): string {
   const usage =
     s.allocatedSectors === null ? 'usage -' : `${s.allocatedSectors}/${s.totalSectors} sectors ${usageBar(s.usedPercent)} ${s.usedPercent!.toFixed(1)}%`;
   const cow = s.cowFile ? `${s.cow} (file ${s.cowFile})` : s.cow;
-  return `  ${s.name}  ${s.state}  ${usage}  cow ${cow}  chunk ${s.chunkSectors}  ${s.persistent ? 'persistent' : 'transient'}`;
+  const tracking = s.trackingSince ? `  tracking since ${s.trackingSince} (${age(s.trackingSince)} ago)` : '';
+  return `  ${s.name}  ${s.state}  ${usage}  cow ${cow}  chunk ${s.chunkSectors}  ${s.persistent ? 'persistent' : 'transient'}${tracking}`;
 }
 
 function statusJson(statuses: OriginStatus[]) {
@@ -45,10 +55,13 @@ export const statusCommand: Command = {
   usage: '[NAME] [--json]',
   help: `One line per origin and per snapshot. --json prints
   {"origins": [{"name", "device", "backing", "sizeBytes", "suspended",
-    "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent", "state",
-                   "allocatedSectors", "totalSectors", "metadataSectors", "usedPercent"}]}]}
+    "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent",
+                   "trackingSince", "state", "allocatedSectors", "totalSectors",
+                   "metadataSectors", "usedPercent"}]}]}
 with numbers as numbers; cowFile is the COW file dmsnap created (cow is then its loop
-device), or null; state is active, invalid, overflow, merging, merge-failed or unknown.
+device), or null; trackingSince is when a tracking snapshot (dmsnap image --track) was
+taken, ISO 8601, or null; state is active, invalid, overflow, merging, merge-failed or
+unknown.
 
 Example:
   dmsnap status md2 --json`,
@@ -82,9 +95,10 @@ type LsRow = { origin: OriginFields; snaps: SnapshotFields[] };
 /** Columns NAME TYPE DEVICE BACKING/COW SIZE, each as wide as its widest cell but the last. */
 function lsTable(rows: LsRow[]): string[] {
   const table: string[][] = [['NAME', 'TYPE', 'DEVICE', 'BACKING/COW', 'SIZE']];
+  const kind = (s: SnapshotFields) => (s.trackingSince ? `tracking(${age(s.trackingSince)})` : 'snapshot');
   for (const { origin, snaps } of rows) {
     table.push([origin.name, 'origin', origin.device, origin.backing ?? '?', formatBytes(origin.sizeBytes)]);
-    for (const s of snaps) table.push([s.name, 'snapshot', s.device, s.cowFile ?? s.cow, formatBytes(origin.sizeBytes)]);
+    for (const s of snaps) table.push([s.name, kind(s), s.device, s.cowFile ?? s.cow, formatBytes(origin.sizeBytes)]);
   }
   const widths = table[0].map((_, c) => Math.max(...table.map((r) => r[c].length)));
   return table.map((row) => row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]))).join('  '));
@@ -94,9 +108,10 @@ export const lsCommand: Command = {
   name: ['ls'],
   summary: 'list the origins and snapshots dmsnap manages (found from the kernel)',
   usage: '[--json]',
-  help: `Columns: NAME TYPE DEVICE BACKING-OR-COW SIZE. --json prints
+  help: `Columns: NAME TYPE DEVICE BACKING-OR-COW SIZE; TYPE is origin, snapshot, or
+tracking(AGE) for a tracking snapshot (dmsnap image --track). --json prints
   {"origins": [{"name", "device", "backing", "sizeBytes",
-    "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent"}]}]}
+    "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent", "trackingSince"}]}]}
 
 Example:
   dmsnap ls`,

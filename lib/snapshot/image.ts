@@ -38,7 +38,7 @@ function allZero(buffer: Buffer, start: number, end: number): boolean {
   return buffer.subarray(start, end).equals(ZEROS.subarray(0, end - start));
 }
 
-async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number | null): Promise<void> {
+export async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number | null): Promise<void> {
   let done = 0;
   while (done < length) {
     const { bytesWritten } = await handle.write(buffer, done, length - done, position === null ? null : position + done);
@@ -46,7 +46,7 @@ async function writeAll(handle: FileHandle, buffer: Buffer, length: number, posi
   }
 }
 
-function writeStream(stream: Writable, chunk: Buffer): Promise<void> {
+export function writeStream(stream: Writable, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => reject(error);
     stream.once('error', onError);

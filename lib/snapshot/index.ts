@@ -5,6 +5,11 @@ export { prepare, release, openOrigin, listOrigins, withSnapshot, type PrepareOp
 export { Origin, type SnapshotOptions, type OriginStatus } from './origin';
 export { Snapshot, type SnapshotStatusReport, type SnapshotState, type SnapshotMount, type WatchOptions, type SnapshotInfo, type DropOptions } from './snapshot';
 export { type CowFileOptions } from './cow-file';
+export { extentsOf, type ChangedExtent } from './changes';
+export { updateImage, writeDelta, type UpdateOptions, type UpdateResult, type DeltaResult, type IncrementSnapshotOptions } from './incremental';
+export { applyDelta } from './apply';
+export { readDelta, DELTA_MAGIC, type DeltaHeader } from './delta';
+export { readImageIdentity, identityPath, type ImageIdentity } from './image-identity';
 export { guardCowFile, hostSpace, DEFAULT_MIN_FREE_PERCENT, DEFAULT_AUTOEXTEND_STEP_PERCENT, type CowFileGuardOptions, type HostSpace } from './cow-guard';
 export { monitor, type MonitorOptions, type MonitorEvent } from './monitor';
 export { type LifecycleOptions } from './context';
@@ -12,4 +17,4 @@ export { DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions } from '../
 export { UUID_PREFIX, parseTag, type Tag, type DeviceRole } from './tags';
 export { detectFilesystem, type FilesystemType } from './filesystem';
 export { recover, type RecoveryAction, type RecoveryActionKind, type RecoverOptions } from './recover';
-export type { Step, SnapshotStep, DropStep } from './steps';
+export type { Step, SnapshotStep, DropStep, UpdateStep } from './steps';

@@ -8,7 +8,7 @@ import type { DeviceMapper } from '../dm/device-mapper';
 import { checkDeviceName } from '../dm/names';
 import { DmError, DmsnapError } from '../errors';
 import type { DevNumber } from '../system/stack';
-import type { LockOptions } from '../system/lock';
+import type { LockOptions, OriginLock } from '../system/lock';
 import { System } from '../system/system';
 import { checkChunkSectors } from '../targets/snapshot';
 import { sectorsToBytes, type Bytes, type Sectors } from '../units';
@@ -39,6 +39,11 @@ export interface SnapshotOptions {
   persistent?: boolean;
   /** Name of the snapshot device. Default NAME-snap. */
   name?: string;
+  /**
+   * Tag it as the origin's tracking snapshot: one kept between backups, whose exception
+   * table lists every chunk written since it was taken (Snapshot.changes). Persistent only. Default false.
+   */
+  tracking?: boolean;
   /** Overwrite a COW device that carries a filesystem or other signature. Default false. */
   forceWipe?: boolean;
   /** @internal Test hook called after each step. */
@@ -58,9 +63,10 @@ export interface OriginStatus {
   suspended: boolean;
   /**
    * Each snapshot's status, with its COW device (a path, or MAJOR:MINOR), the COW file
-   * dmsnap created for it (or null), chunk size in 512-byte sectors and persistence.
+   * dmsnap created for it (or null), chunk size in 512-byte sectors, persistence, and for
+   * a tracking snapshot when it was taken (ISO 8601; null for others).
    */
-  snapshots: (SnapshotStatusReport & { cow: string; cowFile: string | null; chunkSectors: Sectors; persistent: boolean })[];
+  snapshots: (SnapshotStatusReport & { cow: string; cowFile: string | null; chunkSectors: Sectors; persistent: boolean; trackingSince: string | null })[];
 }
 
 /** A device prepared by dmsnap: NAME (the wrapper the filesystem lives on) and NAME-real. */
@@ -106,10 +112,24 @@ export class Origin implements SnapshotOwner {
     for (const device of group?.snaps ?? []) {
       const [line] = await this.dm.table(device.name);
       if (!line || (line.type !== 'snapshot' && line.type !== 'snapshot-merge')) continue;
-      const ids = { snapId: device.tag.snapId!, cowFile: recordedCowFile(this.options, this.originId, device.tag.snapId!) };
+      const ids = { snapId: device.tag.snapId!, cowFile: recordedCowFile(this.options, this.originId, device.tag.snapId!), trackingSince: device.tag.trackingSince === undefined ? null : new Date(device.tag.trackingSince * 1000) };
       result.push(new Snapshot(this.dm, this, snapshotInfoFromTable(device.name, this.name, line.type, line.params, ids)));
     }
     return result.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /**
+   * The origin's tracking snapshot (taken with `tracking: true`): undefined when it has
+   * none. While an incremental update runs there are two for a moment; this is the newest.
+   */
+  async trackingSnapshot(): Promise<Snapshot | undefined> {
+    const tracking = (await this.snapshots()).filter((s) => s.info.trackingSince !== null).sort((a, b) => a.info.trackingSince!.getTime() - b.info.trackingSince!.getTime());
+    return tracking.length > 0 ? tracking[tracking.length - 1] : undefined;
+  }
+
+  /** @internal Holds the origin's tracking chain (incremental updates and deltas) against another process's. */
+  lockTracking(): Promise<OriginLock> {
+    return System.of(this.dm).lock(`${this.name}@track`, this.options);
   }
 
   /** The origin and each of its snapshots, with usage. */
@@ -124,6 +144,7 @@ export class Origin implements SnapshotOwner {
         cowFile: snap.info.cowFile,
         chunkSectors: snap.info.chunkSectors,
         persistent: snap.info.persistent,
+        trackingSince: snap.info.trackingSince?.toISOString() ?? null,
       });
     }
     return { name: this.name, device: this.devicePath, backing: this.backing.path, sizeBytes: this.sizeBytes, suspended: info.suspended, snapshots };
@@ -222,7 +243,10 @@ function checkSnapshotOptions(options: SnapshotOptions, originName: string): { s
   check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
   const name = options.name ?? `${originName}-snap`;
   checkDeviceName(name, 'name');
-  const spec = { name, snapId: newSnapId(), cowFile: cowFile?.path ?? null, chunkSectors, persistent };
+  const tracking = options.tracking ?? false;
+  check(typeof tracking === 'boolean', 'tracking', 'a boolean', tracking);
+  check(!tracking || persistent, 'tracking', 'false for a transient snapshot (its exceptions are not on the COW)', tracking);
+  const spec = { name, snapId: newSnapId(), cowFile: cowFile?.path ?? null, chunkSectors, persistent, trackingSince: tracking ? Math.floor(Date.now() / 1000) : null };
   return cowFile ? { spec, cowFile } : { spec };
 }
 

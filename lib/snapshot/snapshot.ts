@@ -11,7 +11,8 @@ import { parseSnapshotParams, parseSnapshotStatus } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
 import { devicePathOf, type DevNumber } from '../system/stack';
-import type { Sectors } from '../units';
+import type { Bytes, Sectors } from '../units';
+import { changedExtents, type ChangedExtent } from './changes';
 import { System } from '../system/system';
 import { parseDevKey } from '../dev-number';
 import type { StepHook } from './steps';
@@ -89,6 +90,11 @@ export interface SnapshotInfo {
   snapId: string;
   /** The COW file dmsnap created for it (served by the loop device `cow`), or null for a COW device. */
   cowFile: string | null;
+  /**
+   * For a tracking snapshot (tag DMSNAP-<originId>-snap-<snapId>-track-<seconds>), when it
+   * was taken (to the second): its exceptions are the origin's changes since. Null otherwise.
+   */
+  trackingSince: Date | null;
 }
 
 /** How a snapshot's COW device is named to people: its path, or MAJOR:MINOR when sysfs does not name it. */
@@ -106,6 +112,8 @@ export interface DropOptions {
 
 /** What a Snapshot needs from its origin to drop itself (an Origin). */
 export interface SnapshotOwner {
+  /** The origin's size in bytes. */
+  readonly sizeBytes: Bytes;
   /** @internal */
   dropSnapshot(snapshot: Snapshot, options?: DropOptions): Promise<void>;
 }
@@ -291,6 +299,16 @@ export class Snapshot implements AsyncDisposable {
    * to its linear table. Works on an invalid snapshot too. Fails with EBUSY while the
    * snapshot is mounted or open.
    */
+  /**
+   * The origin's extents written since this snapshot was taken, in origin order, read from
+   * its persistent exception store: what an incremental backup copies. Whole chunks; it
+   * may name chunks written after a later snapshot too (copy those from that snapshot).
+   * Fails with ERR_DMSNAP_SNAPSHOT_INVALID once the snapshot is invalid: the change set is lost.
+   */
+  changes(): AsyncGenerator<ChangedExtent> {
+    return changedExtents(this, this.owner.sizeBytes);
+  }
+
   async drop(options: DropOptions = {}): Promise<void> {
     check(typeof options === 'object' && options !== null, 'options', 'an object', options);
     check(options.keepCowFile === undefined || typeof options.keepCowFile === 'boolean', 'keepCowFile', 'a boolean', options.keepCowFile);
@@ -310,7 +328,7 @@ export function snapshotInfoFromTable(
   originName: string,
   type: string,
   params: string,
-  ids: Pick<SnapshotInfo, 'snapId' | 'cowFile'>,
+  ids: Pick<SnapshotInfo, 'snapId' | 'cowFile' | 'trackingSince'>,
 ): SnapshotInfo {
   const parsed = parseSnapshotParams(params);
   // The kernel names both devices by number.

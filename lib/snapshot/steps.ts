@@ -27,7 +27,10 @@ export type SnapshotStep =
 export type DropStep = 'remove-snapshot' | 'load-linear-table' | 'suspend-origin' | 'resume-origin';
 
 /** A step of taking or dropping a snapshot. */
-export type Step = SnapshotStep | DropStep;
+/** The steps of an incremental update of an image (incremental.ts); copy-extent comes after each extent. */
+export type UpdateStep = 'take-snapshot' | 'mark-updating' | 'copy-extent' | 'sync-image' | 'mark-complete' | 'drop-previous';
+
+export type Step = SnapshotStep | DropStep | UpdateStep;
 
 /**
  * Called after each step completes. Only for tests: a hook that throws simulates a

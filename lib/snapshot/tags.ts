@@ -7,6 +7,10 @@
  *   DMSNAP-<originId>-origin          the wrapper NAME the filesystem is mounted on
  *   DMSNAP-<originId>-real            NAME-real, the origin of every snapshot
  *   DMSNAP-<originId>-snap-<snapId>   a snapshot device
+ *   DMSNAP-<originId>-snap-<snapId>-track-<seconds>
+ *                                     a tracking snapshot, taken at <seconds> (Unix time):
+ *                                     kept between backups, its exception table lists the
+ *                                     origin's changes since then
  */
 
 /** The start of every dmsnap uuid; a device whose uuid lacks it is never touched. */
@@ -22,9 +26,11 @@ export interface Tag {
   role: DeviceRole;
   /** Only for role 'snap'. */
   snapId?: string;
+  /** Only for role 'snap' and a tracking snapshot (kept for changed-block tracking): when it was taken, in Unix seconds. */
+  trackingSince?: number;
 }
 
-const TAG = /^DMSNAP-([0-9a-f]{16})-(origin|real|snap)(?:-([0-9a-f]{8}))?$/;
+const TAG = /^DMSNAP-([0-9a-f]{16})-(origin|real|snap)(?:-([0-9a-f]{8})(?:-track-(\d{1,12}))?)?$/;
 
 // node:crypto is loaded only when an id is made: the CLI starts faster without it.
 function randomHex(bytes: number): string {
@@ -42,16 +48,17 @@ export function newSnapId(): string {
   return randomHex(4);
 }
 
-/** The uuid for a tag: DMSNAP-<originId>-<role>, plus -<snapId> for a snapshot. */
+/** The uuid for a tag: DMSNAP-<originId>-<role>, plus -<snapId> for a snapshot (and -track-<seconds> for a tracking one). */
 export function formatTag(tag: Tag): string {
-  return `${UUID_PREFIX}${tag.originId}-${tag.role}${tag.role === 'snap' ? `-${tag.snapId}` : ''}`;
+  const snap = tag.role === 'snap' ? `-${tag.snapId}${tag.trackingSince !== undefined ? `-track-${tag.trackingSince}` : ''}` : '';
+  return `${UUID_PREFIX}${tag.originId}-${tag.role}${snap}`;
 }
 
 /** The tag in a device uuid, or undefined for a device dmsnap did not create. */
 export function parseTag(uuid: string | null | undefined): Tag | undefined {
   const match = uuid ? TAG.exec(uuid) : null;
   if (!match) return undefined;
-  const [, originId, role, snapId] = match;
+  const [, originId, role, snapId, since] = match;
   if ((role === 'snap') !== (snapId !== undefined)) return undefined;
-  return { originId, role: role as DeviceRole, ...(snapId ? { snapId } : {}) };
+  return { originId, role: role as DeviceRole, ...(snapId ? { snapId } : {}), ...(since ? { trackingSince: Number(since) } : {}) };
 }

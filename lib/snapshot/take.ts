@@ -26,6 +26,8 @@ export interface SnapshotSpec {
   cowFile: string | null;
   chunkSectors: Sectors;
   persistent: boolean;
+  /** Tagged as a tracking snapshot (kept for changed-block tracking), taken about now: Unix seconds. */
+  trackingSince: number | null;
 }
 
 /** How far a take got: what a rollback must undo, and the step to name. */
@@ -57,6 +59,7 @@ export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: Sna
       targetType: 'snapshot',
       snapId: spec.snapId,
       cowFile: spec.cowFile,
+      trackingSince: spec.trackingSince === null ? null : new Date(spec.trackingSince * 1000),
     };
     return new Snapshot(origin.dm, origin, info, freezeMs);
   } catch (error) {
@@ -85,7 +88,7 @@ async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpe
   await after(progress.step);
 
   progress.step = 'create-snapshot-device';
-  await dm.create(spec.name, { uuid: formatTag({ originId: origin.originId, role: 'snap', snapId: spec.snapId }) });
+  await dm.create(spec.name, { uuid: formatTag({ originId: origin.originId, role: 'snap', snapId: spec.snapId, ...(spec.trackingSince === null ? {} : { trackingSince: spec.trackingSince }) }) });
   progress.created = true;
   await after(progress.step);
 

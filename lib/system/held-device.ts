@@ -46,9 +46,9 @@ export class HeldBlockDevice {
     return callNative(() => this.device.probeSignatures());
   }
 
-  /** Up to `length` bytes at `offset`. */
-  read(offset: number, length: number): Promise<Buffer> {
-    return callNative(() => this.device.read(offset, length));
+  /** Up to `length` bytes at `offset`; with `direct`, past the page cache (O_DIRECT: offset and length in logical blocks). */
+  read(offset: number, length: number, options: { direct?: boolean } = {}): Promise<Buffer> {
+    return callNative(() => this.device.read(offset, length, options.direct === true));
   }
 
   /** Zeroes its first `length` bytes and syncs them (opened writable only). */

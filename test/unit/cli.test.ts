@@ -71,6 +71,13 @@ describe('COW file options', () => {
     [['monitor', '--on-full', 'explode'], /--on-full must be drop or keep/],
     [['monitor', '--interval', '0'], /--interval must be/],
     [['monitor', '--autoextend', '70:0'], /--autoextend must be/],
+    [['image', 'md2', '--cow', '/dev/sdb6'], /--output FILE\|-, --update IMG or --delta FILE\|- is required/],
+    [['image', 'md2', '--cow', '/dev/sdb6', '--update', '/srv/a.img', '--delta', '-'], /not both/],
+    [['image', 'md2', '--cow', '/dev/sdb6', '--update', '/srv/a.img', '--output', '/srv/b.img'], /--output is for a full image/],
+    [['image', 'md2', '--cow', '/dev/sdb6', '--delta', '-', '--track'], /--track is for a full image/],
+    [['image', 'md2', '--update', '/srv/a.img'], /--cow DEVICE or --cow-file FILE is required/],
+    [['image', 'md2', '--cow', '/dev/sdb6', '--update', '-'], /--update needs an image file/],
+    [['apply', 'only-one'], /expected DELTA/],
   ])('dmsnap %j exits 2 before it touches anything', async (argv, message) => {
     const system = createFakeSystem();
     const { code, out, err } = await run(argv as string[], system);

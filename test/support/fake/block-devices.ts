@@ -4,7 +4,7 @@
  * it, its first bytes, zeroing its start, and mknod.
  */
 import { makeSyscallError, type NativeBinding, type NativeBlockDevice, type NativeBlockDeviceInfo, type NativeSignature } from '../../../lib/native';
-import { DM_MAJOR, EACCES, EBUSY, EEXIST, ENOENT, ENOTBLK, ENXIO, EPERM } from './constants';
+import { DM_MAJOR, EACCES, EBUSY, EEXIST, EINVAL, ENOENT, ENOTBLK, ENXIO, EPERM } from './constants';
 import type { DevNumber, FakeState } from './model';
 import { addOpen, heldExclusively } from './opens';
 import { loopByNumber, lookupDevicePath, lookupPath, mdByMinor, openable, storageKey } from './paths';
@@ -94,7 +94,12 @@ export function openHandle(s: FakeState, path: string, exclusive: boolean, writa
     },
     query: async () => (live(), infoOf(s, found, path)),
     probeSignatures: async () => (live(), signaturesOf(s, found, path)),
-    read: async (offset: number, length: number) => (live(), bytesOf(s, found, offset, length)),
+    read: async (offset: number, length: number, direct?: boolean) => {
+      live();
+      // O_DIRECT wants whole logical blocks.
+      if (direct && (offset % 512 !== 0 || length % 512 !== 0)) failOpen(EINVAL, 'pread', path);
+      return bytesOf(s, found, offset, length);
+    },
     async zeroStart(lengthBytes: number) {
       live();
       if (!writable) throw new Error(`the block device ${path} was opened read-only`);
