@@ -3,6 +3,7 @@
  * the raw numbers scripts/bench/run.ts collects in the VM.
  */
 import type { CowKind, FioResult } from './cow-kinds';
+import type { IncrementalResult } from './incremental';
 
 /** One contender's samples, in ms. */
 export interface Samples {
@@ -31,6 +32,7 @@ export type Results = {
   list1000Ms: number[];
   nodeStartupMs?: number[];
   cowKinds?: { fio: Record<CowKind, FioResult[]>; fioArgs: string[] };
+  incremental?: IncrementalResult;
 };
 
 /** The markdown report, with ratios and the targets of the benchmark. */
@@ -84,8 +86,17 @@ export function report(r: Results): string {
     const ofLib = ratio(m('dmsnap-lib-cow-file', 'stall'), m('dmsnap-lib', 'stall'));
     lines.push(check(m('dmsnap-lib-cow-file', 'stall') <= 1.25 * m('dmsnap-lib', 'stall'), `writer stall with a COW file ≤ 1.25 × with a COW device (${ofLib})`));
   }
+  if (r.incremental) {
+    const { full, incremental: inc } = r.incremental;
+    lines.push(
+      check(inc.bytesRead * 20 <= full.bytesRead, `incremental image reads ≥ 20× fewer bytes than a full one (${ratio(full.bytesRead, inc.bytesRead)}×)`),
+      check(inc.ms * 10 <= full.ms, `incremental image takes ≥ 10× less time than a full one (${ratio(full.ms, inc.ms)}×)`),
+      check(r.incremental.imageMatches, 'the updated image equals the new tracking snapshot (sha256)'),
+    );
+  }
   lines.push('');
   if (r.cowKinds) lines.push(...cowKindsTable(r.cowKinds, f, ratio), '');
+  if (r.incremental) lines.push(...incrementalTable(r.incremental, f), '');
   return lines.join('\n');
 }
 
@@ -107,5 +118,18 @@ function cowKindsTable(k: NonNullable<Results['cowKinds']>, f: Format, ratio: Ra
     '| origin writes | IOPS | MiB/s | p99 latency (ms) | IOPS ÷ no snapshot |',
     '| --- | ---: | ---: | ---: | ---: |',
     ...rows.map(([kind, label]) => `| ${label} | ${f(med(kind, 'iops'))} | ${f(med(kind, 'MiBps'))} | ${f(med(kind, 'p99Ms'))} | ${ratio(med(kind, 'iops'), med('none', 'iops'))} |`),
+  ];
+}
+
+/** Full against incremental image of a 1 GiB origin with 1 % changed. */
+function incrementalTable(r: IncrementalResult, f: Format): string[] {
+  const MiB = 1024 * 1024;
+  return [
+    `Incremental against full image: ${f(r.originBytes / MiB)} MiB origin (XFS, 256 MiB of data), ${f(r.changedBytes / MiB)} MiB changed (1 %); bytes read by the process (/proc/self/io rchar).`,
+    '',
+    '| image | MiB read | wall time (ms) |',
+    '| --- | ---: | ---: |',
+    `| full, with --track | ${f(r.full.bytesRead / MiB)} | ${f(r.full.ms)} |`,
+    `| incremental --update (${r.incremental.extents} extents, ${f(r.incremental.bytesCopied / MiB)} MiB copied) | ${f(r.incremental.bytesRead / MiB)} | ${f(r.incremental.ms)} |`,
   ];
 }

@@ -3,7 +3,7 @@
  * a snapshot of a mounted XFS, in alternation on the same loop devices, each watched by
  * an independent writer; then image throughput, CLI memory, listing and status rates.
  * Then origin write throughput under a snapshot with a COW device and with a COW file
- * (fio). Prints a markdown table (scripts/bench/report.ts) and writes the raw numbers as JSON.
+ * (fio), and an incremental image against a full one. Prints a markdown table (scripts/bench/report.ts) and writes the raw numbers as JSON.
  */
 import { execFile, fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { DeviceMapper, prepare, type Origin, type Snapshot } from '../../lib';
 import { copyDevice } from '../../lib/snapshot/image';
 import { measureCowKinds } from './cow-kinds';
+import { measureIncremental } from './incremental';
 import { report, type Samples } from './report';
 
 const run = promisify(execFile);
@@ -257,6 +258,9 @@ global { locking_dir = "/run/lock/lvm" }
     // Origin write throughput under a snapshot: COW device against COW file (fio).
     const cowKinds = await measureCowKinds(origin, dmDir, cow, hostDir, Number(process.env.DMSNAP_BENCH_FIO_ROUNDS ?? 3));
 
+    // Incremental against full image, on a 1 GiB origin of its own.
+    const incremental = await measureIncremental(dm, work, loop);
+
     // Peak memory of the CLI, as the kernel counts it for a child (getrusage).
     const peakRss = (args: string[]) =>
       Number(
@@ -292,6 +296,7 @@ global { locking_dir = "/run/lock/lvm" }
       list1000Ms: listMs,
       nodeStartupMs,
       cowKinds,
+      incremental,
     };
     if (process.env.DMSNAP_VM_SHARE) writeFileSync(join(process.env.DMSNAP_VM_SHARE, 'bench.json'), JSON.stringify(results, null, 2));
     process.stdout.write(report(results));

@@ -51,4 +51,21 @@ describe('benchmark report', () => {
     expect(withKinds).toContain('- met: writer stall with a COW file ≤ 1.25 × with a COW device (1.10)');
     expect(withKinds).toContain('| snapshot, preallocated COW file on ext4 | 900.0 | 3.5 | 2.0 | 0.44 |');
   });
+
+  it('compares an incremental image with a full one', () => {
+    const MiB = 1024 * 1024;
+    const text = report({
+      ...results,
+      incremental: {
+        originBytes: 1024 * MiB,
+        changedBytes: 10 * MiB,
+        full: { bytesRead: 1024 * MiB, ms: 20000 },
+        incremental: { bytesRead: 12 * MiB, ms: 2500, extents: 160, bytesCopied: 10 * MiB },
+        imageMatches: true,
+      },
+    });
+    expect(text).toContain('- met: incremental image reads ≥ 20× fewer bytes than a full one (85.33×)');
+    expect(text).toContain('- MISSED: incremental image takes ≥ 10× less time than a full one (8.00×)');
+    expect(text).toContain('| incremental --update (160 extents, 10.0 MiB copied) | 12.0 | 2500.0 |');
+  });
 });
