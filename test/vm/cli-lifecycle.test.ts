@@ -71,9 +71,9 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
     });
     const snap = status.origins[0].snapshots[1];
     expect(Object.keys(snap).sort()).toEqual(
-      ['allocatedSectors', 'chunkSectors', 'cow', 'cowFile', 'device', 'metadataSectors', 'name', 'persistent', 'state', 'totalSectors', 'usedPercent'].sort(),
+      ['allocatedSectors', 'chunkSectors', 'cow', 'cowFile', 'device', 'metadataSectors', 'name', 'persistent', 'state', 'totalSectors', 'trackingSince', 'usedPercent'].sort(),
     );
-    expect(snap).toMatchObject({ cow, cowFile: null, device: `/dev/mapper/${name}-snap`, totalSectors: 16384 });
+    expect(snap).toMatchObject({ cow, cowFile: null, trackingSince: null, device: `/dev/mapper/${name}-snap`, totalSectors: 16384 });
     expect(typeof snap.allocatedSectors).toBe('number');
     expect(typeof snap.usedPercent).toBe('number');
 
