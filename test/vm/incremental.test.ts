@@ -223,7 +223,7 @@ describe('incremental images from a tracking snapshot', () => {
     rmSync(`${other}.dmsnap`);
   });
 
-  it.each(CYCLES > 1 ? ['take-snapshot', 'copy-extent', 'mark-complete'] : ['copy-extent'])('completes an update killed after %s when the same command runs again', async (step) => {
+  it.each(CYCLES > 1 ? ['copy-extent', 'mark-complete'] : ['copy-extent'])('completes an update killed after %s when the same command runs again', async (step) => {
     const before = await theTracking();
     const cow = before.info.cow.path === cows[0] ? cows[1] : cows[0];
     change(mnt, DATA, origin.sizeBytes, 1, step.length);

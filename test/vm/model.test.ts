@@ -6,7 +6,7 @@
  * exactly as the origin was at its freeze.
  *
  * Seeded and replayable: each VM cell has a default seed, DMSNAP_MODEL_SEED=N replays a
- * run (the seed is printed on failure) and DMSNAP_MODEL_SEED=random explores, DMSNAP_MODEL_COMMANDS=N sets its length (default 60 in the primary VM cell, 50 in the
+ * run (the seed is printed on failure) and DMSNAP_MODEL_SEED=random explores, DMSNAP_MODEL_COMMANDS=N sets its length (default 40 in the primary VM cell, 25 in the
  * others: 300 in a CI run of the five cells).
  */
 import * as fc from 'fast-check';
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { cellRole } from './support/system';
 import { DROP_STEPS, ModelSystem, SNAPSHOT_STEPS, deviceSha, freshSeed, runCli, type CliResult } from './support/model';
 
-const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? (cellRole === 'primary' ? 60 : 50));
+const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? (cellRole === 'primary' ? 40 : 25));
 /**
  * Each cell's default seed, so that CI replays runs that are known to pass; a fresh random
  * one with DMSNAP_MODEL_SEED=random (what longer runs use to explore).
