@@ -13,18 +13,22 @@ const secondary = process.env.DMSNAP_VM_CELL_ROLE === 'secondary';
 // dmsetup reading dmsnap's devices (udev flags, cookies) runs in the primary cell and the
 // cells with udev.
 const withoutUdevOnly = process.env.DMSNAP_VM_UDEV === '1' ? [] : ['dmsetup'];
-// Incremental images (exception tables: the kernel's persistent store, udev has no part in
-// it) run in the primary cell and in 6.12 without udev (5.10 is proven by hand: CI's time).
-const withUdevSkips = process.env.DMSNAP_VM_UDEV === '1' || kernel === '5.10' ? ['incremental'] : [];
+// The primary cell can run as two guests side by side (DMSNAP_VM_PART, set by
+// scripts/test-vm.sh --matrix): "kernel" runs what every cell runs, "logic" the
+// primary-only files; unset, one guest runs both.
+const part = process.env.DMSNAP_VM_PART;
+if (part !== undefined && part !== 'kernel' && part !== 'logic') throw new Error(`DMSNAP_VM_PART must be kernel or logic; got "${part}"`);
+const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly] : part === 'kernel' ? primaryOnly : [];
+const only = !secondary && part === 'logic' ? primaryOnly : undefined;
 
 /** @type {import('jest').Config} */
 module.exports = {
-  displayName: `vm ${kernel} ${udev}`,
+  displayName: `vm ${kernel} ${udev}${part ? ` (${part})` : ''}`,
   rootDir: __dirname,
   testEnvironment: 'node',
   roots: ['<rootDir>/dist/test/vm'],
-  testMatch: ['**/*.test.js'],
-  testPathIgnorePatterns: secondary ? [...primaryOnly, ...withoutUdevOnly, ...withUdevSkips].map((name) => `/${name}\\.test\\.js$`) : [],
+  testMatch: only ? only.map((name) => `**/${name}.test.js`) : ['**/*.test.js'],
+  testPathIgnorePatterns: ignored.map((name) => `/${name}\\.test\\.js$`),
   transform: {},
   watchman: false,
   cacheDirectory: '/tmp/jest-vm-cache',

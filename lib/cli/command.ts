@@ -34,6 +34,10 @@ export interface CliContext {
   quiet?: boolean;
   /** Where per-origin locks live (default /run/lock/dmsnap, or $DMSNAP_LOCK_DIR). */
   lockDir?: string;
+  /** Where device nodes live (default /dev/mapper); tests point it at a folder of their own. */
+  devDir?: string;
+  /** Whether udev makes the nodes (default: detected); tests set it. */
+  udev?: boolean;
 }
 
 /** One CLI command: its name, its help texts, its options and what it runs. */
@@ -94,7 +98,7 @@ export function one(args: ParsedArgs, what: string): string {
 
 /** A device-mapper client on the command's binding; close it with `using`. */
 export async function openDm(io: CliContext): Promise<DeviceMapper> {
-  return DeviceMapper.open({ binding: io.binding });
+  return DeviceMapper.open({ binding: io.binding, ...(io.devDir === undefined ? {} : { devDir: io.devDir }), ...(io.udev === undefined ? {} : { udev: io.udev }) });
 }
 
 /** The --json option of the commands that can print JSON. */

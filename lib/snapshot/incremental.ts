@@ -12,6 +12,7 @@
  * taken for a good image, and the same update run again completes it.
  */
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { DmsnapError } from '../errors';
 import { readSnapshotExceptions, extentsOf, type ChangedExtent } from './changes';
@@ -134,7 +135,6 @@ export async function changesSince(origin: Origin, from: Snapshot): Promise<{ ex
 
 /** Opens the image for an update: an existing regular file of the origin's size, never through a symlink. */
 async function openImage(image: string, sizeBytes: number): Promise<FileHandle> {
-  const { constants } = await import('node:fs');
   const handle = await open(image, constants.O_WRONLY | constants.O_NOFOLLOW);
   try {
     const stats = await handle.stat();

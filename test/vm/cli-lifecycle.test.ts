@@ -1,6 +1,7 @@
 /**
  * The lifecycle commands driven as an administrator would: the compiled dmsnap CLI in
- * child processes, against a real kernel.
+ * child processes, against a real kernel. Output formats and usage errors are proven
+ * against the fake kernel in test/unit/cli-lifecycle.test.ts.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -43,16 +44,11 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
     const name = fresh();
     const prepared = cli(['prepare', disk, '--name', name]);
     expect(prepared).toMatchObject({ status: 0, stdout: `/dev/mapper/${name}\n`, stderr: '' });
-    expect(cli(['prepare', disk, '--name', name]).stdout).toBe(`/dev/mapper/${name}\n`);
 
     const taken = cli(['snapshot', name, '--cow', cow, '--chunk-size', '16k']);
     expect(taken.status).toBe(0);
     expect(taken.stdout).toBe(`/dev/mapper/${name}-snap\n`);
     expect(taken.stderr).toMatch(new RegExp(`^dmsnap: ${name} was frozen for \\d+\\.\\d ms\\n$`));
-    const cow2 = createLoopDevice(4 * MiB);
-    expect(cli(['snapshot', name, '--cow', cow, '--snapshot-name', `${name}-c`])).toMatchObject({ status: 4, stderr: expect.stringMatching(/in use/) });
-    expect(cli(['snapshot', name, '--cow', cow2, '-q', '--snapshot-name', `${name}-b`, '--transient', '--chunk-size', '8']).stderr).toBe('');
-
     const status = JSON.parse(cli(['status', name, '--json']).stdout);
     expect(status).toEqual({
       origins: [
@@ -62,50 +58,27 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
           backing: disk,
           sizeBytes: 32 * MiB,
           suspended: false,
-          snapshots: [
-            expect.objectContaining({ name: `${name}-b`, persistent: false, chunkSectors: 8, state: 'active', metadataSectors: 0 }),
-            expect.objectContaining({ name: `${name}-snap`, persistent: true, chunkSectors: 32, state: 'active' }),
-          ],
+          snapshots: [expect.objectContaining({ name: `${name}-snap`, persistent: true, chunkSectors: 32, state: 'active' })],
         },
       ],
     });
-    const snap = status.origins[0].snapshots[1];
-    expect(Object.keys(snap).sort()).toEqual(
-      ['allocatedSectors', 'chunkSectors', 'cow', 'cowFile', 'device', 'metadataSectors', 'name', 'persistent', 'state', 'totalSectors', 'trackingSince', 'usedPercent'].sort(),
-    );
+    const snap = status.origins[0].snapshots[0];
     expect(snap).toMatchObject({ cow, cowFile: null, trackingSince: null, device: `/dev/mapper/${name}-snap`, totalSectors: 16384 });
     expect(typeof snap.allocatedSectors).toBe('number');
     expect(typeof snap.usedPercent).toBe('number');
 
-    const human = cli(['status', name]).stdout.split('\n');
-    expect(human[0]).toMatch(new RegExp(`^${name}  live  /dev/mapper/${name}  backing ${disk}  32\\.0 MiB  2 snapshot\\(s\\)$`));
-    expect(human[2]).toMatch(/^ {2}\S+-snap {2}active {2}\d+\/16384 sectors \[[#.]{20}\] \d+\.\d% {2}cow \/dev\/loop\d+ {2}chunk 32 {2}persistent$/);
-
-    const ls = cli(['ls']).stdout.split('\n');
-    expect(ls[0]).toMatch(/^NAME +TYPE +DEVICE +BACKING\/COW +SIZE$/);
-    expect(ls.filter((l) => l.startsWith(name))).toHaveLength(3);
-    const lsJson = JSON.parse(cli(['ls', '--json']).stdout);
-    expect(lsJson.origins.find((o: { name: string }) => o.name === name).snapshots).toHaveLength(2);
-
-    expect(cli(['drop', name, '--snapshot-name', `${name}-b`]).status).toBe(0);
-    expect(dmsetup('table', name)).toMatch(/snapshot-origin/);
+    expect(cli(['ls']).stdout.split('\n').filter((l) => l.startsWith(name))).toHaveLength(2);
     expect(cli(['drop', name]).status).toBe(0);
     expect(dmsetup('table', name)).toBe(dmsetup('table', `${name}-real`));
     expect(cli(['release', name]).status).toBe(0);
     expect(dmsnapDevices().filter((d) => d.startsWith(name))).toEqual([]);
   });
 
-  it('uses exit 2 for usage errors, 1 for failures and 4 for busy', () => {
+  it('exits 4 when busy: a held lock, a mounted snapshot, a mounted origin', () => {
     const disk = createLoopDevice(16 * MiB);
     const cow = createLoopDevice(4 * MiB);
     const name = fresh();
     cli(['prepare', disk, '--name', name]);
-    expect(cli(['snapshot', name]).status).toBe(2);
-    expect(cli(['snapshot', name, '--cow', cow, '--chunk-size', '12k'])).toMatchObject({ status: 2, stderr: expect.stringMatching(/power of two/) });
-    expect(cli(['snapshot', name, '--cow', cow, '--chunk-size', '3furlongs']).status).toBe(2);
-    expect(cli(['snapshot', 'nosuchorigin', '--cow', cow])).toMatchObject({ status: 1, stderr: expect.stringMatching(/dmsnap prepare/) });
-    expect(cli(['prepare', '/dev/null'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/not a block device/) });
-
     // A held lock: exit 4 after the timeout.
     const lockDir = mkdtempSync('/tmp/dmsnap-locks-');
     const holder = spawn('flock', [join(lockDir, `${name}.lock`), 'sleep', '30'], { stdio: 'ignore', detached: true });
