@@ -8,9 +8,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import { main } from '../../lib/cli/main';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
+import { runFakeCli } from '../support/fake-cli';
 
 const MiB = 1024 * 1024;
 let system: FakeSystem;
@@ -19,15 +18,8 @@ let disk: string;
 let cow: string;
 const lockDir = mkdtempSync(join(tmpdir(), 'dmsnap-bad-locks-'));
 
-async function cli(argv: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d) => (out += d));
-  stderr.on('data', (d) => (err += d));
-  const status = await main(argv, { stdout, stderr, stdin: new PassThrough(), binding: system.binding, devDir: nodes.devDir, udev: false, lockDir });
-  return { status, stdout: out, stderr: err };
+function cli(argv: string[]) {
+  return runFakeCli(system, argv, { devDir: nodes.devDir, udev: false, lockDir });
 }
 
 /** Every device with its tables and suspended flag. */

@@ -3,9 +3,8 @@
  * codes. What only a real kernel can show (its table text, events, udev's nodes, keys
  * compared with dmsetup's, the flags of the ioctls) is in test/vm/cli-dm.test.ts.
  */
-import { PassThrough } from 'node:stream';
-import { main } from '../../lib/cli/main';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
+import { runFakeCli } from '../support/fake-cli';
 
 let system: FakeSystem;
 let nodes: ReturnType<typeof fakeNodeDirectory>;
@@ -16,17 +15,8 @@ beforeEach(() => {
 });
 afterEach(() => nodes.remove());
 
-async function dm(argv: string[], input = '') {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const stdin = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d) => (out += d));
-  stderr.on('data', (d) => (err += d));
-  stdin.end(input);
-  const status = await main(['dm', ...argv], { stdout, stderr, stdin, binding: system.binding, devDir: nodes.devDir, udev: false });
-  return { status, stdout: out, stderr: err };
+function dm(argv: string[], input = '') {
+  return runFakeCli(system, ['dm', ...argv], { devDir: nodes.devDir, udev: false }, input);
 }
 
 describe('dmsnap dm on the fake kernel', () => {

@@ -6,9 +6,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import { main } from '../../lib/cli/main';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
+import { runFakeCli } from '../support/fake-cli';
 
 const MiB = 1024 * 1024;
 let system: FakeSystem;
@@ -22,15 +21,8 @@ beforeEach(() => {
 afterEach(() => nodes.remove());
 afterAll(() => rmSync(lockDir, { recursive: true, force: true }));
 
-async function cli(argv: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d) => (out += d));
-  stderr.on('data', (d) => (err += d));
-  const status = await main(argv, { stdout, stderr, stdin: new PassThrough(), binding: system.binding, devDir: nodes.devDir, udev: false, lockDir });
-  return { status, stdout: out, stderr: err };
+function cli(argv: string[]) {
+  return runFakeCli(system, argv, { devDir: nodes.devDir, udev: false, lockDir });
 }
 
 /** The live table of every device, as text: what the kernel holds. */

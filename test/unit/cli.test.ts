@@ -1,15 +1,9 @@
-import { PassThrough } from 'node:stream';
-import { main } from '../../lib/cli/main';
 import { createFakeSystem } from '../support/fake-binding';
+import { runFakeCli } from '../support/fake-cli';
 
-function run(argv: string[], system = createFakeSystem()) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d) => (out += d));
-  stderr.on('data', (d) => (err += d));
-  return main(argv, { stdout, stderr, stdin: new PassThrough(), binding: system.binding }).then((code) => ({ code, out, err }));
+async function run(argv: string[], system = createFakeSystem()) {
+  const { status: code, stdout: out, stderr: err } = await runFakeCli(system, argv);
+  return { code, out, err };
 }
 
 describe('dmsnap CLI', () => {
