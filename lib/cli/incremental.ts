@@ -2,7 +2,7 @@
  * Incremental images on the command line: `dmsnap image NAME --update IMG` and
  * `--delta FILE|-` (from image.ts), `dmsnap apply DELTA IMG` and `dmsnap changes NAME`.
  */
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { DmsnapError } from '../errors';
@@ -110,10 +110,16 @@ Example:
   async run(args, io) {
     if (args.positionals.length !== 2) throw new UsageError('expected DELTA (or - for stdin) and IMG');
     const [delta, image] = args.positionals;
-    const stream = delta === '-' ? (io.stdin as Readable) : createReadStream(delta);
-    const result = await applyDelta(resolve(image), stream);
-    info(io, `dmsnap: applied ${result.extents} extent(s), ${formatBytes(result.bytes)}, to ${image}: it holds ${result.header.originName} as of ${result.header.to.takenAt}`);
-    return ExitCode.ok;
+    // Opened first: a missing or unreadable delta fails here, before IMG is looked at.
+    const file = delta === '-' ? undefined : await open(delta, 'r');
+    try {
+      const stream = file ? file.createReadStream({ autoClose: false }) : (io.stdin as Readable);
+      const result = await applyDelta(resolve(image), stream);
+      info(io, `dmsnap: applied ${result.extents} extent(s), ${formatBytes(result.bytes)}, to ${image}: it holds ${result.header.originName} as of ${result.header.to.takenAt}`);
+      return ExitCode.ok;
+    } finally {
+      await file?.close();
+    }
   },
 };
 

@@ -62,6 +62,12 @@ function findCommand(argv: string[]): { command?: Command; rest: string[] } {
   return { command: best, rest: best ? argv.slice(best.name.length) : argv };
 }
 
+/** An error of Node's own system calls (fs, streams): errno code and syscall. */
+function isSystemError(error: unknown): error is NodeJS.ErrnoException {
+  const { code, syscall } = (error ?? {}) as NodeJS.ErrnoException;
+  return typeof (error as Error)?.message === 'string' && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof syscall === 'string';
+}
+
 /**
  * Runs one dmsnap command line (argv without node and the script) and resolves its exit
  * code (see ExitCode). Failures are reported on stderr, not thrown.
@@ -101,6 +107,11 @@ export async function main(argv: string[], io: CliContext): Promise<number> {
     if (error instanceof DmsnapError) {
       writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
       return error.code === 'EBUSY' || error.code === 'ERR_DMSNAP_LOCKED' ? ExitCode.busy : ExitCode.failure;
+    }
+    if (isSystemError(error)) {
+      // A failed system call outside dmsnap's own checks (a full disk, an I/O error): its message, no stack.
+      writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
+      return ExitCode.failure;
     }
     writeLine(io.stderr, `dmsnap ${commandName(command)}: unexpected error: ${(error as Error)?.stack ?? String(error)}`);
     return ExitCode.failure;

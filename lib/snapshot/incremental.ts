@@ -14,10 +14,10 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { DmsnapError } from '../errors';
+import { DmsnapError, type ErrnoCode } from '../errors';
 import { readSnapshotExceptions, extentsOf, type ChangedExtent } from './changes';
 import { encodeDeltaEnd, encodeDeltaStart, encodeExtentHead, type DeltaHeader } from './delta';
-import { readImageIdentity, writeImageIdentity, type ImageIdentity } from './image-identity';
+import { identityPath, readImageIdentity, writeImageIdentity, type ImageIdentity } from './image-identity';
 import { writeAll } from './image';
 import type { Origin, SnapshotOptions } from './origin';
 import type { Snapshot } from './snapshot';
@@ -147,6 +147,28 @@ async function openImage(image: string, sizeBytes: number): Promise<FileHandle> 
   }
 }
 
+/** Reads the changes since `from` and copies them from `to` into the image, durably. */
+async function copyChanges(origin: Origin, from: Snapshot, to: Snapshot, output: FileHandle, options: UpdateOptions, step: (s: UpdateStep) => Promise<void>) {
+  const { extents, exceptions } = await changesSince(origin, from);
+  const bytesCopied = await copyExtents(to, extents, output, options, step);
+  await output.sync();
+  await step('sync-image');
+  return { extents, exceptions, bytesCopied };
+}
+
+/**
+ * An update that stopped on a failed read or write (a full filesystem, an I/O error):
+ * what failed and what to do. dmsnap's own errors (an invalidated snapshot, a lost
+ * chain) pass unchanged.
+ */
+function interrupted(image: string, error: unknown): unknown {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code)) return error;
+  const advice = code === 'ENOSPC' || code === 'EDQUOT' ? `free space on the filesystem of ${image}` : 'check the devices under the image and the snapshots (dmesg)';
+  const reason = (error as Error).message;
+  return new DmsnapError(`the update of ${image} stopped: ${reason}. The image stays marked incomplete (${identityPath(image)}) and is not used as a good image; ${advice}, then run the same command again to complete it`, code as ErrnoCode, { cause: error });
+}
+
 /** Copies `extents` from the snapshot device to the image at the same offsets. */
 async function copyExtents(snap: Snapshot, extents: ChangedExtent[], output: FileHandle, options: UpdateOptions, step: (s: UpdateStep) => Promise<void>): Promise<number> {
   const total = extents.reduce((sum, e) => sum + e.lengthBytes, 0);
@@ -193,10 +215,9 @@ export async function updateImage(origin: Origin, image: string, snapshot: Incre
       }
       writeImageIdentity(image, { ...identity, state: 'updating', update: { toSnapId: to.info.snapId, startedAt: new Date().toISOString() } });
       await step('mark-updating');
-      const { extents, exceptions } = await changesSince(origin, from);
-      const bytesCopied = await copyExtents(to, extents, output, options, step);
-      await output.sync();
-      await step('sync-image');
+      const { extents, exceptions, bytesCopied } = await copyChanges(origin, from, to, output, options, step).catch((error: unknown) => {
+        throw interrupted(image, error);
+      });
       const state = (await to.status()).state;
       if (state !== 'active') throw new DmsnapError(`the new tracking snapshot ${to.name} became ${state} during the copy; ${image} stays marked incomplete: run the update again`, 'ERR_DMSNAP_SNAPSHOT_INVALID');
       writeImageIdentity(image, identityOf(origin, to));

@@ -80,3 +80,12 @@ describe('COW file options', () => {
     expect(system.devices.size).toBe(0);
   });
 });
+
+describe('a failed system call', () => {
+  it('is reported by its message, without a stack, with exit 1', async () => {
+    const { code, out, err } = await run(['apply', '/nonexistent/dmsnap.delta', '/nonexistent/dmsnap.img']);
+    expect({ code, out }).toEqual({ code: 1, out: '' });
+    expect(err).toMatch(/^dmsnap apply: .*ENOENT.*\/nonexistent\//);
+    expect(err).not.toMatch(/unexpected error|\n +at /);
+  });
+});
