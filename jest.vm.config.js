@@ -16,7 +16,7 @@ const withoutUdevOnly = process.env.DMSNAP_VM_UDEV === '1' ? [] : ['dmsetup'];
 // The primary cell can run as two guests side by side (DMSNAP_VM_PART, set by
 // scripts/test-vm.sh --matrix): "kernel" runs what every cell runs, "logic" the
 // primary-only files; unset, one guest runs both.
-const part = process.env.DMSNAP_VM_PART;
+const part = process.env.DMSNAP_VM_PART || undefined;
 if (part !== undefined && part !== 'kernel' && part !== 'logic') throw new Error(`DMSNAP_VM_PART must be kernel or logic; got "${part}"`);
 const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly] : part === 'kernel' ? primaryOnly : [];
 const only = !secondary && part === 'logic' ? primaryOnly : undefined;
