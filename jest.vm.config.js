@@ -13,9 +13,9 @@ const secondary = process.env.DMSNAP_VM_CELL_ROLE === 'secondary';
 // dmsetup reading dmsnap's devices (udev flags, cookies) runs in the primary cell and the
 // cells with udev.
 const withoutUdevOnly = process.env.DMSNAP_VM_UDEV === '1' ? [] : ['dmsetup'];
-// The primary cell can run as two guests side by side (DMSNAP_VM_PART, set by
-// scripts/test-vm.sh --matrix): "kernel" runs what every cell runs, "logic" the
-// primary-only files; unset, one guest runs both.
+// DMSNAP_VM_PART splits the primary cell in two for guests run side by side by hand:
+// "kernel" runs what every cell runs, "logic" the primary-only files; unset (as
+// scripts/test-vm.sh runs it), one guest runs both.
 const part = process.env.DMSNAP_VM_PART || undefined;
 if (part !== undefined && part !== 'kernel' && part !== 'logic') throw new Error(`DMSNAP_VM_PART must be kernel or logic; got "${part}"`);
 const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly] : part === 'kernel' ? primaryOnly : [];
