@@ -13,16 +13,10 @@ import { join } from 'node:path';
 import { DeviceMapper, openOrigin, prepare, type Origin, type Snapshot } from '../../lib';
 import { readImageIdentity } from '../../lib/snapshot/image-identity';
 import { runCli } from './support/model';
-import { cli, createLoopDevice, dmsetup, run, scratchDir, withUdev } from './support/system';
+import { cli, createLoopDevice, dmsetup, expectSameContent, run, scratchDir, withUdev } from './support/system';
 
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
-
-function expectSameContent(image: string, device: string): void {
-  const compared = spawnSync('cmp', [image, device], { encoding: 'utf8' });
-  expect(compared.stdout + compared.stderr).toBe('');
-  expect(compared.status).toBe(0);
-}
 
 /** Runs the CLI in the background; resolves its exit code and output. */
 function background(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {

@@ -17,17 +17,10 @@ import { DeviceMapper, openOrigin, prepare, type Origin, type Snapshot } from '.
 import { readSnapshotExceptions } from '../../lib/snapshot/changes';
 import { readImageIdentity } from '../../lib/snapshot/image-identity';
 import { runCli } from './support/model';
-import { cellRole, cli, createLoopDevice, run, scratchDir } from './support/system';
+import { cellRole, cli, createLoopDevice, expectSameContent, run, scratchDir } from './support/system';
 
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
-
-/** The image holds byte for byte what the device does (cmp: cheaper than two hashes under emulation, and as strict). */
-function expectSameContent(image: string, device: string): void {
-  const compared = spawnSync('cmp', [image, device], { encoding: 'utf8' });
-  expect(compared.stdout + compared.stderr).toBe('');
-  expect(compared.status).toBe(0);
-}
 
 /** When a file's content or metadata last changed, to the nanosecond: unchanged means not written. */
 function writeStamp(path: string): string {

@@ -132,3 +132,10 @@ export function dmsetupState(): string {
     .map((name) => `${name}\n${run('dmsetup', ['table', name])}${run('dmsetup', ['info', '-c', '--noheadings', '-o', 'name,attr', name])}`)
     .join('');
 }
+
+/** The image holds byte for byte what the device does (cmp: cheaper than two hashes under emulation, and as strict). */
+export function expectSameContent(image: string, device: string): void {
+  const compared = spawnSync('cmp', [image, device], { encoding: 'utf8' });
+  expect(compared.stdout + compared.stderr).toBe('');
+  expect(compared.status).toBe(0);
+}
