@@ -5,6 +5,7 @@
  * plan.ts, take.ts and drop.ts; prepare, open and list in open.ts.
  */
 import type { DeviceMapper } from '../dm/device-mapper';
+import type { TargetLine } from '../dm/table';
 import { checkDeviceName } from '../dm/names';
 import { DmError, DmsnapError } from '../errors';
 import type { DevNumber } from '../system/stack';
@@ -110,7 +111,7 @@ export class Origin implements SnapshotOwner {
     const group = (await scanGroups(this.dm)).get(this.originId);
     const result: Snapshot[] = [];
     for (const device of group?.snaps ?? []) {
-      const [line] = await this.dm.table(device.name);
+      const line = await firstTableLine(this.dm, device.name);
       if (!line || (line.type !== 'snapshot' && line.type !== 'snapshot-merge')) continue;
       const ids = { snapId: device.tag.snapId!, cowFile: recordedCowFile(this.options, this.originId, device.tag.snapId!), trackingSince: device.tag.trackingSince === undefined ? null : new Date(device.tag.trackingSince * 1000) };
       result.push(new Snapshot(this.dm, this, snapshotInfoFromTable(device.name, this.name, line.type, line.params, ids)));
@@ -263,4 +264,17 @@ function recordedCowFile(options: LockOptions, originId: string, snapId: string)
 async function discardLease(system: System, lockOptions: LockOptions, lease: CowFileLease): Promise<void> {
   await detachCowLoop(system, lease.record);
   discardCowFile(CowRecords.of(lockOptions), lease.record);
+}
+
+/**
+ * The first line of a device's live table; undefined when the device is gone meanwhile
+ * (another process dropped that snapshot between the list and this call).
+ */
+async function firstTableLine(dm: DeviceMapper, name: string): Promise<TargetLine | undefined> {
+  try {
+    return (await dm.table(name))[0];
+  } catch (error) {
+    if (error instanceof DmError && error.code === 'ENXIO') return undefined;
+    throw error;
+  }
 }

@@ -102,3 +102,45 @@ describe('the guardian and the COW (fake kernel)', () => {
     await expect(system.binding.finishGuardian(system.guardianLog[0]!.pid, 0, true)).rejects.toMatchObject({ code: 'ECHILD' });
   });
 });
+
+describe('another process at work (fake kernel)', () => {
+  it('lists the snapshots that remain when another process drops one between the list and its table', async () => {
+    const plain = await DeviceMapper.open({ binding: system.binding, devDir, udev: false });
+    const { prepare, openOrigin } = await import('../../lib');
+    const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm: plain, lockDir, name: 'race' });
+    const first = await origin.snapshot({ cow: system.addLoopDevice(2 * 1024 * 1024), name: 'race-1' });
+    const second = await origin.snapshot({ cow: system.addLoopDevice(2 * 1024 * 1024), name: 'race-2' });
+    // Right after DM_LIST_DEVICES answers, the other process removes race-2.
+    let dropNext = false;
+    const binding = new Proxy(system.binding, {
+      get(object, key, receiver) {
+        const value = Reflect.get(object, key, receiver) as unknown;
+        if (key !== 'openControl' || typeof value !== 'function') return value;
+        return async (path: string) => {
+          const control = await (value as typeof system.binding.openControl).call(object, path);
+          return new Proxy(control, {
+            get(target, name, r) {
+              const member = Reflect.get(target, name, r) as unknown;
+              if (name !== 'listDevices' || typeof member !== 'function') return typeof member === 'function' ? member.bind(target) : member;
+              return async () => {
+                const listed = await (member as () => Promise<unknown>).call(target);
+                if (dropNext) {
+                  dropNext = false;
+                  await second.drop();
+                }
+                return listed;
+              };
+            },
+          });
+        };
+      },
+    });
+    const racing = await DeviceMapper.open({ binding, devDir, udev: false });
+    const seen = await openOrigin('race', { dm: racing, lockDir });
+    dropNext = true;
+    expect((await seen.snapshots()).map((s) => s.name)).toEqual(['race-1']);
+    await first.drop();
+    racing.close();
+    plain.close();
+  });
+});
