@@ -9,17 +9,24 @@ const udev = process.env.DMSNAP_VM_UDEV === '1' ? 'udev' : 'no udev';
 // logic on any kernel (paths, CLI conventions, output files, concurrency, soak) runs in
 // the primary cell only, so that the five cells fit in CI's time.
 const primaryOnly = ['bad-input', 'cli-dm', 'cli-image', 'cli-lifecycle', 'concurrency', 'hostile-paths', 'incremental-faults', 'monitor', 'soak', 'threads'];
+// The secondary cells with udev run what a running udev changes: device nodes and
+// cookies, dmsetup reading dmsnap's devices, the ioctls and the lifecycle (udev probes
+// every new device and may hold it open), loop devices and COW files, the seed
+// procedure. The crash, model, freeze and incremental files run in the kernel cells:
+// they drive the same calls, only more often.
+const udevCell = ['basics', 'cow-file', 'device-mapper', 'dmsetup', 'lifecycle', 'loop', 'native-contract', 'seed-scenario', 'udev-cookies'];
 const secondary = process.env.DMSNAP_VM_CELL_ROLE === 'secondary';
+const withUdev = process.env.DMSNAP_VM_UDEV === '1';
 // dmsetup reading dmsnap's devices (udev flags, cookies) runs in the primary cell and the
 // cells with udev.
-const withoutUdevOnly = process.env.DMSNAP_VM_UDEV === '1' ? [] : ['dmsetup'];
-// DMSNAP_VM_PART splits the primary cell in two for guests run side by side by hand:
-// "kernel" runs what every cell runs, "logic" the primary-only files; unset (as
-// scripts/test-vm.sh runs it), one guest runs both.
+const withoutUdevOnly = withUdev ? [] : ['dmsetup'];
+// DMSNAP_VM_PART splits the primary cell in two (scripts/test-vm.sh --matrix runs them as
+// guests of their own): "kernel" runs what every kernel cell runs, "logic" the
+// primary-only files; unset, one guest runs both.
 const part = process.env.DMSNAP_VM_PART || undefined;
 if (part !== undefined && part !== 'kernel' && part !== 'logic') throw new Error(`DMSNAP_VM_PART must be kernel or logic; got "${part}"`);
 const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly] : part === 'kernel' ? primaryOnly : [];
-const only = !secondary && part === 'logic' ? primaryOnly : undefined;
+const only = secondary && withUdev ? udevCell : !secondary && part === 'logic' ? primaryOnly : undefined;
 
 /** @type {import('jest').Config} */
 module.exports = {
