@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/sysmacros.h>
@@ -74,6 +75,11 @@ LoopAttachment AttachLoop(const std::string& file, const std::string& tag, bool 
     }
     if (error == EBUSY) continue;  // another process took this number first
     if (error != 0) throw SysError(error, "ioctl", "LOOP_CONFIGURE", device);
+    // A read-only policy an earlier user set on this number (BLKROSET) outlives its
+    // detach: the device attached read-write is made writable again. On an error the
+    // handle's close detaches it (autoclear).
+    int read_only = 0;
+    if (::ioctl(handle->fd(), BLKROSET, &read_only) != 0) throw SysError(errno, "ioctl", "BLKROSET", device);
     loop_info64 info = StatusOfFd(handle->fd(), device);
     return LoopAttachment{static_cast<uint32_t>(number), info.lo_flags, handle};
   }

@@ -96,6 +96,27 @@ function sha(device: string, bytes: number): string {
   return createHash('sha256').update(buffer).digest('hex');
 }
 
+describe('a loop number an earlier user left read-only', () => {
+  it('is attached writable: the read-only policy of BLKROSET outlives a detach', async () => {
+    const dm = await DeviceMapper.open();
+    const loops = System.of(dm).loop;
+    // losetup takes the lowest free number, as LOOP_CTL_GET_FREE does for dmsnap next.
+    const left = run('losetup', ['--find', '--show', sparseFile(MiB)]).trim();
+    run('blockdev', ['--setro', left]);
+    run('losetup', ['--detach', left]);
+    const loop = await loops.attach(sparseFile(MiB), { tag: 'DMSNAP-ro-test' });
+    try {
+      expect(loop.device).toBe(left);
+      expect(run('blockdev', ['--getro', loop.device]).trim()).toBe('0');
+      run('dd', ['if=/dev/zero', `of=${loop.device}`, 'bs=4k', 'count=1', 'oflag=direct', 'status=none']);
+    } finally {
+      loop.release();
+      await eventually(() => expect(loops.status(loop.device)).rejects.toMatchObject({ code: 'ENXIO' }));
+      dm.close();
+    }
+  });
+});
+
 describe('a persistent snapshot whose COW is a loop device over a file', () => {
   const lockDir = mkdtempSync('/tmp/dmsnap-locks-');
   let dm: DeviceMapper;

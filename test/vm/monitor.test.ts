@@ -65,8 +65,9 @@ describe('dmsnap monitor', () => {
     try {
       await until(() => existsSync(metrics), 60_000, () => `the first metrics; monitor's stderr: ${stderr}`);
       // Taken after the monitor started: it must pick them up.
-      expect(cli(['snapshot', growing.name, '--cow-file', join(big, 'grow.cow'), '--cow-size', '16M', '-q'])).toMatchObject({ status: 0 });
-      expect(cli(['snapshot', filling.name, '--cow-file', join(small, 'fill.cow'), '-q'])).toMatchObject({ status: 0 });
+      // On a failure, the message says why.
+      const taken = [cli(['snapshot', growing.name, '--cow-file', join(big, 'grow.cow'), '--cow-size', '16M', '-q']), cli(['snapshot', filling.name, '--cow-file', join(small, 'fill.cow'), '-q'])];
+      expect(taken.map((r) => (r.status === 0 ? 0 : `${r.status}: ${r.stderr}`))).toEqual([0, 0]);
       const [snap] = await growing.snapshots();
       const table = await dm.table(snap.name);
       writeMiB(growing.devicePath, 48);
