@@ -11,10 +11,11 @@ const udev = process.env.DMSNAP_VM_UDEV === '1' ? 'udev' : 'no udev';
 const primaryOnly = ['bad-input', 'cli-dm', 'cli-image', 'cli-lifecycle', 'concurrency', 'hostile-paths', 'incremental-faults', 'monitor', 'soak', 'threads'];
 // The secondary cells with udev run what a running udev changes: device nodes and
 // cookies, dmsetup reading dmsnap's devices, the ioctls and the lifecycle (udev probes
-// every new device and may hold it open), loop devices and COW files, the seed
-// procedure. The crash, model, freeze and incremental files run in the kernel cells:
-// they drive the same calls, only more often.
-const udevCell = ['basics', 'cow-file', 'device-mapper', 'dmsetup', 'lifecycle', 'loop', 'native-contract', 'seed-scenario', 'udev-cookies'];
+// every new device and may hold it open), loop devices and COW files, rollback (udev
+// probes the origin and the merged snapshot's removal), the seed procedure. The crash,
+// model, freeze and incremental files run in the kernel cells: they drive the same calls,
+// only more often.
+const udevCell = ['basics', 'cow-file', 'device-mapper', 'dmsetup', 'lifecycle', 'loop', 'native-contract', 'rollback', 'seed-scenario', 'udev-cookies'];
 const secondary = process.env.DMSNAP_VM_CELL_ROLE === 'secondary';
 const withUdev = process.env.DMSNAP_VM_UDEV === '1';
 // dmsetup reading dmsnap's devices (udev flags, cookies) runs in the primary cell and the

@@ -12,12 +12,16 @@
 // checked to be root's alone (dmsnap checked every parent before it took the lock), and
 // never created: if it is anything else, the guardian refuses to act.
 //
-// The origin is named by its uuid (DMSNAP-<id>-origin), so that a device renamed or made
-// since under the same name is never touched. The guardian acts only under the lock: if
-// another process holds it, the guardian waits, and gives up as soon as the origin is no
-// longer suspended (that process resumed it, e.g. "dmsnap recover").
+// The devices are named by their uuids (DMSNAP-<id>-origin, and for a rollback also the
+// snapshot being merged), so that a device renamed or made since under the same name is
+// never touched. UUIDS is a comma-separated list, undone in that order: each one's table
+// waiting in its inactive slot is dropped and, if it is suspended, it is resumed (a
+// rollback names the origin first: its snapshot-merge table, until it is dropped, keeps
+// the suspended snapshot from resuming). The guardian acts only under the lock: if
+// another process holds it, the guardian waits, and gives up as soon as none of them is
+// suspended (that process resumed them, e.g. "dmsnap recover").
 //
-// usage: dmsnap-guardian CONTROL_PATH ORIGIN_UUID LOCK_PATH LOCK_ID
+// usage: dmsnap-guardian CONTROL_PATH UUIDS LOCK_PATH LOCK_ID
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -30,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "dm_control.h"
 #include "sys_error.h"
@@ -83,17 +88,42 @@ int OpenHeldLock(const std::string& path, const char* id, std::string& why) {
   return fd;
 }
 
+// The devices of a comma-separated list of uuids.
+std::vector<dmsnap::DeviceRef> ParseUuids(const std::string& list) {
+  std::vector<dmsnap::DeviceRef> devices;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    dmsnap::DeviceRef ref;
+    ref.uuid = list.substr(start, comma - start);
+    if (!ref.uuid.empty()) devices.push_back(ref);
+    start = comma + 1;
+  }
+  return devices;
+}
+
+bool AnySuspended(dmsnap::DmControl& control, const std::vector<dmsnap::DeviceRef>& devices) {
+  for (const auto& device : devices) {
+    try {
+      if (control.Info(device, 0).flags & DM_SUSPEND_FLAG) return true;
+    } catch (const dmsnap::SysError&) {
+      // gone: nothing to resume
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH ORIGIN_UUID LOCK_PATH LOCK_ID\n");
+  std::vector<dmsnap::DeviceRef> devices = argc == 5 ? ParseUuids(argv[2]) : std::vector<dmsnap::DeviceRef>{};
+  if (devices.empty()) {
+    std::fprintf(stderr, "usage: dmsnap-guardian CONTROL_PATH UUID[,UUID...] LOCK_PATH LOCK_ID\n");
     return 2;
   }
   // The caller may be gone when we write: never die of SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
-  dmsnap::DeviceRef origin;
-  origin.uuid = argv[2];
   try {
     dmsnap::DmControl control(argv[1]);
     if (write(STDIN_FILENO, "R", 1) != 1) return 1;
@@ -113,22 +143,30 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "dmsnap-guardian: the dmsnap process died, but its lock %s is unusable: %s; "
                    "%s is left as it is: run \"dmsnap recover\"\n",
-                   argv[3], why.c_str(), origin.uuid.c_str());
+                   argv[3], why.c_str(), argv[2]);
       return 1;
     }
     for (int waited_ms = 0; flock(lock, LOCK_EX | LOCK_NB) != 0; waited_ms += kPollMs) {
-      if (waited_ms % 100 == 0 && !(control.Info(origin, 0).flags & DM_SUSPEND_FLAG)) return 0;
+      if (waited_ms % 100 == 0 && !AnySuspended(control, devices)) return 0;
       if (waited_ms == kNoticeAfterMs) {
         std::fprintf(stderr, "dmsnap-guardian: %s is suspended and its lock %s has been held by another process for 30 s; waiting for it\n",
-                     origin.uuid.c_str(), argv[3]);
+                     argv[2], argv[3]);
       }
       usleep(kPollMs * 1000);
     }
-    dmsnap::DeviceInfo info = control.Info(origin, 0);
-    if (!(info.flags & DM_SUSPEND_FLAG)) return 0;
-    if (info.flags & DM_INACTIVE_PRESENT_FLAG) control.Clear(origin);
-    control.Resume(origin, 0, 0);
-    std::fprintf(stderr, "dmsnap-guardian: the dmsnap process died during a freeze; resumed %s\n", info.name.c_str());
+    if (!AnySuspended(control, devices)) return 0;
+    for (const auto& device : devices) {
+      dmsnap::DeviceInfo info;
+      try {
+        info = control.Info(device, 0);
+      } catch (const dmsnap::SysError&) {
+        continue;  // gone
+      }
+      if (info.flags & DM_INACTIVE_PRESENT_FLAG) control.Clear(device);
+      if (!(info.flags & DM_SUSPEND_FLAG)) continue;
+      control.Resume(device, 0, 0);
+      std::fprintf(stderr, "dmsnap-guardian: the dmsnap process died while %s was suspended; resumed it\n", info.name.c_str());
+    }
     return 0;
   } catch (const dmsnap::SysError& error) {
     return Fail("device-mapper call failed", error);

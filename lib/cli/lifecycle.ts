@@ -1,6 +1,6 @@
 /**
- * The lifecycle commands: prepare, release, snapshot, status, drop, ls, backup, image,
- * changes, apply, recover and monitor, each in its own file; each is a few lines over the library, and stdout carries
+ * The lifecycle commands: prepare, release, snapshot, status, drop, rollback, ls, backup,
+ * image, changes, apply, recover and monitor, each in its own file; each is a few lines over the library, and stdout carries
  * data only.
  */
 import type { Command } from './command';
@@ -10,6 +10,7 @@ import { imageCommand } from './image';
 import { applyCommand, changesCommand } from './incremental';
 import { prepareCommand, releaseCommand } from './prepare';
 import { recoverCommand } from './recover';
+import { rollbackCommand } from './rollback';
 import { snapshotCommand } from './snapshot';
 import { lsCommand, statusCommand } from './status';
 import { monitorCommand } from './monitor';
@@ -21,6 +22,7 @@ export const lifecycleCommands: Command[] = [
   snapshotCommand,
   statusCommand,
   dropCommand,
+  rollbackCommand,
   lsCommand,
   backupCommand,
   imageCommand,

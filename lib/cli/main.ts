@@ -106,7 +106,7 @@ export async function main(argv: string[], io: CliContext): Promise<number> {
     }
     if (error instanceof DmsnapError) {
       writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
-      return error.code === 'EBUSY' || error.code === 'ERR_DMSNAP_LOCKED' ? ExitCode.busy : ExitCode.failure;
+      return error.code === 'EBUSY' || error.code === 'ERR_DMSNAP_LOCKED' || error.code === 'ERR_DMSNAP_MERGING' ? ExitCode.busy : ExitCode.failure;
     }
     if (isSystemError(error)) {
       // A failed system call outside dmsnap's own checks (a full disk, an I/O error): its message, no stack.

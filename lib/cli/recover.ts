@@ -17,8 +17,9 @@ another dmsnap process is working on are skipped.
 
 Options:
   --json   {"actions": [{"origin", "device", "action", "reason"}]} where action is resumed,
-           cleared-inactive-table, removed, restored-linear-table, removed-cow-file (a COW
-           file whose snapshot is gone), skipped or kept
+           cleared-inactive-table, removed, restored-linear-table, finished-merge (a
+           rollback whose merge was done), removed-cow-file (a COW file whose snapshot is
+           gone), skipped or kept
 
 Example:
   dmsnap recover`,

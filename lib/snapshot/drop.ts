@@ -5,6 +5,7 @@
  */
 import { DmError, DmsnapError } from '../errors';
 import type { Guardian } from '../system/guardian';
+import type { LockOptions } from '../system/lock';
 import { System } from '../system/system';
 import { assertConsistent, BENIGN_FOR_LIFECYCLE, currentGroup } from './invariants';
 import type { Origin } from './origin';
@@ -12,6 +13,7 @@ import type { DropOptions, Snapshot } from './snapshot';
 import { CowRecords } from '../system/cow-records';
 import { detachCowLoop, discardCowFile } from './cow-file';
 import { stepRunner, type Step } from './steps';
+import { mergeState, usesCow } from './merge';
 
 /**
  * Drops `snap` of `origin` under the origin's lock; restores the linear table when it was
@@ -29,12 +31,19 @@ export async function dropSnapshot(origin: Origin, snap: Snapshot, options: Drop
     await assertConsistent(dm, origin.name, group, BENIGN_FOR_LIFECYCLE);
     // Found by its tag, not by name alone: a device of that name from elsewhere is never touched.
     const target = group.snaps.find((s) => s.name === snap.name);
+    const merge = await mergeState(dm, origin.name);
+    if (target && merge && (await usesCow(dm, target.name, merge.params.cow))) {
+      throw new DmsnapError(
+        `snapshot ${snap.name} is being merged back into ${origin.name} (a rollback); it goes once the merge is finished: "dmsnap rollback ${origin.name} --wait"`,
+        'ERR_DMSNAP_MERGING',
+      );
+    }
     const last = group.snaps.every((s) => s.name === snap.name);
     if (last) guardian = system.startGuardian(dm.controlPath, origin.originUuid, lock);
     if (target) {
       await removeSnapshotDevice(origin, snap.name);
       await after('remove-snapshot');
-      await releaseCowFile(system, origin, target.tag.snapId!, options.keepCowFile === true);
+      await releaseCowFile(system, origin.lockOptions, origin.originId, target.tag.snapId!, options.keepCowFile === true);
     }
     const [wrapperLine] = await dm.table(origin.name);
     if (guardian && wrapperLine?.type === 'snapshot-origin') await restoreLinear(origin, guardian, after);
@@ -46,9 +55,9 @@ export async function dropSnapshot(origin: Origin, snap: Snapshot, options: Drop
 }
 
 /** Detaches and deletes (or keeps) the COW file of snapshot `snapId`, if dmsnap created one. */
-async function releaseCowFile(system: System, origin: Origin, snapId: string, keep: boolean): Promise<void> {
-  const records = CowRecords.of(origin.lockOptions);
-  const record = records.get(origin.originId, snapId);
+export async function releaseCowFile(system: System, lockOptions: LockOptions, originId: string, snapId: string, keep: boolean): Promise<void> {
+  const records = CowRecords.of(lockOptions);
+  const record = records.get(originId, snapId);
   if (!record) return;
   await detachCowLoop(system, record);
   discardCowFile(records, record, keep);

@@ -17,4 +17,6 @@ export { DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions } from '../
 export { UUID_PREFIX, parseTag, type Tag, type DeviceRole } from './tags';
 export { detectFilesystem, type FilesystemType } from './filesystem';
 export { recover, type RecoveryAction, type RecoveryActionKind, type RecoverOptions } from './recover';
-export type { Step, SnapshotStep, DropStep, UpdateStep } from './steps';
+export type { Step, SnapshotStep, DropStep, RollbackStep, UpdateStep } from './steps';
+export { type RollbackOptions, type MergeProgress } from './rollback';
+export { type MergeState } from './merge';

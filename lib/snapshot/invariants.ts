@@ -4,8 +4,9 @@
  *
  *   - none of its devices is suspended, and none has a table waiting in its inactive slot;
  *   - NAME runs `snapshot-origin NAME-real` if and only if it has snapshots, and otherwise
- *     the linear table of NAME-real;
- *   - every snapshot reads NAME-real, and its COW is used by no other table.
+ *     the linear table of NAME-real — or, during a rollback, `snapshot-merge NAME-real COW`;
+ *   - every snapshot reads NAME-real, and its COW is used by no other table (but the
+ *     snapshot being merged, whose COW the origin's snapshot-merge uses too).
  *
  * A state that breaks one is what an interrupted call leaves (or a hand-made change): the
  * lifecycle refuses to act on it, `status` shows it, and `recover` repairs it.
@@ -77,7 +78,9 @@ export async function groupViolations(dm: DeviceMapper, group: OriginGroup): Pro
   }
   const realKey = devKey(real.info);
   const liveSnaps = snaps.filter((s): s is DeviceState => s !== undefined);
-  const feeding = origin.line?.type === 'snapshot-origin' && origin.line.params === realKey;
+  // A rollback's snapshot-merge feeds the other snapshots as snapshot-origin does.
+  const merge = origin.line?.type === 'snapshot-merge' ? parseSnapshotParams(origin.line.params) : undefined;
+  const feeding = (origin.line?.type === 'snapshot-origin' && origin.line.params === realKey) || merge?.origin === realKey;
   if (liveSnaps.length > 0 && !feeding) {
     add(
       origin.info.name,
@@ -85,7 +88,9 @@ export async function groupViolations(dm: DeviceMapper, group: OriginGroup): Pro
       `${origin.info.name} runs ${describe(origin.line)}, not snapshot-origin ${realKey}: its ${liveSnaps.length} snapshot(s) receive no copy-on-write`,
     );
   }
-  if (liveSnaps.length === 0 && origin.line?.type === 'snapshot-origin') {
+  if (liveSnaps.length === 0 && merge) {
+    // A merge whose snapshot device is gone: it runs on, and finishing it restores the linear table.
+  } else if (liveSnaps.length === 0 && origin.line?.type === 'snapshot-origin') {
     add(origin.info.name, 'origin-without-snapshots', `${origin.info.name} runs snapshot-origin but has no snapshot`);
   } else if (liveSnaps.length === 0 && !sameLine(origin.line, real.line)) {
     add(origin.info.name, 'origin-table', `${origin.info.name} runs ${describe(origin.line)}, not the linear table of ${real.info.name}`);
@@ -99,7 +104,8 @@ export async function groupViolations(dm: DeviceMapper, group: OriginGroup): Pro
     const params = parseSnapshotParams(snap.line.params);
     if (params.origin !== realKey) add(name, 'snapshot-wrong-origin', `snapshot ${name} reads ${params.origin}, not ${real.info.name} (${realKey})`);
     const cow = parseDevKey(params.cow);
-    const users = cow ? holdersOf(cow) : [];
+    // The snapshot being merged shares its COW with the origin's snapshot-merge, and no one else.
+    const users = (cow ? holdersOf(cow) : []).filter((key) => !(merge?.cow === params.cow && key === devKey(origin.info)));
     if (users.length > 1) add(name, 'cow-shared', `the COW ${params.cow} of snapshot ${name} is used by ${users.length} devices (${users.join(', ')})`);
   }
   return found;

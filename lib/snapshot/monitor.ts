@@ -53,6 +53,8 @@ async function pass(options: MonitorOptions, seen: Map<string, string>, warned: 
   const samples: SnapshotSample[] = [];
   const now = new Set<string>();
   for (const origin of await listOrigins(options)) {
+    // A rollback whose merge is done is finished here: its snapshot is then reported gone.
+    await origin.finishMerge();
     for (const snap of await origin.snapshots()) {
       const key = `${origin.name}/${snap.name}`;
       now.add(key);
@@ -65,7 +67,8 @@ async function pass(options: MonitorOptions, seen: Map<string, string>, warned: 
       const record = cowFileRecord(snap, options);
       const sample: SnapshotSample = { origin: origin.name, snapshot: snap.name, status, createdAt: record?.createdAt ?? null };
       samples.push(sample);
-      if (!record) continue;
+      // A COW being merged back only shrinks, and its snapshot cannot be dropped meanwhile.
+      if (!record || status.state === 'merging') continue;
       const space = hostSpace(record.path);
       sample.hostFreeRatio = space.freePercent / 100;
       if (space.freePercent < (options.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT)) {

@@ -119,6 +119,11 @@ export async function openOrigin(name: string, options: LifecycleOptions = {}): 
       exists ? 'ERR_DMSNAP_NOT_AN_ORIGIN' : 'ENXIO',
     );
   }
+  // The next call on an origin finishes a rollback whose merge is done (unless another
+  // process holds the lock: then that one, or a later call, does).
+  await origin.finishMerge().catch((error: unknown) => {
+    if (!(error instanceof DmsnapError && error.code === 'ERR_DMSNAP_LOCKED')) throw error;
+  });
   return origin;
 }
 

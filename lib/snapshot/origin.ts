@@ -24,6 +24,8 @@ import { takeSnapshot, type SnapshotSpec } from './take';
 import { formatTag, newSnapId } from './tags';
 import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, type CowFileLease, type CowFileOptions } from './cow-file';
 import { CowRecords } from '../system/cow-records';
+import { mergeState, type MergeState } from './merge';
+import { finishMergeLocked, rollBackTo, waitForMerge, type RollbackOptions } from './rollback';
 
 /** Options of Origin.snapshot and withSnapshot. */
 export interface SnapshotOptions {
@@ -171,6 +173,9 @@ export class Origin implements SnapshotOwner {
     let lease: CowFileLease | undefined;
     let taken = false;
     try {
+      if (await mergeState(this.dm, this.name)) {
+        throw new DmsnapError(`${this.name} is merging a snapshot back (a rollback): a snapshot now would read a device half merged; "dmsnap rollback ${this.name} --wait" waits for it`, 'ERR_DMSNAP_MERGING');
+      }
       if (cowFile) {
         // After the spawn: the guardian must not inherit the loop device's descriptor.
         await guardian.spawned;
@@ -230,6 +235,26 @@ export class Origin implements SnapshotOwner {
    */
   dropSnapshot(snap: Snapshot, options: DropOptions = {}): Promise<void> {
     return dropSnapshot(this, snap, options);
+  }
+
+  /** @internal Rolls back to one of its snapshots (see rollback.ts). */
+  rollbackSnapshot(snap: Snapshot, options: RollbackOptions = {}): Promise<void> {
+    return rollBackTo(this, snap, options);
+  }
+
+  /** The merge of a rollback that NAME runs now, or undefined. */
+  merge(): Promise<MergeState | undefined> {
+    return mergeState(this.dm, this.name);
+  }
+
+  /** Waits for the merge NAME runs (if any) and finishes it; resolves at once without one. */
+  waitForMerge(options: Omit<RollbackOptions, 'wait'> = {}): Promise<void> {
+    return waitForMerge(this, options);
+  }
+
+  /** Finishes the merge NAME runs if it is done; whether it did. */
+  finishMerge(): Promise<boolean> {
+    return finishMergeLocked(this);
   }
 }
 

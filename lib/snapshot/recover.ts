@@ -6,7 +6,7 @@
  */
 import type { DeviceInfo, DeviceMapper } from '../dm/device-mapper';
 import { DmsnapError } from '../errors';
-import { clientOf, type LifecycleOptions } from './context';
+import { clientOf, HIDDEN_LAYER, type LifecycleOptions } from './context';
 import { scanGroups, type OriginGroup, type TaggedDevice } from './discover';
 import { System } from '../system/system';
 import { parseSnapshotParams } from '../targets/snapshot';
@@ -14,12 +14,22 @@ import { devKey, holdersOf } from '../system/stack';
 import { parseDevKey } from '../dev-number';
 import { CowRecords } from '../system/cow-records';
 import { detachCowLoop, discardCowFile } from './cow-file';
+import { finishMerge, mergeState, usesCow, type MergeOwner, type MergeState } from './merge';
+import type { LockOptions } from '../system/lock';
 
 /**
  * What recover did with a device; 'kept' (a working snapshot) and 'skipped' (another
  * process holds the origin's lock) change nothing.
  */
-export type RecoveryActionKind = 'resumed' | 'cleared-inactive-table' | 'removed' | 'restored-linear-table' | 'removed-cow-file' | 'skipped' | 'kept';
+export type RecoveryActionKind =
+  | 'resumed'
+  | 'cleared-inactive-table'
+  | 'removed'
+  | 'restored-linear-table'
+  | 'finished-merge'
+  | 'removed-cow-file'
+  | 'skipped'
+  | 'kept';
 
 /** One thing recover did (or found fine, or could not do). */
 export interface RecoveryAction {
@@ -62,7 +72,7 @@ export async function recover(options: RecoverOptions = {}): Promise<RecoveryAct
       throw error;
     }
     try {
-      await recoverGroup(dm, group, actions);
+      await recoverGroup(dm, group, actions, options);
     } finally {
       unlock();
     }
@@ -105,30 +115,28 @@ async function recoverCowFiles(dm: DeviceMapper, options: RecoverOptions, action
   }
 }
 
-async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: RecoveryAction[]): Promise<void> {
+async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: RecoveryAction[], lockOptions: LockOptions): Promise<void> {
   const origin = group.origin?.name ?? null;
   const note = (device: string, action: RecoveryActionKind, reason: string) => actions.push({ origin, device, action, reason });
 
   // 1. The origin first: it must be live, and carry no half-loaded table.
-  let wrapper: DeviceInfo | undefined = group.origin ? await dm.find(group.origin.name) : undefined;
-  if (wrapper) {
-    if (wrapper.inactiveTable) {
-      await dm.clear(wrapper.name);
-      note(wrapper.name, 'cleared-inactive-table', 'a table loaded for a swap that never happened');
-    }
-    if (wrapper.suspended) {
-      await dm.resume(wrapper.name);
-      note(wrapper.name, 'resumed', 'it was suspended (a dmsnap run died during a freeze)');
-    }
-    wrapper = await dm.info(wrapper.name);
-  }
+  const wrapper = group.origin ? await liveWrapper(dm, group.origin.name, note) : undefined;
   const real = group.real ? await dm.find(group.real.name) : undefined;
   const [wrapperLine] = wrapper?.liveTable ? await dm.table(wrapper.name) : [];
-  const originTracksReal = real !== undefined && wrapperLine?.type === 'snapshot-origin' && wrapperLine.params === devKey(real);
+  // A rollback's merge feeds the other snapshots, as snapshot-origin does.
+  const merge = wrapper && real ? await mergeState(dm, wrapper.name) : undefined;
+  const originTracksReal =
+    real !== undefined && ((wrapperLine?.type === 'snapshot-origin' && wrapperLine.params === devKey(real)) || merge?.params.origin === devKey(real));
 
   // 2. Snapshots: keep those that are active and fed by the origin; remove the rest.
   let kept = 0;
   for (const snap of group.snaps) {
+    await resumeSuspendedSnapshot(dm, snap, note);
+    if (merge && (await usesCow(dm, snap.name, merge.params.cow))) {
+      kept++;
+      note(snap.name, 'kept', 'the snapshot being merged back into its origin (a rollback)');
+      continue;
+    }
     const problem = await snapshotProblem(dm, snap, real, originTracksReal);
     if (problem === undefined) {
       kept++;
@@ -142,7 +150,13 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
     note(snap.name, 'removed', problem);
   }
 
-  // 3. With no snapshot left, the origin goes back to linear over NAME-real.
+  // 3. A merge that is done is finished; one that runs is left to run.
+  if (wrapper && real && merge) {
+    await finishOrKeepMerge({ dm, name: wrapper.name, realName: real.name, originId: group.originId, lockOptions }, merge, note);
+    return;
+  }
+
+  // 4. With no snapshot left, the origin goes back to linear over NAME-real.
   if (wrapper && real && kept === 0) {
     const realTable = await dm.table(real.name);
     const same = wrapperLine !== undefined && realTable.length === 1 && realTable[0].type === wrapperLine.type && realTable[0].params === wrapperLine.params;
@@ -153,11 +167,56 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
     }
   }
 
-  // 4. Leftovers of an interrupted prepare: NAME-real without NAME.
+  // 5. Leftovers of an interrupted prepare: NAME-real without NAME.
   if (!wrapper && real) {
     await dm.remove(real.name, { retry: true });
     note(real.name, 'removed', 'NAME-real without its origin (an interrupted prepare or release)');
   }
+}
+
+/**
+ * The origin's wrapper made live: a half-loaded table cleared (first: a rollback's merge
+ * table keeps its suspended snapshot from resuming), resumed if suspended.
+ */
+async function liveWrapper(dm: DeviceMapper, name: string, note: Note): Promise<DeviceInfo | undefined> {
+  const wrapper = await dm.find(name);
+  if (!wrapper) return undefined;
+  if (wrapper.inactiveTable) {
+    await dm.clear(wrapper.name);
+    note(wrapper.name, 'cleared-inactive-table', 'a table loaded for a swap that never happened');
+  }
+  if (wrapper.suspended) {
+    await dm.resume(wrapper.name);
+    note(wrapper.name, 'resumed', 'it was suspended (a dmsnap run died during a freeze)');
+  }
+  return dm.info(wrapper.name);
+}
+
+/** Finishes a rollback's merge that is done; leaves one that runs (or stopped on an error). */
+async function finishOrKeepMerge(owner: MergeOwner, merge: MergeState, note: Note): Promise<void> {
+  if (!merge.done) {
+    note(owner.name, 'kept', merge.failed ? 'its merge (a rollback) stopped on an error: left as it is' : 'its merge (a rollback) runs');
+    return;
+  }
+  for (const removed of await finishMerge(owner, merge, async () => undefined)) {
+    note(removed, 'removed', 'the snapshot merged back into its origin (the rollback is finished)');
+  }
+  note(owner.name, 'finished-merge', 'its rollback was done: it runs snapshot-origin or its linear table again');
+}
+
+type Note = (device: string, action: RecoveryActionKind, reason: string) => void;
+
+/**
+ * A snapshot left suspended with a live table: only a rollback suspends one (for the
+ * handover of its exceptions), so one that died there left it so. Resumed, it is judged
+ * like any other.
+ */
+async function resumeSuspendedSnapshot(dm: DeviceMapper, snap: TaggedDevice, note: Note): Promise<void> {
+  const info = await dm.find(snap.name);
+  if (!info?.suspended || !info.liveTable) return;
+  if (info.inactiveTable) await dm.clear(snap.name);
+  await dm.resume(snap.name, { udevFlags: HIDDEN_LAYER });
+  note(snap.name, 'resumed', 'it was suspended (a dmsnap rollback died before the merge started)');
 }
 
 /** Why a snapshot device must go, or undefined when it is a working snapshot. */

@@ -16,6 +16,7 @@ import { changedExtents, type ChangedExtent } from './changes';
 import { System } from '../system/system';
 import { parseDevKey } from '../dev-number';
 import type { StepHook } from './steps';
+import type { RollbackOptions } from './rollback';
 
 /** A snapshot's state, as `dmsnap status` reports it. */
 export type SnapshotState = SnapshotStatusReport['state'];
@@ -116,6 +117,8 @@ export interface SnapshotOwner {
   readonly sizeBytes: Bytes;
   /** @internal */
   dropSnapshot(snapshot: Snapshot, options?: DropOptions): Promise<void>;
+  /** @internal */
+  rollbackSnapshot(snapshot: Snapshot, options?: RollbackOptions): Promise<void>;
 }
 
 /**
@@ -167,13 +170,16 @@ export class Snapshot implements AsyncDisposable {
     const base = { name: this.info.name, device: this.devicePath };
     const none: NoCowUsage = { allocatedSectors: null, totalSectors: null, metadataSectors: null, dataSectors: null, usedPercent: null };
     if (!lines[0] || (type !== 'snapshot' && type !== 'snapshot-merge')) return { ...base, state: 'unknown', ...none };
-    const parsed = parseSnapshotStatus(lines[0].params);
+    // Being rolled back to: the origin's snapshot-merge owns this COW now and reports its usage.
+    const merging = originLine?.type === 'snapshot-merge' && parseSnapshotParams(originLine.params).cow === `${this.info.cow.major}:${this.info.cow.minor}`;
+    const parsed = parseSnapshotStatus(merging ? ((await this.dm.status(this.info.originName))[0]?.params ?? '') : lines[0].params);
+    if (merging && parsed.state !== 'active') return { ...base, state: 'merge-failed', ...none };
     if (parsed.state !== 'active') return { ...base, state: parsed.state, ...none };
     // Active only while the origin copies its old blocks here before it overwrites them.
     const fed = originLine?.type === 'snapshot-origin' && originLine.params === `${this.info.origin.major}:${this.info.origin.minor}`;
     return {
       ...base,
-      state: type === 'snapshot-merge' ? 'merging' : fed ? 'active' : 'orphaned',
+      state: merging || type === 'snapshot-merge' ? 'merging' : fed ? 'active' : 'orphaned',
       allocatedSectors: parsed.allocatedSectors,
       totalSectors: parsed.totalSectors,
       metadataSectors: parsed.metadataSectors,
@@ -314,6 +320,20 @@ export class Snapshot implements AsyncDisposable {
     check(options.keepCowFile === undefined || typeof options.keepCowFile === 'boolean', 'keepCowFile', 'a boolean', options.keepCowFile);
     if (this.mounted) await this.unmount();
     await this.owner.dropSnapshot(this, options);
+  }
+
+  /**
+   * Rolls the origin back to this snapshot: merges it back with snapshot-merge (see
+   * rollback.ts). EBUSY while the origin or this snapshot is mounted or open. With wait,
+   * resolves once the merge is done and finished; otherwise at once, while the kernel
+   * copies in the background (the origin already reads as the snapshot).
+   */
+  async rollback(options: RollbackOptions = {}): Promise<void> {
+    check(typeof options === 'object' && options !== null, 'options', 'an object', options);
+    check(options.wait === undefined || typeof options.wait === 'boolean', 'wait', 'a boolean', options.wait);
+    check(options.pollMs === undefined || (Number.isFinite(options.pollMs) && options.pollMs > 0), 'pollMs', 'a positive number of milliseconds', options.pollMs);
+    check(options.onProgress === undefined || typeof options.onProgress === 'function', 'onProgress', 'a function', options.onProgress);
+    await this.owner.rollbackSnapshot(this, options);
   }
 
   /** Drops the snapshot, for `await using`. */

@@ -26,11 +26,27 @@ export type SnapshotStep =
  */
 export type DropStep = 'remove-snapshot' | 'load-linear-table' | 'suspend-origin' | 'resume-origin';
 
-/** A step of taking or dropping a snapshot. */
+/**
+ * The steps of a rollback (rollback.ts): the merge table staged in NAME's inactive slot,
+ * the snapshot suspended (the kernel hands its exceptions over only from a suspended
+ * snapshot), NAME resumed with snapshot-merge (the merge starts), the snapshot resumed;
+ * then, once the merge is done (merge.ts), NAME's final table loaded and swapped in and
+ * the merged snapshot removed.
+ */
+export type RollbackStep =
+  | 'load-merge-table'
+  | 'suspend-snapshot'
+  | 'start-merge'
+  | 'resume-merged-snapshot'
+  | 'load-final-table'
+  | 'swap-final-table'
+  | 'remove-merged-snapshot';
+
 /** The steps of an incremental update of an image (incremental.ts); copy-extent comes after each extent. */
 export type UpdateStep = 'take-snapshot' | 'mark-updating' | 'copy-extent' | 'sync-image' | 'mark-complete' | 'drop-previous';
 
-export type Step = SnapshotStep | DropStep | UpdateStep;
+/** A step of taking, dropping or rolling back to a snapshot, or of an update. */
+export type Step = SnapshotStep | DropStep | RollbackStep | UpdateStep;
 
 /**
  * Called after each step completes. Only for tests: a hook that throws simulates a

@@ -1,8 +1,10 @@
 /**
  * dmsnap-guardian, the dead-man's switch of a freeze: a child process, started before
  * anything is written, that resumes the origin (by uuid, once it holds the origin's lock)
- * if this process dies while the origin is suspended. A Guardian owns the child's pid and
- * socket: nothing else sees them, and it is finished exactly once.
+ * if this process dies while the origin is suspended. For a rollback it also resumes the
+ * snapshot being handed over to the merge (a comma-separated list of uuids, undone in
+ * order). A Guardian owns the child's pid and socket: nothing else sees them, and it is
+ * finished exactly once.
  */
 import { DmsnapError } from '../errors';
 import { callNative, guardianExecutable, type NativeBinding } from '../native';
@@ -24,9 +26,9 @@ export class Guardian {
   private readonly child: Promise<Child>;
   private finished: Promise<void> | undefined;
 
-  private constructor(private readonly binding: NativeBinding, controlPath: string, originUuid: string, lock: OriginLock) {
+  private constructor(private readonly binding: NativeBinding, controlPath: string, uuids: string, lock: OriginLock) {
     const executable = guardianExecutable();
-    const spawning = callNative(() => binding.spawnGuardian(executable, controlPath, originUuid, lock.path, lock.id));
+    const spawning = callNative(() => binding.spawnGuardian(executable, controlPath, uuids, lock.path, lock.id));
     this.spawned = spawning.then(() => undefined, cannotStart);
     this.child = spawning.then(async (child) => {
       await callNative(() => binding.awaitGuardianReady(child.pid, child.fd, executable, GUARDIAN_START_TIMEOUT_MS)).catch(cannotStart);
@@ -38,9 +40,9 @@ export class Guardian {
     this.ready.catch(() => undefined);
   }
 
-  /** Starts the guardian of the origin whose uuid is `originUuid`; it acts only under `lock`. */
-  static start(binding: NativeBinding, controlPath: string, originUuid: string, lock: OriginLock): Guardian {
-    return new Guardian(binding, controlPath, originUuid, lock);
+  /** Starts the guardian of the devices whose uuids `uuids` lists (comma-separated, the origin first); it acts only under `lock`. */
+  static start(binding: NativeBinding, controlPath: string, uuids: string, lock: OriginLock): Guardian {
+    return new Guardian(binding, controlPath, uuids, lock);
   }
 
   /**

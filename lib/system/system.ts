@@ -60,9 +60,12 @@ export class System {
     return lockOrigin(this.binding, name, options);
   }
 
-  /** Starts the guardian of the origin whose uuid is `originUuid`, acting only under `lock`. */
-  startGuardian(controlPath: string, originUuid: string, lock: OriginLock): Guardian {
-    return Guardian.start(this.binding, controlPath, originUuid, lock);
+  /**
+   * Starts the guardian of the devices with these uuids (the origin's, and for a rollback
+   * the merged snapshot's, in the order they are undone), acting only under `lock`.
+   */
+  startGuardian(controlPath: string, uuids: string | readonly string[], lock: OriginLock): Guardian {
+    return Guardian.start(this.binding, controlPath, typeof uuids === 'string' ? uuids : uuids.join(','), lock);
   }
 
   /** mount(2) through an O_PATH | O_NOFOLLOW descriptor of the target. */

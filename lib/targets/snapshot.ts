@@ -94,6 +94,7 @@ export interface SnapshotParams {
   persistent: boolean;
   /** Whether persistence is PO. */
   overflow: boolean;
+  /** 0 for a snapshot whose exceptions were handed over to another table (a rollback's snapshot-merge). */
   chunkSectors: Sectors;
   /** Optional features, in table order; names the kernel may add later are kept too. */
   features: string[];
@@ -161,8 +162,9 @@ export function parseSnapshotParams(params: string): SnapshotParams {
   // The kernel reads the store type case-insensitively.
   const persistence = store.toUpperCase();
   check(persistence === 'P' || persistence === 'PO' || persistence === 'N', 'snapshot persistence', 'P, PO or N', store);
+  // 0 is what the kernel reports for a snapshot whose exceptions it handed over (to the
+  // snapshot-merge of a rollback): its store is the new table's empty one.
   const chunkSectors = parseSectors(chunk, 'snapshot chunk size');
-  check(chunkSectors > 0, 'snapshot chunk size', 'a positive integer', chunk);
   if (count !== undefined) {
     check(
       parseInteger(count, 'snapshot feature count') === features.length,

@@ -28,9 +28,10 @@ mkdir -p "$dir"
 # Modules the guest loads, in dependency order (resolved with modprobe below).
 # dm-crypt and dm-integrity (with the ciphers and hashes their test tables name: xts and ecb
 # for aes-xts-plain64, ctr and crc32 for integrity's journal_crypt and internal_hash) let
-# the tests check how keys in tables are handled. btrfs: a filesystem with anonymous
+# the tests check how keys in tables are handled. dm-delay slows a COW down, so that a
+# merge runs long enough for a test to act while it runs. btrfs: a filesystem with anonymous
 # device numbers, whose devices dmsnap finds through mountinfo and sysfs.
-wanted=(virtio_pci 9p 9pnet_virtio loop dm-mod dm-snapshot dm-bufio dm-flakey dm-zero
+wanted=(virtio_pci 9p 9pnet_virtio loop dm-mod dm-snapshot dm-bufio dm-flakey dm-delay dm-zero
         dm-crypt dm-integrity xts ecb ctr crc32_generic
         md-mod raid1 ext4 xfs btrfs crc32c_generic)
 

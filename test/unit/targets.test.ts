@@ -219,12 +219,15 @@ describe('snapshot', () => {
     expect(parseSnapshotParams('254:1 7:1 P 32 0').features).toEqual([]);
   });
 
+  it('reads chunk size 0, which the kernel reports for a snapshot whose exceptions it handed over to a merge', () => {
+    expect(parseSnapshotParams('254:1 7:1 P 0')).toMatchObject({ cow: '7:1', persistent: true, chunkSectors: 0 });
+  });
+
   it.each([
     ['254:1 7:1 P', 'snapshot params must be ORIGIN COW P|PO|N CHUNK [COUNT FEATURE...]; got "254:1 7:1 P"'],
     ['', 'snapshot params must be ORIGIN COW P|PO|N CHUNK [COUNT FEATURE...]; got ""'],
     ['254:1 7:1 X 32', 'snapshot persistence must be P, PO or N; got "X"'],
     ['254:1 7:1 POO 32', 'snapshot persistence must be P, PO or N; got "POO"'],
-    ['254:1 7:1 P 0', 'snapshot chunk size must be a positive integer; got "0"'],
     ['254:1 7:1 P 3k', 'snapshot chunk size must be a non-negative integer; got "3k"'],
     ['254:1 7:1 P 32 2 discard_zeroes_cow', 'snapshot feature count must be 1, the number of features that follow; got "2"'],
     ['254:1 7:1 P 32 0 discard_zeroes_cow', 'snapshot feature count must be 1, the number of features that follow; got "0"'],

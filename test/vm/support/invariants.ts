@@ -4,8 +4,10 @@
  *
  *   - no dmsnap device is suspended, and none has a table waiting in its inactive slot;
  *   - each origin NAME runs `snapshot-origin <NAME-real>` if and only if it has snapshots,
- *     and otherwise the same linear table as NAME-real;
- *   - every snapshot's table names its origin's NAME-real, and a COW that no other table uses.
+ *     and otherwise the same linear table as NAME-real — or, during a rollback,
+ *     `snapshot-merge <NAME-real> <COW>`;
+ *   - every snapshot's table names its origin's NAME-real, and a COW that no other table
+ *     uses (but the snapshot being merged, whose COW the origin's snapshot-merge uses).
  */
 import { run } from './system';
 
@@ -68,10 +70,11 @@ export function invariantViolations(): string[] {
       continue;
     }
     const fields = origin.table.split(/\s+/);
-    if (snaps.length > 0 && (fields[2] !== 'snapshot-origin' || fields[3] !== real.devNumber)) {
+    const merging = fields[2] === 'snapshot-merge' && fields[3] === real.devNumber;
+    if (snaps.length > 0 && !merging && (fields[2] !== 'snapshot-origin' || fields[3] !== real.devNumber)) {
       problems.push(`${origin.name} has ${snaps.length} snapshot(s) but runs "${origin.table}", not snapshot-origin ${real.devNumber}`);
     }
-    if (snaps.length === 0 && origin.table !== real.table) {
+    if (snaps.length === 0 && !merging && origin.table !== real.table) {
       problems.push(`${origin.name} has no snapshot but runs "${origin.table}", not ${real.name}'s "${real.table}"`);
     }
     for (const snap of snaps) {
@@ -81,7 +84,7 @@ export function invariantViolations(): string[] {
         continue;
       }
       if (params[3] !== real.devNumber) problems.push(`snapshot ${snap.name} reads ${params[3]}, not ${real.name} (${real.devNumber})`);
-      const users = cowUsers.get(params[4]) ?? [];
+      const users = (cowUsers.get(params[4]) ?? []).filter((user) => !(merging && user === origin.name && fields[4] === params[4]));
       if (users.length > 1) problems.push(`the COW ${params[4]} of ${snap.name} is used by ${users.join(', ')}`);
     }
   }

@@ -1,0 +1,88 @@
+/**
+ * `dmsnap rollback`: merge a snapshot back into its origin (lvconvert --merge for a plain
+ * device).
+ */
+import { openOrigin, type Origin } from '../snapshot';
+import type { MergeProgress } from '../snapshot/rollback';
+import { sectorsToBytes } from '../units';
+import { type CliContext, type Command, ExitCode, UsageError, withOne } from './command';
+import { info, lifecycle } from './lifecycle-common';
+import { ProgressBar } from './progress';
+import { formatBytes } from './sizes';
+
+export const rollbackCommand: Command = {
+  name: ['rollback'],
+  summary: 'roll NAME back to a snapshot: merge it back into the origin (unmount first)',
+  usage: 'NAME [--snapshot-name SNAP] [--wait]',
+  help: `Merges the snapshot's old blocks back into NAME, as "lvconvert --merge" does: NAME reads
+as the snapshot from the moment the merge starts (mount it again at once), while the
+kernel copies in the background; other snapshots of NAME stay valid. The merged snapshot
+goes away when the merge is finished: with --wait, or by the next "dmsnap rollback NAME
+--wait", "dmsnap recover" or the monitor. Exits 4 while NAME or the snapshot is mounted
+or open, or while another merge runs; 3 for an invalid snapshot.
+
+Options:
+  --snapshot-name SNAP   the snapshot to roll back to (required when NAME has several)
+  --wait                 wait for the merge, with progress on a terminal, and finish it;
+                         with no snapshot while a merge runs, wait for that one
+
+Example:
+  umount /srv && dmsnap rollback md2 --wait && mount /dev/mapper/md2 /srv`,
+  options: { 'snapshot-name': { type: 'string' }, wait: { type: 'boolean' } },
+  allowPositionals: true,
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (name, dm) => {
+      const only = args.values['snapshot-name'] as string | undefined;
+      const wait = args.values.wait === true;
+      // Looked at before the open, which finishes a merge that is done.
+      const merging = only === undefined && wait && (await dm.table(name).catch(() => []))[0]?.type === 'snapshot-merge';
+      const origin = await openOrigin(name, lifecycle(io, dm));
+      if (merging) {
+        await origin.waitForMerge({ onProgress: progressOf(io, name) });
+        info(io, `dmsnap: the rollback of ${name} is finished`);
+        return ExitCode.ok;
+      }
+      const snap = await pick(origin, only);
+      try {
+        await snap.rollback({ wait, onProgress: progressOf(io, name) });
+      } catch (error) {
+        if ((error as { code?: string }).code === 'ERR_DMSNAP_SNAPSHOT_INVALID') {
+          info(io, `dmsnap rollback: ${(error as Error).message}`);
+          return ExitCode.snapshotInvalid;
+        }
+        throw error;
+      }
+      if (wait) {
+        info(io, `dmsnap: ${name} is rolled back to ${snap.name}`);
+      } else {
+        const left = (await origin.merge())?.status;
+        const size = left?.state === 'active' ? ` (${formatBytes(sectorsToBytes(left.dataSectors))} to copy)` : '';
+        info(io, `dmsnap: ${name} reads as ${snap.name} now; the kernel merges it back in the background${size}: "dmsnap rollback ${name} --wait" finishes it`);
+      }
+      return ExitCode.ok;
+    }),
+};
+
+/** The snapshot named, or NAME's only one. */
+async function pick(origin: Origin, only: string | undefined) {
+  const snaps = await origin.snapshots();
+  if (only !== undefined) {
+    const snap = snaps.find((s) => s.name === only);
+    if (!snap) throw new UsageError(`${origin.name} has no snapshot named "${only}"; see "dmsnap status ${origin.name}"`);
+    return snap;
+  }
+  if (snaps.length === 1) return snaps[0];
+  if (snaps.length === 0) throw new UsageError(`${origin.name} has no snapshot to roll back to`);
+  throw new UsageError(`${origin.name} has ${snaps.length} snapshots (${snaps.map((s) => s.name).join(', ')}): name one with --snapshot-name`);
+}
+
+/** A progress bar of the bytes merged back (a terminal only). */
+function progressOf(io: CliContext, name: string): (progress: MergeProgress) => void {
+  const bar = new ProgressBar(io.stderr, `${name} rollback`);
+  return ({ leftSectors, startSectors }) => {
+    const total = sectorsToBytes(startSectors);
+    const done = total - sectorsToBytes(leftSectors);
+    if (leftSectors === 0) bar.finish(done, total);
+    else bar.update(done, total);
+  };
+}
