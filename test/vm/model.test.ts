@@ -1,6 +1,6 @@
 /**
- * Model-based test: random sequences of snapshot, drop, image, recover, origin writes and
- * failing COWs, with SIGKILLs right after random steps and a second process racing on the
+ * Model-based test: random sequences of snapshot, drop, rollback, image, recover, origin
+ * writes and failing COWs, with SIGKILLs right after random steps and a second process racing on the
  * same origin. After every command the origin is live, the invariants hold (unless a crash
  * has not been recovered yet), and every snapshot that `status` calls active reads back
  * exactly as the origin was at its freeze.
@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cellRole } from './support/system';
-import { DROP_STEPS, ModelSystem, SNAPSHOT_STEPS, deviceSha, freshSeed, runCli, type CliResult } from './support/model';
+import { DROP_STEPS, ModelSystem, ROLLBACK_STEPS, SNAPSHOT_STEPS, deviceSha, freshSeed, runCli, type CliResult } from './support/model';
 
 const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? (cellRole === 'primary' ? 40 : 25));
 /**
@@ -64,7 +64,8 @@ function noteOutcome(sys: ModelSystem, result: { status: number | null; signal: 
   }
   if (result.status === 0) return;
   if (!/^dmsnap[ :]/m.test(result.stderr)) throw new Error(`${what} failed without a message (exit ${result.status}, signal ${result.signal}): ${result.stderr}`);
-  const expected = sys.crashed || cowFailing || /is in use|is also used by/.test(result.stderr);
+  // While a rollback's merge runs, nothing may take a snapshot of the origin or drop the merged one.
+  const expected = sys.crashed || cowFailing || /is in use|is also used by|merging a snapshot back|being merged back/.test(result.stderr);
   if (!expected) throw new Error(`${what} failed unexpectedly (exit ${result.status}): ${result.stderr}`);
 }
 
@@ -98,13 +99,49 @@ const raceCommand = (cowA: number, cowB: number): Command => ({
     results.forEach((r) => noteOutcome(sys, r, `racing snapshots on COWs ${cowA} and ${cowB}`, failing));
     // On two COWs both succeed, one after the other (the origin's lock), unless a COW is
     // still held by a snapshot kept from before: then that one is refused as in use.
-    const refusedOnlyForAHeldCow = (r: CliResult) => r.status === 0 || /the COW device \S+ is in use/.test(r.stderr);
+    const refusedOnlyForAHeldCow = (r: CliResult) => r.status === 0 || /the COW device \S+ is in use|merging a snapshot back/.test(r.stderr);
     if (cowA !== cowB && !sys.crashed && !failing) expect(results.map((r) => (refusedOnlyForAHeldCow(r) ? 0 : r.stderr))).toEqual([0, 0]);
     if (cowA === cowB) expect(results.filter((r) => r.status === 0).length).toBeLessThanOrEqual(1);
     await sys.sync(before);
     await sys.check(`race(${cowA}, ${cowB})`);
   },
   toString: () => `race(${cowA}, ${cowB})`,
+});
+
+/**
+ * Rolls back to one of the snapshots (the pick-th, modulo their number), with --wait or
+ * not. A rollback that started leaves the origin reading exactly as that snapshot did at
+ * its freeze; the other snapshots keep theirs (checked after every command). Not while a
+ * COW fails writes: a merge that cannot write its metadata stops for good (merge-failed),
+ * which the rollback tests cover.
+ */
+const rollbackCommand = (pick: number, wait: boolean, killAfter: string | undefined): Command => ({
+  check: (model) => !model.failing.some(Boolean),
+  async run(_model, sys) {
+    const what = `rollback${wait ? ' --wait' : ''}${killAfter ? ` (killed after ${killAfter})` : ''}`;
+    const snaps = await sys.snapshotStates();
+    if (snaps.length === 0) {
+      sys.log.push(`${what}: no snapshot`);
+      return;
+    }
+    const target = snaps[pick % snaps.length];
+    if (target.state === 'merging') {
+      // Its merge runs (a rollback without --wait): the next command finishes it.
+      sys.log.push(`${what}: ${target.name} is merging`);
+      return;
+    }
+    const frozen = target.state === 'active' ? sys.manifest.get(target.name) : undefined;
+    const result = await runCli(['rollback', sys.name, '--snapshot-name', target.name, ...(wait ? ['--wait'] : [])], killAfter);
+    // An invalid snapshot is refused with exit 3 and nothing changed.
+    if (target.state !== 'active' && result.status === 3) expect(result.stderr).toMatch(/no longer holds the origin's old blocks/);
+    else noteOutcome(sys, result, what);
+    const started = result.status === 0 || (result.signal === 'SIGKILL' && ROLLBACK_STEPS.indexOf(killAfter!) >= ROLLBACK_STEPS.indexOf('start-merge'));
+    if (started && frozen !== undefined) expect(deviceSha(sys.origin)).toBe(frozen);
+    if (result.status === 0 && wait) expect((await sys.snapshotStates()).map((s) => s.name)).not.toContain(target.name);
+    await sys.sync('unknown');
+    await sys.check(what);
+  },
+  toString: () => `rollback(${pick}${wait ? ', wait' : ''}${killAfter ? `, kill after ${killAfter}` : ''})`,
 });
 
 const imageCommand = (cow: number): Command => ({
@@ -170,6 +207,7 @@ const commandArbitrary: fc.Arbitrary<Command> = fc.oneof(
   { weight: 2, arbitrary: fc.constant(null).map(() => recoverCommand()) },
   { weight: 1, arbitrary: fc.tuple(cowIndex, cowIndex).map(([a, b]) => raceCommand(a, b)) },
   { weight: 1, arbitrary: cowIndex.map((cow) => cowToggleCommand(cow)) },
+  { weight: 1, arbitrary: fc.tuple(fc.nat(3), fc.boolean(), maybeKill(ROLLBACK_STEPS)).map(([pick, wait, kill]) => rollbackCommand(pick, wait, kill)) },
 );
 
 describe('model-based: random commands, crashes, failing COWs and races', () => {

@@ -6,7 +6,7 @@
  * a state that recover (or the next rollback) brings to the same end.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { invariantViolations } from './support/invariants';
@@ -93,7 +93,7 @@ afterEach(() => {
 });
 
 describe('dmsnap rollback of a filesystem', () => {
-  it('rolls XFS back to its snapshot byte for byte while a second snapshot stays valid; refuses a mounted origin', () => {
+  it('rolls XFS back to its snapshot byte for byte while a second snapshot stays valid, then to that one (a COW file); refuses a mounted origin', () => {
     const disk = createLoopDevice(320 * MiB);
     const name = fresh();
     const origin = `/dev/mapper/${name}`;
@@ -145,6 +145,15 @@ describe('dmsnap rollback of a filesystem', () => {
       run('umount', [dir]);
     }
     run('xfs_repair', ['-n', origin]);
+
+    // Then back to the second snapshot, whose COW is a file: the file and its loop device go with it.
+    const cowFile = join(scratchDir(), `${name}-b.cow`);
+    expect(cli(['rollback', name, '--wait', '-q'])).toMatchObject({ status: 0, stdout: '', stderr: '' });
+    expect(deviceSha(origin)).toBe(atB);
+    expect(table(name)).toBe(table(`${name}-real`));
+    expect(existsSync(cowFile)).toBe(false);
+    expect(run('losetup', ['-a'])).not.toContain(cowFile);
+    expect(invariantViolations()).toEqual([]);
   });
 
   it('reads as the snapshot at once without --wait; a --wait killed with SIGKILL leaves the kernel merging; the next command finishes it', async () => {

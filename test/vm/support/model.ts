@@ -18,6 +18,7 @@ const CLI = join(process.cwd(), 'dist/dmsnap.js');
 /** The steps a seam can kill the process after, for each command. */
 export const SNAPSHOT_STEPS = ['validate', 'zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'];
 export const DROP_STEPS = ['remove-snapshot', 'load-linear-table', 'suspend-origin', 'resume-origin'];
+export const ROLLBACK_STEPS = ['load-merge-table', 'suspend-snapshot', 'start-merge', 'resume-merged-snapshot', 'load-final-table', 'swap-final-table', 'remove-merged-snapshot'];
 
 /** The content of a device, read with O_DIRECT (a page cache would hide a change under it). */
 export function deviceSha(path: string): string {
