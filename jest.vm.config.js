@@ -26,17 +26,20 @@ const withoutUdevOnly = withUdev ? [] : ['dmsetup'];
 // primary-only files; unset, one guest runs both.
 const part = process.env.DMSNAP_VM_PART || undefined;
 if (part !== undefined && part !== 'kernel' && part !== 'logic') throw new Error(`DMSNAP_VM_PART must be kernel or logic; got "${part}"`);
+// DMSNAP_VM_BOOT=1 or 2: one boot of the tests across a reboot (test/vm/reboot/, which
+// scripts/test-vm.sh runs over two boots with the same disks); without it they are left out.
+const boot = process.env.DMSNAP_VM_BOOT || undefined;
 const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly] : part === 'kernel' ? primaryOnly : [];
 const only = secondary && withUdev ? udevCell : !secondary && part === 'logic' ? primaryOnly : undefined;
 
 /** @type {import('jest').Config} */
 module.exports = {
-  displayName: `vm ${kernel} ${udev}${part ? ` (${part})` : ''}`,
+  displayName: `vm ${kernel} ${udev}${part ? ` (${part})` : ''}${boot ? ` (boot ${boot})` : ''}`,
   rootDir: __dirname,
   testEnvironment: 'node',
   roots: ['<rootDir>/dist/test/vm'],
-  testMatch: only ? only.map((name) => `**/${name}.test.js`) : ['**/*.test.js'],
-  testPathIgnorePatterns: ignored.map((name) => `/${name}\\.test\\.js$`),
+  testMatch: boot ? ['**/reboot/*.test.js'] : only ? only.map((name) => `**/${name}.test.js`) : ['**/*.test.js'],
+  testPathIgnorePatterns: boot ? [] : [...ignored.map((name) => `/${name}\\.test\\.js$`), '/reboot/'],
   transform: {},
   watchman: false,
   cacheDirectory: '/tmp/jest-vm-cache',

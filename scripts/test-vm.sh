@@ -4,6 +4,8 @@
 # usage: scripts/test-vm.sh [--kernel 5.10|6.1|6.12] [--udev|--no-udev] [--matrix] [JEST ARGS...]
 #   --matrix   6.1 and 6.12 each without and with udev, and 5.10 without udev (five cells,
 #              in six guests: the primary cell's two parts run as guests of their own)
+#   reboot     as the only jest argument: just the tests across a reboot (two boots with
+#              the same disks, see run_reboot); without jest arguments they run after the rest
 # Without --matrix: one run on $DMSNAP_VM_KERNEL (default 6.1), udev per $DMSNAP_VM_UDEV.
 # Each cell runs with DMSNAP_VM_CELL_ROLE: "primary" for kernel 6.1 without udev (the
 # long crash and soak tests in full), "secondary" for the others (shorter versions, and
@@ -28,6 +30,15 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ -f dist/test/vm/support/leak-check.js ]] || { echo "test-vm.sh: run 'npm run build:ts' first" >&2; exit 1; }
+
+# The tests across a reboot (test/vm/reboot/) run after the rest, unless jest arguments
+# select files: then only when they name "reboot" (and then alone).
+reboot=yes
+if [[ ${#jest_args[@]} -gt 0 ]]; then
+  reboot=no
+  for arg in "${jest_args[@]}"; do [[ $arg == reboot ]] && reboot=only; done
+  [[ $reboot == only ]] && jest_args=()
+fi
 
 # Jobs as KERNEL:UDEV:PART. 5.10 runs without udev only: the guest's udev is the host's
 # (Debian 12), which Debian 11's kernel never met outside this test bed. PART is "all", or
@@ -61,8 +72,34 @@ run_job() {
   fi
   local env_part=()
   [[ $part != all ]] && env_part=(DMSNAP_VM_PART="$part")
-  env DMSNAP_VM_CELL_ROLE="$role" "${env_part[@]}" scripts/vm/run.sh --kernel "$kernel" "$flag" "${cpus[@]}" "${share[@]}" -- \
-    env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}"
+  if [[ $reboot != only ]]; then
+    env DMSNAP_VM_CELL_ROLE="$role" "${env_part[@]}" scripts/vm/run.sh --kernel "$kernel" "$flag" "${cpus[@]}" "${share[@]}" -- \
+      env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}" || return
+  fi
+  # The tests that span a reboot run in the kernel cells without udev (the kernel part of
+  # the primary cell): two boots of a guest with the same two disks.
+  if [[ $reboot != no && $udev == 0 && $part != logic ]]; then
+    run_reboot "$kernel" "$role" "${cpus[@]}"
+  fi
+}
+
+# Two boots, DMSNAP_VM_BOOT=1 then 2, of guests sharing two fresh disk files and one
+# results folder (what boot 1 records for boot 2).
+run_reboot() {
+  local kernel=$1 role=$2 dir status=0 boot
+  shift 2
+  dir=$(mktemp -d /tmp/dmsnap-vm-reboot.XXXXXX)
+  truncate -s 128M "$dir/disk0.img"
+  truncate -s 64M "$dir/disk1.img"
+  mkdir "$dir/share"
+  for boot in 1 2; do
+    echo "=== VM suite: tests across a reboot, boot $boot (kernel $kernel)" >&2
+    env DMSNAP_VM_CELL_ROLE="$role" DMSNAP_VM_BOOT=$boot scripts/vm/run.sh --kernel "$kernel" --no-udev "$@" \
+      --share "$dir/share" --disk "$dir/disk0.img" --disk "$dir/disk1.img" -- \
+      env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci || { status=$?; break; }
+  done
+  rm -rf "$dir"
+  return $status
 }
 
 describe_job() {

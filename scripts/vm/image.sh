@@ -31,7 +31,7 @@ mkdir -p "$dir"
 # the tests check how keys in tables are handled. dm-delay slows a COW down, so that a
 # merge runs long enough for a test to act while it runs. btrfs: a filesystem with anonymous
 # device numbers, whose devices dmsnap finds through mountinfo and sysfs.
-wanted=(virtio_pci 9p 9pnet_virtio loop dm-mod dm-snapshot dm-bufio dm-flakey dm-delay dm-zero
+wanted=(virtio_pci virtio_blk 9p 9pnet_virtio loop dm-mod dm-snapshot dm-bufio dm-flakey dm-delay dm-zero
         dm-crypt dm-integrity xts ecb ctr crc32_generic
         md-mod raid1 ext4 xfs btrfs crc32c_generic)
 

@@ -4,12 +4,18 @@
 # Exits with the command's status.
 #
 # usage: scripts/vm/run.sh [--kernel 5.10|6.1|6.12] [--udev] [--memory MiB] [--cpus N]
-#                          [--timeout SECONDS] [--share DIR] [--shell] [--] COMMAND [ARGS...]
+#                          [--timeout SECONDS] [--share DIR] [--disk FILE]... [--shell]
+#                          [--] COMMAND [ARGS...]
 #   --kernel   the Debian kernel line (default: $DMSNAP_VM_KERNEL, else 6.1)
 #   --udev     start systemd-udevd in the guest (default: $DMSNAP_VM_UDEV, else no udev)
 #   --share    a host folder the guest can write, seen there as $DMSNAP_VM_SHARE
 #              (default: $DMSNAP_VM_SHARE_DIR, else a temporary one removed at the end)
+#   --disk     a host file the guest sees as a virtio disk (/dev/vda, /dev/vdb, ... in
+#              order), written through to the file (cache=none): what the guest wrote and
+#              flushed outlives the guest, so a later guest can boot with the same disks
 #   --shell    an interactive shell in the guest instead of COMMAND
+# A command may end its guest with a power cut (sysrq "b": no sync, no unmount) after
+# writing the file power-cut in $DMSNAP_VM_SHARE: the run then counts as a success.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,8 +27,9 @@ cpus=${DMSNAP_VM_CPUS:-2}
 timeout=${DMSNAP_VM_TIMEOUT:-3600}
 share=${DMSNAP_VM_SHARE_DIR:-}
 shell=0
+disks=()
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --kernel) kernel=${2:?}; shift 2 ;;
@@ -32,6 +39,8 @@ while [[ $# -gt 0 ]]; do
     --cpus) cpus=${2:?}; shift 2 ;;
     --timeout) timeout=${2:?}; shift 2 ;;
     --share) share=${2:?}; shift 2 ;;
+    --disk) [[ -f ${2:?} ]] || { echo "run.sh: --disk $2 is not a file" >&2; exit 2; }
+            disks+=(-drive "file=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"),if=virtio,format=raw,cache=none"); shift 2 ;;
     --shell) shell=1; shift ;;
     --help|-h) usage ;;
     --) shift; break ;;
@@ -83,7 +92,7 @@ boot_attempts=${DMSNAP_VM_BOOT_ATTEMPTS:-3}
 # DMSNAP_VM_CPU_MODEL picks another.
 cpu_model=${DMSNAP_VM_CPU_MODEL:-qemu64}
 for ((attempt = 1; ; attempt++)); do
-  rm -f "$share/status" "$share/booted"
+  rm -f "$share/status" "$share/booted" "$share/power-cut"
   set +e
   timeout --foreground -k 10 "$timeout" qemu-system-x86_64 \
     -accel tcg -cpu "$cpu_model" -m "$memory" -smp "$cpus" \
@@ -93,6 +102,7 @@ for ((attempt = 1; ; attempt++)); do
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$project,mount_tag=project,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$share,mount_tag=share,security_model=none,multidevs=remap" \
+    "${disks[@]}" \
     < "$stdin"
   qemu_status=$?
   set -e
@@ -102,6 +112,10 @@ done
 
 if [[ -s $share/status ]]; then
   exit "$(cat "$share/status")"
+fi
+if [[ -e $share/power-cut && $qemu_status == 0 ]]; then
+  echo "run.sh: the guest cut its power, as its command asked ($(cat "$share/power-cut"))" >&2
+  exit 0
 fi
 if [[ $qemu_status == 124 || $qemu_status == 137 ]]; then
   echo "run.sh: the guest did not finish within ${timeout}s and was stopped" >&2
