@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { invariantViolations } from './support/invariants';
 import { deviceSha, runCli } from './support/model';
-import { cellRole, cli, createLoopDevice, dmsetup, run, scratchDir } from './support/system';
+import { cellRole, cli, createLoopDevice, dmsetup, run, scratchDir, withUdev } from './support/system';
 
 const MiB = 1024 * 1024;
 let counter = 0;
@@ -156,7 +156,9 @@ describe('dmsnap rollback of a filesystem', () => {
     expect(invariantViolations()).toEqual([]);
   });
 
-  it('reads as the snapshot at once without --wait; a --wait killed with SIGKILL leaves the kernel merging; the next command finishes it', async () => {
+  const kernelCell = withUdev ? it.skip : it;
+
+  kernelCell('reads as the snapshot at once without --wait; a --wait killed with SIGKILL leaves the kernel merging; the next command finishes it', async () => {
     const disk = createLoopDevice(64 * MiB);
     const name = fresh();
     const origin = `/dev/mapper/${name}`;
@@ -195,15 +197,61 @@ describe('dmsnap rollback of a filesystem', () => {
     run('e2fsck', ['-fn', origin]);
     expect(invariantViolations()).toEqual([]);
   });
+  kernelCell('reports a merge stopped by a write error under the COW and leaves it as it is: nothing dropped, nothing new taken, recover keeps it', async () => {
+    const disk = createLoopDevice(32 * MiB);
+    const name = fresh();
+    const origin = `/dev/mapper/${name}`;
+    expect(cli(['prepare', disk, '--name', name]).status).toBe(0);
+    writeScattered(origin, 0, 256);
+    const backing = createLoopDevice(24 * MiB);
+    const cow = delayedDevice(backing, `${name}-flaky`);
+    expect(cli(['snapshot', name, '--cow', cow, '--chunk-size', '32k', '-q'])).toMatchObject({ status: 0, stderr: '' });
+    writeScattered(origin, 0, 256);
+    expect(cli(['rollback', name])).toMatchObject({ status: 0 });
+    // The COW starts failing every write: the merge's next metadata commit fails.
+    const size = run('blockdev', ['--getsz', backing]).trim();
+    run('dmsetup', ['load', `${name}-flaky`, '--table', `0 ${size} flakey ${backing} 0 0 1 1 error_writes`]);
+    run('dmsetup', ['suspend', '--noflush', `${name}-flaky`]);
+    run('dmsetup', ['resume', `${name}-flaky`]);
+    try {
+      await until(() => / snapshot-merge Merge failed$/.test(dmsetup('status', name).trim()), 60_000);
+      expect(dmsetup('status', name).trim()).toMatch(/ snapshot-merge Merge failed$/);
+      expect(status(name)).toEqual([`${name}-snap:merge-failed`]);
+      const tables = `${table(name)}|${table(`${name}-snap`)}`;
+      const waited = cli(['rollback', name, '--wait']);
+      expect(waited.status).toBe(1);
+      expect(waited.stderr).toMatch(/stopped on an error .* fix the device error/);
+      expect(cli(['drop', name])).toMatchObject({ status: 4 });
+      expect(cli(['snapshot', name, '--cow', createLoopDevice(8 * MiB)])).toMatchObject({ status: 4 });
+      const recovered = JSON.parse(cli(['recover', '--json']).stdout) as { actions: { device: string; action: string; reason: string }[] };
+      expect(recovered.actions.filter((a) => a.device.startsWith(name))).toEqual([
+        expect.objectContaining({ device: `${name}-snap`, action: 'kept' }),
+        expect.objectContaining({ device: name, action: 'kept', reason: expect.stringMatching(/stopped on an error/) }),
+      ]);
+      expect(`${table(name)}|${table(`${name}-snap`)}`).toBe(tables);
+      expect(invariantViolations()).toEqual([]);
+    } finally {
+      // By hand, as an administrator would once the data is safe: the origin back on its
+      // linear table, the merged snapshot removed.
+      run('dmsetup', ['load', name, '--table', run('dmsetup', ['table', `${name}-real`]).trim()]);
+      run('dmsetup', ['resume', name]);
+      run('dmsetup', ['remove', `${name}-snap`]);
+    }
+  });
 });
 
 const STEPS = ['load-merge-table', 'suspend-snapshot', 'start-merge', 'resume-merged-snapshot', 'load-final-table', 'swap-final-table', 'remove-merged-snapshot'];
-// The secondary cells kill after the steps that leave distinct kernel states: a merge table
-// staged beside a suspended snapshot, a merge running, a final table staged.
-const KILLED = cellRole === 'primary' ? STEPS : ['suspend-snapshot', 'start-merge', 'load-final-table'];
+// The primary cell kills after every step (what recover and the guardian do is dmsnap's own
+// logic, the same on every kernel); the other kernel cells after the start of the merge,
+// the state only the kernel makes (a merge running without dmsnap). The cells with udev
+// run the rollback of a mounted-then-unmounted XFS only: what udev changes is its probing
+// of the origin and of the devices that come and go.
+const KILLED = cellRole === 'primary' ? STEPS : withUdev ? [] : ['start-merge'];
 
-describe('a rollback killed after each step', () => {
-  it.each(KILLED)('after %s: nothing stays suspended, recover keeps the state consistent, and the rollback ends with the snapshot content', async (step) => {
+const describeKills = KILLED.length > 0 ? describe : describe.skip;
+
+describeKills('a rollback killed after each step', () => {
+  it.each(KILLED.length > 0 ? KILLED : ['none'])('after %s: nothing stays suspended, recover keeps the state consistent, and the rollback ends with the snapshot content', async (step) => {
     const disk = createLoopDevice(16 * MiB);
     const name = fresh();
     const origin = `/dev/mapper/${name}`;
