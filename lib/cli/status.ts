@@ -7,6 +7,7 @@ import { type Command, ExitCode, jsonOption, one, openDm, writeLine } from './co
 import { type OriginFields, originFields, originJson, type SnapshotFields, snapshotFields, snapshotJson, writeJson } from './format';
 import { info, lifecycle } from './lifecycle-common';
 import { formatBytes } from './sizes';
+import { sectorsToBytes } from '../units';
 
 function usageBar(percent: number | null): string {
   if (percent === null) return '[' + '-'.repeat(20) + ']';
@@ -33,10 +34,18 @@ function snapshotLine(s: SnapshotStatus): string {
   return `  ${s.name}  ${s.state}  ${usage}  cow ${cow}  chunk ${s.chunkSectors}  ${s.persistent ? 'persistent' : 'transient'}${tracking}`;
 }
 
+/** The origin line's note on a rollback: what is left to merge back, or that it stopped. */
+function mergeNote(merge: OriginStatus['merge']): string {
+  if (!merge) return '';
+  if (merge.state === 'merge-failed') return `  merge of ${merge.cow} STOPPED on an error (see the kernel log)`;
+  return `  merging ${merge.cow} back${merge.leftSectors === null ? '' : `, ${formatBytes(sectorsToBytes(merge.leftSectors))} left`}`;
+}
+
 function statusJson(statuses: OriginStatus[]) {
   const origins = statuses.map((o) => ({
     ...originJson(o),
     suspended: o.suspended,
+    merge: o.merge,
     snapshots: o.snapshots.map((s) => ({
       ...snapshotJson(s),
       state: s.state,
@@ -54,14 +63,15 @@ export const statusCommand: Command = {
   summary: 'state and COW usage of origins and their snapshots (step 4)',
   usage: '[NAME] [--json]',
   help: `One line per origin and per snapshot. --json prints
-  {"origins": [{"name", "device", "backing", "sizeBytes", "suspended",
+  {"origins": [{"name", "device", "backing", "sizeBytes", "suspended", "merge",
     "snapshots": [{"name", "device", "cow", "cowFile", "chunkSectors", "persistent",
                    "trackingSince", "state", "allocatedSectors", "totalSectors",
                    "metadataSectors", "usedPercent"}]}]}
 with numbers as numbers; cowFile is the COW file dmsnap created (cow is then its loop
 device), or null; trackingSince is when a tracking snapshot (dmsnap image --track) was
 taken, ISO 8601, or null; state is active, invalid, overflow, merging, merge-failed or
-unknown.
+unknown. merge is null, or the rollback NAME runs: {"cow", "state": merging or
+merge-failed, "leftSectors"} (sectors still to copy back; null once stopped).
 
 Example:
   dmsnap status md2 --json`,
@@ -82,7 +92,7 @@ Example:
     for (const o of statuses) {
       writeLine(
         io.stdout,
-        `${o.name}  ${o.suspended ? 'SUSPENDED' : 'live'}  ${o.device}  backing ${o.backing ?? '?'}  ${formatBytes(o.sizeBytes)}  ${o.snapshots.length} snapshot(s)`,
+        `${o.name}  ${o.suspended ? 'SUSPENDED' : 'live'}  ${o.device}  backing ${o.backing ?? '?'}  ${formatBytes(o.sizeBytes)}  ${o.snapshots.length} snapshot(s)${mergeNote(o.merge)}`,
       );
       for (const s of o.snapshots) writeLine(io.stdout, snapshotLine(s));
     }

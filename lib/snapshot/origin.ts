@@ -70,6 +70,12 @@ export interface OriginStatus {
    * a tracking snapshot when it was taken (ISO 8601; null for others).
    */
   snapshots: (SnapshotStatusReport & { cow: string; cowFile: string | null; chunkSectors: Sectors; persistent: boolean; trackingSince: string | null })[];
+  /**
+   * The merge of a rollback NAME runs (null without one): the COW being merged back
+   * (MAJOR:MINOR), whether it runs or the kernel stopped it on an error, and the sectors of
+   * data still to copy (null once stopped).
+   */
+  merge: { cow: string; state: 'merging' | 'merge-failed'; leftSectors: Sectors | null } | null;
 }
 
 /** A device prepared by dmsnap: NAME (the wrapper the filesystem lives on) and NAME-real. */
@@ -150,7 +156,11 @@ export class Origin implements SnapshotOwner {
         trackingSince: snap.info.trackingSince?.toISOString() ?? null,
       });
     }
-    return { name: this.name, device: this.devicePath, backing: this.backing.path, sizeBytes: this.sizeBytes, suspended: info.suspended, snapshots };
+    const merge = await this.merge();
+    const mergeStatus = merge
+      ? { cow: merge.params.cow, state: merge.failed ? ('merge-failed' as const) : ('merging' as const), leftSectors: !merge.failed && merge.status.state === 'active' ? merge.status.dataSectors : null }
+      : null;
+    return { name: this.name, device: this.devicePath, backing: this.backing.path, sizeBytes: this.sizeBytes, suspended: info.suspended, snapshots, merge: mergeStatus };
   }
 
   /**

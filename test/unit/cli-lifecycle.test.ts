@@ -3,45 +3,29 @@
  * and release print, in which stream, and with which exit code. The same procedure on a
  * real kernel, with filesystems, mounts and signals, is test/vm/cli-lifecycle.test.ts.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
-import { runFakeCli } from '../support/fake-cli';
+import { fakeCliFixture } from '../support/fake-cli';
 
 const MiB = 1024 * 1024;
-let system: FakeSystem;
-let nodes: ReturnType<typeof fakeNodeDirectory>;
-const lockDir = mkdtempSync(join(tmpdir(), 'dmsnap-cli-locks-'));
-
-beforeEach(() => {
-  system = createFakeSystem();
-  nodes = fakeNodeDirectory(system);
-});
-afterEach(() => nodes.remove());
-afterAll(() => rmSync(lockDir, { recursive: true, force: true }));
-
-function cli(argv: string[]) {
-  return runFakeCli(system, argv, { devDir: nodes.devDir, udev: false, lockDir });
-}
+const fx = fakeCliFixture('dmsnap-cli-locks-');
+const cli = fx.cli;
 
 /** The live table of every device, as text: what the kernel holds. */
 function tables(): Record<string, string> {
-  return Object.fromEntries([...system.devices.values()].map((d) => [d.name, (d.live?.targets ?? []).map((t) => `${t.type} ${t.params}`).join('\n')]));
+  return Object.fromEntries([...fx.system.devices.values()].map((d) => [d.name, (d.live?.targets ?? []).map((t) => `${t.type} ${t.params}`).join('\n')]));
 }
 
 describe('prepare, snapshot, status, ls, drop, release (fake kernel)', () => {
   it('runs the procedure with data on stdout only', async () => {
-    const disk = system.addLoopDevice(32 * MiB);
-    const cow = system.addLoopDevice(8 * MiB);
-    const node = `${nodes.devDir}/md2`;
+    const disk = fx.system.addLoopDevice(32 * MiB);
+    const cow = fx.system.addLoopDevice(8 * MiB);
+    const node = `${fx.devDir}/md2`;
     expect(await cli(['prepare', disk, '--name', 'md2'])).toEqual({ status: 0, stdout: `${node}\n`, stderr: '' });
     expect(await cli(['prepare', disk, '--name', 'md2'])).toEqual({ status: 0, stdout: `${node}\n`, stderr: '' });
 
     const taken = await cli(['snapshot', 'md2', '--cow', cow, '--chunk-size', '16k']);
     expect(taken).toMatchObject({ status: 0, stdout: `${node}-snap\n`, stderr: expect.stringMatching(/^dmsnap: md2 was frozen for \d+\.\d ms\n$/) });
     expect(await cli(['snapshot', 'md2', '--cow', cow, '--snapshot-name', 'md2-c'])).toMatchObject({ status: 4, stdout: '', stderr: expect.stringMatching(/in use/) });
-    const cow2 = system.addLoopDevice(4 * MiB);
+    const cow2 = fx.system.addLoopDevice(4 * MiB);
     expect(await cli(['snapshot', 'md2', '--cow', cow2, '-q', '--snapshot-name', 'md2-b', '--transient', '--chunk-size', '8'])).toMatchObject({ status: 0, stderr: '' });
     expect(tables()['md2']).toMatch(/^snapshot-origin /);
 
@@ -68,12 +52,12 @@ describe('prepare, snapshot, status, ls, drop, release (fake kernel)', () => {
     expect((await cli(['drop', 'md2'])).status).toBe(0);
     expect(tables()['md2']).toBe(tables()['md2-real']);
     expect(await cli(['release', 'md2'])).toMatchObject({ status: 0, stdout: '' });
-    expect(system.devices.size).toBe(0);
+    expect(fx.system.devices.size).toBe(0);
   });
 
   it('uses exit 2 for usage errors and 1 for failures, and a usage error changes nothing', async () => {
-    const disk = system.addLoopDevice(16 * MiB);
-    const cow = system.addLoopDevice(4 * MiB);
+    const disk = fx.system.addLoopDevice(16 * MiB);
+    const cow = fx.system.addLoopDevice(4 * MiB);
     await cli(['prepare', disk, '--name', 'md3']);
     const before = tables();
     expect(await cli(['snapshot', 'md3'])).toMatchObject({ status: 2, stdout: '' });

@@ -14,7 +14,7 @@ import { cellRole, cli, createLoopDevice, dmsetup, run } from './support/system'
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
 const primary = cellRole === 'primary';
-const CYCLES = primary ? 20 : 10;
+const CYCLES = primary ? 20 : 5;
 // The secondary cells run the per-step kills through the feeding test (the same kills, with
 // the copy-on-write checked), and random kills here.
 const everyStep = primary ? it.each : it.skip.each;

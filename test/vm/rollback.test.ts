@@ -93,7 +93,11 @@ afterEach(() => {
 });
 
 describe('dmsnap rollback of a filesystem', () => {
-  it('rolls XFS back to its snapshot byte for byte while a second snapshot stays valid, then to that one (a COW file); refuses a mounted origin', () => {
+  // In the primary cell and the cells with udev (6.1 and 6.12); 5.10 and 6.12 without udev
+  // roll back ext4 below.
+  const xfsCell = cellRole === 'primary' || withUdev ? it : it.skip;
+
+  xfsCell('rolls XFS back to its snapshot byte for byte while a second snapshot stays valid, then to that one (a COW file); refuses a mounted origin', () => {
     const disk = createLoopDevice(320 * MiB);
     const name = fresh();
     const origin = `/dev/mapper/${name}`;
@@ -217,6 +221,7 @@ describe('dmsnap rollback of a filesystem', () => {
       await until(() => / snapshot-merge Merge failed$/.test(dmsetup('status', name).trim()), 60_000);
       expect(dmsetup('status', name).trim()).toMatch(/ snapshot-merge Merge failed$/);
       expect(status(name)).toEqual([`${name}-snap:merge-failed`]);
+      expect(JSON.parse(cli(['status', name, '--json']).stdout).origins[0].merge).toMatchObject({ state: 'merge-failed', leftSectors: null });
       const tables = `${table(name)}|${table(`${name}-snap`)}`;
       const waited = cli(['rollback', name, '--wait']);
       expect(waited.status).toBe(1);
