@@ -58,6 +58,7 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
           backing: disk,
           sizeBytes: 32 * MiB,
           suspended: false,
+          merge: null,
           snapshots: [expect.objectContaining({ name: `${name}-snap`, persistent: true, chunkSectors: 32, state: 'active' })],
         },
       ],
