@@ -104,6 +104,9 @@ describe('a loop number an earlier user left read-only', () => {
     const left = run('losetup', ['--find', '--show', sparseFile(MiB)]).trim();
     run('blockdev', ['--setro', left]);
     run('losetup', ['--detach', left]);
+    // With udev probing the device (the change BLKROSET raised), the kernel defers the
+    // detach to the last close; until then the number is not free.
+    await eventually(() => expect(loops.status(left)).rejects.toMatchObject({ code: 'ENXIO' }));
     const loop = await loops.attach(sparseFile(MiB), { tag: 'DMSNAP-ro-test' });
     try {
       expect(loop.device).toBe(left);
