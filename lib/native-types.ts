@@ -225,6 +225,8 @@ export interface NativeBlockDevice {
   read(offset: number, length: number, direct?: boolean): Promise<Buffer>;
   /** Writes lengthBytes zeros at its start, then fdatasync (opened writable only). */
   zeroStart(lengthBytes: number): Promise<void>;
+  /** Writes `data` (at most 1 MiB) at `offset`, then fdatasync (opened writable only). */
+  writeAt(offset: number, data: Buffer): Promise<void>;
   close(): void;
 }
 

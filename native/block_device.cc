@@ -93,6 +93,20 @@ void ZeroFdStart(int fd, const std::string& path, uint64_t length) {
   if (::fdatasync(fd) != 0) throw SysError(errno, "fdatasync", "", path);
 }
 
+void WriteFdAt(int fd, const std::string& path, uint64_t offset, const std::vector<char>& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError(errno, "pwrite", "", path);
+    }
+    if (n == 0) throw SysError(ENOSPC, "pwrite", "", path);
+    done += static_cast<size_t>(n);
+  }
+  if (::fdatasync(fd) != 0) throw SysError(errno, "fdatasync", "", path);
+}
+
 }  // namespace dmsnap
 
 namespace dmsnap {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dmsnap {
 
@@ -48,6 +49,9 @@ void CheckExclusive(const std::string& path);
 
 // Writes `length` zero bytes at the start of an open device, then fdatasync.
 void ZeroFdStart(int fd, const std::string& path, uint64_t length);
+
+// Writes `data` at `offset` of an open device, then fdatasync: durable when it returns.
+void WriteFdAt(int fd, const std::string& path, uint64_t offset, const std::vector<char>& data);
 
 }  // namespace dmsnap
 

@@ -29,6 +29,7 @@ class DeviceHandleWrap : public Napi::ObjectWrap<DeviceHandleWrap> {
                            InstanceMethod<&DeviceHandleWrap::Probe>("probeSignatures"),
                            InstanceMethod<&DeviceHandleWrap::Read>("read"),
                            InstanceMethod<&DeviceHandleWrap::ZeroStart>("zeroStart"),
+                           InstanceMethod<&DeviceHandleWrap::WriteAt>("writeAt"),
                            InstanceMethod<&DeviceHandleWrap::Close>("close"),
                        });
   }
@@ -95,6 +96,20 @@ class DeviceHandleWrap : public Napi::ObjectWrap<DeviceHandleWrap> {
     if (!handle->writable()) throw Napi::Error::New(info.Env(), "the block device " + path_ + " was opened read-only");
     return RunVoid(info.Env(), "dmsnap.blockDevice.zeroStart",
                    [=] { ZeroFdStart(handle->fd(), handle->path(), static_cast<uint64_t>(length)); });
+  }
+
+  Napi::Value WriteAt(const Napi::CallbackInfo& info) {
+    double offset = NumberArg(info, 0, "offset");
+    if (offset < 0 || offset > 9007199254740991.0) throw Napi::RangeError::New(info.Env(), "offset out of range");
+    if (info.Length() < 2 || !info[1].IsBuffer()) throw Napi::TypeError::New(info.Env(), "data must be a Buffer");
+    Napi::Buffer<char> buffer = info[1].As<Napi::Buffer<char>>();
+    if (buffer.Length() > 1024 * 1024) throw Napi::RangeError::New(info.Env(), "data must be at most 1 MiB");
+    HandlePtr handle = Get(info.Env());
+    if (!handle->writable()) throw Napi::Error::New(info.Env(), "the block device " + path_ + " was opened read-only");
+    // Copied before going async: the caller may reuse its buffer.
+    std::vector<char> data(buffer.Data(), buffer.Data() + buffer.Length());
+    return RunVoid(info.Env(), "dmsnap.blockDevice.writeAt",
+                   [=] { WriteFdAt(handle->fd(), handle->path(), static_cast<uint64_t>(offset), data); });
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

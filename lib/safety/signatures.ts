@@ -8,11 +8,18 @@
 import { DmsnapError } from '../errors';
 import { callNative, loadBinding, type NativeBinding, type NativeSignature } from '../native';
 import type { HeldBlockDevice } from '../system/held-device';
-import { isChunkSize } from '../targets/snapshot';
+import { MIN_DATA_OFFSET_SECTORS } from '../targets/cow-label';
+import { isChunkSize, MAX_CHUNK_SECTORS } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 
 /** The magic of a persistent dm-snapshot header, "SnAp" read as a little-endian u32. */
 const SNAPSHOT_MAGIC = 0x70416e53;
+
+/** Where a store under dmsnap's label begins at the least (targets/cow-label.ts). */
+const LABELLED_STORE_MIN = MIN_DATA_OFFSET_SECTORS * 512;
+
+/** Where a kernel store's header may be: byte 0 of a plain COW, or max(64 KiB, one chunk) under dmsnap's label. */
+const HEADER_OFFSETS = [0, ...Array.from({ length: 22 - 7 }, (_, i) => LABELLED_STORE_MIN * 2 ** i)].filter((at) => at <= MAX_CHUNK_SECTORS * 512);
 
 /** One signature found on a device. */
 export interface DeviceSignature {
@@ -101,11 +108,16 @@ interface CowReader {
  * origin's signatures. Read from the header's chunk size; 0 if the header is not sound.
  */
 async function oldSnapshotDataStart(reader: CowReader): Promise<number> {
-  const header = await reader.read(0, 16);
-  if (header.length < 16 || header.readUInt32LE(0) !== SNAPSHOT_MAGIC) return 0;
-  const chunkSectors = header.readUInt32LE(12);
-  const sound = isChunkSize(chunkSectors, 1);
-  return sound ? 2 * chunkSectors * 512 : 0;
+  for (const at of HEADER_OFFSETS) {
+    const header = await reader.read(at, 16).catch(() => Buffer.alloc(0));
+    if (header.length < 16 || header.readUInt32LE(0) !== SNAPSHOT_MAGIC) continue;
+    const chunkSectors = header.readUInt32LE(12);
+    if (!isChunkSize(chunkSectors, 1)) return 0;
+    // Under dmsnap's label the store starts at max(64 KiB, one chunk), and nowhere else.
+    if (at !== 0 && at !== Math.max(LABELLED_STORE_MIN, chunkSectors * 512)) continue;
+    return at + 2 * chunkSectors * 512;
+  }
+  return 0;
 }
 
 /**
@@ -144,7 +156,8 @@ export async function checkOpenCowIsBlank(device: HeldBlockDevice, force: boolea
 
 async function checkReader(reader: CowReader, force: boolean): Promise<DeviceSignature[]> {
   const signatures = await reader.signatures();
-  const isOldCow = signatures.some((s) => s.usage === SNAPSHOT_COW_USAGE);
+  // blkid finds a kernel store only at byte 0; one under dmsnap's label is looked for too.
+  const isOldCow = signatures.some((s) => s.usage === SNAPSHOT_COW_USAGE) || signatures.some((s) => s.offsetBytes >= LABELLED_STORE_MIN);
   const dataStart = isOldCow ? await oldSnapshotDataStart(reader) : 0;
   const blocking = signatures.filter((s) => s.usage !== SNAPSHOT_COW_USAGE && (dataStart === 0 || s.offsetBytes < dataStart));
   if (blocking.length > 0 && !force) throw new CowHasDataError(reader.path, blocking);

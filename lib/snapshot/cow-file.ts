@@ -29,7 +29,7 @@ import type { AttachedLoop } from '../system/loop';
 import { filesystemDevices } from '../system/fs-devices';
 import { deviceStack, devKey, loopBackingFilesystems } from '../system/stack';
 import type { System } from '../system/system';
-import { persistentCowSectors } from '../targets/snapshot';
+import { labelledCowSectors } from './cow-mapping';
 import { SECTOR_BYTES, sectorsToBytes, type Sectors } from '../units';
 import { check, checkInteger, checkPath } from '../validate';
 import type { PlannedOrigin } from './plan';
@@ -125,7 +125,7 @@ async function checkPlace(origin: PlannedOrigin, path: string, reserveBytes: num
 /** The file's size: as asked or the default, in whole chunks. */
 function fileSize(origin: PlannedOrigin & { sizeSectors: Sectors }, options: CowFileOptions, chunkSectors: Sectors): number {
   const chunkBytes = chunkSectors * SECTOR_BYTES;
-  const wanted = options.sizeBytes ?? sectorsToBytes(persistentCowSectors(origin.sizeSectors, chunkSectors));
+  const wanted = options.sizeBytes ?? sectorsToBytes(labelledCowSectors(origin.sizeSectors, chunkSectors));
   return Math.ceil(wanted / chunkBytes) * chunkBytes;
 }
 

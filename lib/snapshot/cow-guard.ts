@@ -13,7 +13,8 @@ import { entryAt, fileIdentity, hostFilesystem, resizeOwnFile } from '../system/
 import { CowRecords, type CowFileRecord } from '../system/cow-records';
 import type { LockOptions } from '../system/lock';
 import { System } from '../system/system';
-import { persistentCowSectors } from '../targets/snapshot';
+import { growCowMapping, labelledCowSectors } from './cow-mapping';
+import { currentGroup } from './invariants';
 import type { Sectors } from '../units';
 import { check } from '../validate';
 import { cowLoopTag } from './cow-file';
@@ -96,11 +97,14 @@ export async function extendCowFile(snap: Snapshot, record: CowFileRecord, stepP
     if (!loop || loop.tag !== cowLoopTag(record.originId, record.snapId) || fileIdentity(loop.backing) !== record.identity) return undefined;
     const [line] = await snap.dmClient.table(snap.name);
     const chunkBytes = snap.info.chunkSectors * 512;
-    const full = persistentCowSectors((line?.length ?? 0) as Sectors, snap.info.chunkSectors) * 512;
+    const full = labelledCowSectors((line?.length ?? 0) as Sectors, snap.info.chunkSectors) * 512;
     const current = entryAt(record.path)?.sizeBytes ?? 0;
     const wanted = Math.min(full, Math.ceil((current * (1 + stepPercent / 100)) / chunkBytes) * chunkBytes);
     if (wanted <= current || !resizeOwnFile(record.path, record.identity!, wanted)) return undefined;
     await system.loop.grow(device);
+    // A persistent snapshot sees the loop device through its COW mapping: that grows too.
+    const mapping = (await currentGroup(snap.dmClient, record.originId)).cows.find((c) => c.tag.snapId === record.snapId);
+    if (mapping) await growCowMapping(snap.dmClient, mapping, await system.blockDevice(device));
     const records = CowRecords.of(options);
     records.put({ ...record, sizeBytes: wanted });
     return wanted;

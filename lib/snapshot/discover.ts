@@ -24,6 +24,8 @@ export interface OriginGroup {
   real?: TaggedDevice;
   /** The snapshot devices, by name. */
   snaps: TaggedDevice[];
+  /** The COW mappings of persistent snapshots (NAME-SNAP-cow, tag role 'cow'). */
+  cows: TaggedDevice[];
 }
 
 /** Every dmsnap device, grouped by origin. Devices without dmsnap's tag are left out. */
@@ -32,10 +34,11 @@ export async function scanGroups(dm: DeviceMapper): Promise<Map<string, OriginGr
   for (const device of await dm.list()) {
     const tag = parseTag(device.uuid);
     if (!tag) continue;
-    const group = groups.get(tag.originId) ?? { originId: tag.originId, snaps: [] };
+    const group = groups.get(tag.originId) ?? { originId: tag.originId, snaps: [], cows: [] };
     const tagged: TaggedDevice = { ...device, tag };
     if (tag.role === 'origin') group.origin = tagged;
     else if (tag.role === 'real') group.real = tagged;
+    else if (tag.role === 'cow') group.cows.push(tagged);
     else group.snaps.push(tagged);
     groups.set(tag.originId, group);
   }

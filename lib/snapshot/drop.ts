@@ -14,6 +14,7 @@ import { CowRecords } from '../system/cow-records';
 import { detachCowLoop, discardCowFile } from './cow-file';
 import { stepRunner, type Step } from './steps';
 import { mergeState, usesCow } from './merge';
+import { removeUnusedCowMappings } from './cow-mapping';
 
 /**
  * Drops `snap` of `origin` under the origin's lock; restores the linear table when it was
@@ -43,6 +44,7 @@ export async function dropSnapshot(origin: Origin, snap: Snapshot, options: Drop
     if (target) {
       await removeSnapshotDevice(origin, snap.name);
       await after('remove-snapshot');
+      await removeUnusedCowMappings(dm, group, [target.tag.snapId!]);
       await releaseCowFile(system, origin.lockOptions, origin.originId, target.tag.snapId!, options.keepCowFile === true);
     }
     const [wrapperLine] = await dm.table(origin.name);

@@ -6,7 +6,8 @@
  *   - NAME runs `snapshot-origin NAME-real` if and only if it has snapshots, and otherwise
  *     the linear table of NAME-real — or, during a rollback, `snapshot-merge NAME-real COW`;
  *   - every snapshot reads NAME-real, and its COW is used by no other table (but the
- *     snapshot being merged, whose COW the origin's snapshot-merge uses too).
+ *     snapshot being merged, whose COW the origin's snapshot-merge uses too);
+ *   - every COW mapping (NAME-SNAP-cow) belongs to a snapshot that exists, or to the merge.
  *
  * A state that breaks one is what an interrupted call leaves (or a hand-made change): the
  * lifecycle refuses to act on it, `status` shows it, and `recover` repairs it.
@@ -29,14 +30,15 @@ export type ViolationKind =
   | 'origin-table'
   | 'snapshot-table'
   | 'snapshot-wrong-origin'
-  | 'cow-shared';
+  | 'cow-shared'
+  | 'cow-mapping-orphaned';
 
 /** One broken invariant. */
 /**
  * Snapshot-origin with no snapshot left (a drop interrupted after its remove) is harmless to
  * build on: a new snapshot is fed by it, and the next drop restores the linear table.
  */
-export const BENIGN_FOR_LIFECYCLE: ReadonlySet<ViolationKind> = new Set(['origin-without-snapshots']);
+export const BENIGN_FOR_LIFECYCLE: ReadonlySet<ViolationKind> = new Set(['origin-without-snapshots', 'cow-mapping-orphaned']);
 
 export interface Violation {
   /** The device that breaks it. */
@@ -95,6 +97,10 @@ export async function groupViolations(dm: DeviceMapper, group: OriginGroup): Pro
   } else if (liveSnaps.length === 0 && !sameLine(origin.line, real.line)) {
     add(origin.info.name, 'origin-table', `${origin.info.name} runs ${describe(origin.line)}, not the linear table of ${real.info.name}`);
   }
+  for (const mapping of group.cows) {
+    const used = group.snaps.some((s) => s.tag.snapId === mapping.tag.snapId) || merge?.cow === `${mapping.major}:${mapping.minor}`;
+    if (!used) add(mapping.name, 'cow-mapping-orphaned', `the COW mapping ${mapping.name} has no snapshot`);
+  }
   for (const snap of liveSnaps) {
     const { name } = snap.info;
     if (snap.line?.type !== 'snapshot' && snap.line?.type !== 'snapshot-merge') {
@@ -121,7 +127,7 @@ function sameLine(a: TargetLine | undefined, b: TargetLine | undefined): boolean
 
 /** The group of the origin whose tags carry `originId`, read from the kernel now. */
 export async function currentGroup(dm: DeviceMapper, originId: string): Promise<OriginGroup> {
-  return (await scanGroups(dm)).get(originId) ?? { originId, snaps: [] };
+  return (await scanGroups(dm)).get(originId) ?? { originId, snaps: [], cows: [] };
 }
 
 /**

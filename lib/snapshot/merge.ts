@@ -15,6 +15,7 @@ import { parseSnapshotParams, parseSnapshotStatus, type SnapshotParams, type Sna
 import { snapshotOrigin } from '../targets/snapshot-origin';
 import { sectors, type Sectors } from '../units';
 import { releaseCowFile } from './drop';
+import { removeUnusedCowMappings } from './cow-mapping';
 import { currentGroup } from './invariants';
 import type { TaggedDevice } from './discover';
 import type { Step } from './steps';
@@ -80,7 +81,8 @@ export async function finishMerge(owner: MergeOwner, state: MergeState, after: (
   const { dm } = owner;
   const merged: TaggedDevice[] = [];
   const others: TaggedDevice[] = [];
-  for (const snap of (await currentGroup(dm, owner.originId)).snaps) {
+  const group = await currentGroup(dm, owner.originId);
+  for (const snap of group.snaps) {
     (await usesCow(dm, snap.name, state.params.cow) ? merged : others).push(snap);
   }
   const table = others.length > 0 ? [snapshotOrigin({ length: sectors(state.lengthSectors), origin: state.params.origin })] : await dm.table(owner.realName);
@@ -97,10 +99,11 @@ export async function finishMerge(owner: MergeOwner, state: MergeState, after: (
   }
   await after('swap-final-table');
   const system = System.of(dm);
-  for (const snap of merged) {
-    await dm.remove(snap.name, { retry: true });
-    await releaseCowFile(system, owner.lockOptions, owner.originId, snap.tag.snapId!, false);
-  }
+  // The merged COW's mapping goes with its snapshot (or alone, when the snapshot went first).
+  const mergedIds = [...merged.map((s) => s.tag.snapId!), ...group.cows.filter((c) => `${c.major}:${c.minor}` === state.params.cow).map((c) => c.tag.snapId!)];
+  for (const snap of merged) await dm.remove(snap.name, { retry: true });
+  await removeUnusedCowMappings(dm, group, mergedIds);
+  for (const snapId of new Set(mergedIds)) await releaseCowFile(system, owner.lockOptions, owner.originId, snapId, false);
   await after('remove-merged-snapshot');
   return merged.map((s) => s.name);
 }

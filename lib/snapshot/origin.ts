@@ -18,13 +18,15 @@ import type { LifecycleOptions } from './context';
 import { scanGroups } from './discover';
 import { dropSnapshot } from './drop';
 import { planSnapshot, type SnapshotPlan } from './plan';
-import { cowLabel, Snapshot, type DropOptions, snapshotInfoFromTable, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
+import { cowLabel, Snapshot, type DropOptions, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
+import { snapshotInfoFromTable } from './snapshot-info';
 import { stepRunner, type StepHook } from './steps';
 import { takeSnapshot, type SnapshotSpec } from './take';
 import { formatTag, newSnapId } from './tags';
 import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, type CowFileLease, type CowFileOptions } from './cow-file';
 import { CowRecords } from '../system/cow-records';
 import { mergeState, type MergeState } from './merge';
+import { mappedCow } from './cow-mapping';
 import { finishMergeLocked, rollBackTo, waitForMerge, type RollbackOptions } from './rollback';
 
 /** Options of Origin.snapshot and withSnapshot. */
@@ -121,7 +123,15 @@ export class Origin implements SnapshotOwner {
     for (const device of group?.snaps ?? []) {
       const line = await firstTableLine(this.dm, device.name);
       if (!line || (line.type !== 'snapshot' && line.type !== 'snapshot-merge')) continue;
-      const ids = { snapId: device.tag.snapId!, cowFile: recordedCowFile(this.options, this.originId, device.tag.snapId!), trackingSince: device.tag.trackingSince === undefined ? null : new Date(device.tag.trackingSince * 1000) };
+      // A persistent snapshot's table names its COW mapping; the user's COW is under it.
+      const mapping = group!.cows.find((c) => c.tag.snapId === device.tag.snapId);
+      const cowDevice = mapping ? await mappedCow(this.dm, mapping.name) : undefined;
+      const ids = {
+        snapId: device.tag.snapId!,
+        cowFile: recordedCowFile(this.options, this.originId, device.tag.snapId!),
+        trackingSince: device.tag.trackingSince === undefined ? null : new Date(device.tag.trackingSince * 1000),
+        ...(cowDevice ? { cowDevice } : {}),
+      };
       result.push(new Snapshot(this.dm, this, snapshotInfoFromTable(device.name, this.name, line.type, line.params, ids)));
     }
     return result.sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -193,7 +203,7 @@ export class Origin implements SnapshotOwner {
         lease = await provideCowFile(system, this, request, cowFile, after);
       }
       const cow = lease?.device ?? options.cow!;
-      plan = await planSnapshot(this, { cow, name: spec.name, chunkSectors: spec.chunkSectors, forceWipe: options.forceWipe === true }, guardian.spawned);
+      plan = await planSnapshot(this, { cow, name: spec.name, chunkSectors: spec.chunkSectors, forceWipe: options.forceWipe === true, persistent: spec.persistent }, guardian.spawned);
       await after('validate');
       const snap = await takeSnapshot(this, plan, spec, after, guardian.ready);
       taken = true;

@@ -10,7 +10,8 @@ import type { HeldBlockDevice } from '../system/held-device';
 import type { BlockDeviceInfo } from '../system/block-device';
 import { deviceStack, devKey, loopBackingFilesystems, type DevNumber } from '../system/stack';
 import { System } from '../system/system';
-import { SECTOR_BYTES } from '../units';
+import { dataOffsetSectors } from '../targets/cow-label';
+import { SECTOR_BYTES, sectors } from '../units';
 import { checkOpenCow, explainOpenFailure, openCow, readOnlyCow } from './cow-device';
 import { assertConsistent, BENIGN_FOR_LIFECYCLE, currentGroup } from './invariants';
 
@@ -32,6 +33,8 @@ export interface SnapshotRequest {
   name: string;
   chunkSectors: number;
   forceWipe: boolean;
+  /** A persistent snapshot: the COW also holds dmsnap's label before the exception store. */
+  persistent: boolean;
 }
 
 /** A checked snapshot, ready to be taken. */
@@ -73,7 +76,7 @@ export async function planSnapshot(origin: PlannedOrigin, request: SnapshotReque
     if (info.readOnly) throw readOnlyCow(cow);
     const stack = deviceStack([wrapper, real, origin.backing]);
     if (own.has(devKey(info)) || stack.has(devKey(info))) throw cowInOrigin(origin, cow);
-    const chunkBytes = checkCowGeometry(info, request.chunkSectors);
+    const chunkBytes = checkCowGeometry(info, request.chunkSectors, request.persistent);
     // A loop device over a file on the origin's own filesystem: copy-on-write would write
     // through the filesystem being snapshotted (and, during the freeze, wait on it).
     if (loopBackingFilesystems(info).some((key) => stack.has(key))) {
@@ -121,12 +124,13 @@ async function checkOrigin(origin: PlannedOrigin, name: string): Promise<{ wrapp
   return { wrapper, real, firstSnapshot: wrapperLine?.type !== 'snapshot-origin' };
 }
 
-/** Large enough for header, metadata and data, and sector-aligned chunks; the chunk size in bytes. */
-function checkCowGeometry(info: BlockDeviceInfo, chunkSectors: number): number {
-  const minimum = chunkSectors * MIN_COW_CHUNKS;
+/** Large enough for label, header, metadata and data, and sector-aligned chunks; the chunk size in bytes. */
+function checkCowGeometry(info: BlockDeviceInfo, chunkSectors: number, persistent: boolean): number {
+  const label = persistent ? dataOffsetSectors(sectors(chunkSectors)) : 0;
+  const minimum = label + chunkSectors * MIN_COW_CHUNKS;
   if (info.sizeSectors < minimum) {
     throw new DmsnapError(
-      `the COW device ${info.path} has ${info.sizeSectors} sectors; with ${chunkSectors}-sector chunks it needs at least ${minimum} (header, metadata and data)`,
+      `the COW device ${info.path} has ${info.sizeSectors} sectors; with ${chunkSectors}-sector chunks it needs at least ${minimum} (${persistent ? "dmsnap's label, " : ''}header, metadata and data)`,
       'ERR_DMSNAP_COW_TOO_SMALL',
     );
   }

@@ -14,6 +14,7 @@ import { devKey, holdersOf } from '../system/stack';
 import { parseDevKey } from '../dev-number';
 import { CowRecords } from '../system/cow-records';
 import { detachCowLoop, discardCowFile } from './cow-file';
+import { removeUnusedCowMappings } from './cow-mapping';
 import { finishMerge, mergeState, usesCow, type MergeOwner, type MergeState } from './merge';
 import type { LockOptions } from '../system/lock';
 
@@ -60,7 +61,7 @@ export async function recover(options: RecoverOptions = {}): Promise<RecoveryAct
   const dm = await clientOf(options);
   const actions: RecoveryAction[] = [];
   for (const group of (await scanGroups(dm)).values()) {
-    const name = group.origin?.name ?? group.real?.name.replace(/-real$/, '') ?? group.snaps[0]?.name;
+    const name = group.origin?.name ?? group.real?.name.replace(/-real$/, '') ?? group.snaps[0]?.name ?? group.cows[0].name.replace(/-cow$/, '');
     let unlock: (() => void) | undefined;
     try {
       unlock = await System.of(dm).lock(name, { ...options, lockTimeoutMs: options.lockTimeoutMs ?? RECOVER_LOCK_TIMEOUT_MS });
@@ -150,6 +151,8 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
     note(snap.name, 'removed', problem);
   }
 
+  await removeOrphanMappings(dm, group.originId, merge, note);
+
   // 3. A merge that is done is finished; one that runs is left to run.
   if (wrapper && real && merge) {
     await finishOrKeepMerge({ dm, name: wrapper.name, realName: real.name, originId: group.originId, lockOptions }, merge, note);
@@ -172,6 +175,14 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
     await dm.remove(real.name, { retry: true });
     note(real.name, 'removed', 'NAME-real without its origin (an interrupted prepare or release)');
   }
+}
+
+/** 2b. COW mappings whose snapshot is gone (the merge's, in use by the origin, excepted): their labels cleared, the mappings removed. */
+async function removeOrphanMappings(dm: DeviceMapper, originId: string, merge: MergeState | undefined, note: Note): Promise<void> {
+  const now = (await scanGroups(dm)).get(originId);
+  if (!now) return;
+  const unused = { ...now, cows: now.cows.filter((c) => `${c.major}:${c.minor}` !== merge?.params.cow) };
+  for (const removed of await removeUnusedCowMappings(dm, unused)) note(removed, 'removed', 'the COW mapping of a snapshot that no longer exists (its label cleared)');
 }
 
 /**

@@ -10,11 +10,10 @@ import { ensureMountDir } from '../safety/paths';
 import { parseSnapshotParams, parseSnapshotStatus } from '../targets/snapshot';
 import { check, checkPath } from '../validate';
 import { detectFilesystem, mountPlan, type FilesystemType } from './filesystem';
-import { devicePathOf, type DevNumber } from '../system/stack';
+import type { DevNumber } from '../system/stack';
 import type { Bytes, Sectors } from '../units';
 import { changedExtents, type ChangedExtent } from './changes';
 import { System } from '../system/system';
-import { parseDevKey } from '../dev-number';
 import type { StepHook } from './steps';
 import type { RollbackOptions } from './rollback';
 
@@ -79,8 +78,13 @@ export interface SnapshotInfo {
   originName: string;
   /** The device it reads the origin's blocks from (NAME-real). */
   origin: DevNumber;
-  /** The COW device; path is null when sysfs does not name it. */
+  /**
+   * The device the snapshot's table names as its COW: for a persistent snapshot, its COW
+   * mapping (NAME-SNAP-cow, past dmsnap's label); path is null when sysfs does not name it.
+   */
   cow: DevNumber & { path: string | null };
+  /** The COW device the user named (or a COW file's loop device): `cow` itself for a transient snapshot. */
+  cowDevice: DevNumber & { path: string | null };
   /** Chunk size in 512-byte sectors. */
   chunkSectors: Sectors;
   /** A persistent exception store (P or PO), kept on the COW device; false for a transient one (N). */
@@ -98,9 +102,9 @@ export interface SnapshotInfo {
   trackingSince: Date | null;
 }
 
-/** How a snapshot's COW device is named to people: its path, or MAJOR:MINOR when sysfs does not name it. */
-export function cowLabel(info: Pick<SnapshotInfo, 'cow'>): string {
-  return info.cow.path ?? `${info.cow.major}:${info.cow.minor}`;
+/** How a snapshot's COW device is named to people: the device they named, by path, or MAJOR:MINOR when sysfs does not name it. */
+export function cowLabel(info: Pick<SnapshotInfo, 'cowDevice'>): string {
+  return info.cowDevice.path ?? `${info.cowDevice.major}:${info.cowDevice.minor}`;
 }
 
 /** Options of Snapshot.drop. */
@@ -340,20 +344,4 @@ export class Snapshot implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.drop();
   }
-}
-
-/** Reads a snapshot device's table into a SnapshotInfo. */
-export function snapshotInfoFromTable(
-  name: string,
-  originName: string,
-  type: string,
-  params: string,
-  ids: Pick<SnapshotInfo, 'snapId' | 'cowFile' | 'trackingSince'>,
-): SnapshotInfo {
-  const parsed = parseSnapshotParams(params);
-  // The kernel names both devices by number.
-  const cowNumber = parseDevKey(parsed.cow) ?? { major: 0, minor: 0 };
-  const cow = { ...cowNumber, path: devicePathOf(cowNumber) ?? null };
-  const origin = parseDevKey(parsed.origin) ?? { major: 0, minor: 0 };
-  return { name, originName, origin, cow, chunkSectors: parsed.chunkSectors, persistent: parsed.persistent, targetType: type, ...ids };
 }

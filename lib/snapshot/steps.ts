@@ -6,13 +6,16 @@ import { devOverride } from '../dev-overrides';
 
 /**
  * The steps of Origin.snapshot, in order; the freeze runs from suspend-origin to
- * resume-origin. create-cow-file and attach-cow-file only with a COW file.
+ * resume-origin. create-cow-file and attach-cow-file only with a COW file; write-label and
+ * create-cow-device only for a persistent snapshot (see cow-mapping.ts).
  */
 export type SnapshotStep =
   | 'create-cow-file'
   | 'attach-cow-file'
   | 'validate'
   | 'zero-cow'
+  | 'write-label'
+  | 'create-cow-device'
   | 'create-snapshot-device'
   | 'load-snapshot-table'
   | 'load-origin-table'

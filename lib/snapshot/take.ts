@@ -6,11 +6,13 @@
  */
 import { DmsnapError } from '../errors';
 import { devKey, holdersOf, type DevNumber } from '../system/stack';
-import type { BlockDeviceInfo } from '../system/block-device';
 import { snapshot as snapshotTarget } from '../targets/snapshot';
 import { snapshotOrigin } from '../targets/snapshot-origin';
 import { sectors, type Sectors } from '../units';
 import { HIDDEN_LAYER } from './context';
+import { clearCowLabel, cowStartBytes, createCowMapping, removeCowMapping, writeFirstLabel } from './cow-mapping';
+import { currentGroup } from './invariants';
+import { System } from '../system/system';
 import type { Origin } from './origin';
 import type { SnapshotPlan } from './plan';
 import { Snapshot } from './snapshot';
@@ -37,15 +39,18 @@ interface Progress {
   created: boolean;
   /** snapshot-origin waits in the origin's inactive slot. */
   preloaded: boolean;
+  /** The COW mapping exists (a persistent snapshot), with the label under it. */
+  cowMapped: boolean;
 }
 
 type After = (step: Step) => Promise<void>;
 
 /** Takes the snapshot `plan` was checked for; `guardianReady` must resolve before the freeze. */
 export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, after: After, guardianReady: Promise<void>): Promise<Snapshot> {
-  const progress: Progress = { step: 'validate', created: false, preloaded: false };
+  const progress: Progress = { step: 'validate', created: false, preloaded: false, cowMapped: false };
   try {
-    await stageTables(origin, plan, spec, after, progress);
+    const cowInTable = await prepareCow(origin, plan, spec, after, progress);
+    await stageTables(origin, plan, spec, cowInTable, after, progress);
     // If this process dies while the origin is suspended, the guardian resumes it.
     await guardianReady;
     const freezeMs = await freeze(origin, spec.name, after, progress);
@@ -53,7 +58,8 @@ export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: Sna
       name: spec.name,
       originName: origin.name,
       origin: { major: plan.real.major, minor: plan.real.minor },
-      cow: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path },
+      cow: cowInTable,
+      cowDevice: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path },
       chunkSectors: spec.chunkSectors,
       persistent: spec.persistent,
       targetType: 'snapshot',
@@ -63,7 +69,7 @@ export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: Sna
     };
     return new Snapshot(origin.dm, origin, info, freezeMs);
   } catch (error) {
-    await rollBack(origin, spec.name, progress);
+    await rollBack(origin, spec, progress);
     const reason = error instanceof Error ? error.message : String(error);
     const code = error instanceof DmsnapError ? error.code : 'ERR_DMSNAP_SNAPSHOT_FAILED';
     throw new DmsnapError(
@@ -75,18 +81,43 @@ export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: Sna
   }
 }
 
+/**
+ * The COW made ready: its start zeroed (a stale header would revive an old or invalid
+ * snapshot); for a persistent snapshot, the label written and synced, and the mapping
+ * past it created. Returns the device the snapshot's table names.
+ */
+async function prepareCow(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, after: After, progress: Progress): Promise<DevNumber & { path: string | null }> {
+  progress.step = 'zero-cow';
+  await plan.device.zeroStart(spec.persistent ? cowStartBytes(spec.chunkSectors) : plan.chunkBytes);
+  await after(progress.step);
+  if (spec.persistent) {
+    progress.step = 'write-label';
+    const subject = {
+      origin: { id: origin.originId, name: origin.name, sizeSectors: origin.sizeSectors },
+      snapshot: { id: spec.snapId, name: spec.name, chunkSectors: spec.chunkSectors, trackingSince: spec.trackingSince },
+    };
+    await writeFirstLabel(plan.device, subject, spec.trackingSince === null ? 'active' : 'tracking');
+    await after(progress.step);
+  }
+  // Released before the table load: the kernel's own claim on the COW is exclusive too.
+  plan.device.close();
+  if (!spec.persistent) return { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path };
+  progress.step = 'create-cow-device';
+  progress.cowMapped = true;
+  const mapping = await createCowMapping(origin.dm, origin.originId, spec.snapId, spec.name, plan.cow, spec.chunkSectors).catch(async (error: unknown) => {
+    // No mapping, no snapshot: the label must not stay behind.
+    await clearCowLabel(System.of(origin.dm), plan.cow).catch(() => undefined);
+    throw error;
+  });
+  await after(progress.step);
+  return { major: mapping.major, minor: mapping.minor, path: origin.dm.devicePath(mapping.name) };
+}
+
 /** Everything before the freeze: nothing of it changes what the origin reads or writes. */
-async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, after: After, progress: Progress): Promise<void> {
+async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, cow: DevNumber, after: After, progress: Progress): Promise<void> {
   const { dm } = origin;
   const size = sectors(origin.sizeSectors);
   const realKey = devKey(plan.real);
-  progress.step = 'zero-cow';
-  // A stale header would revive an old (or invalid) snapshot: zero the first chunk.
-  await plan.device.zeroStart(plan.chunkBytes);
-  // Released before the table load: the snapshot's own claim on the COW is exclusive too.
-  plan.device.close();
-  await after(progress.step);
-
   progress.step = 'create-snapshot-device';
   await dm.create(spec.name, { uuid: formatTag({ originId: origin.originId, role: 'snap', snapId: spec.snapId, ...(spec.trackingSince === null ? {} : { trackingSince: spec.trackingSince }) }) });
   progress.created = true;
@@ -95,13 +126,15 @@ async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpe
   // Both tables go into inactive slots at once; neither changes anything yet.
   progress.step = 'load-snapshot-table';
   const snapshotTable = [
-    snapshotTarget({ length: size, origin: realKey, cow: devKey(plan.cow), persistent: spec.persistent, chunkSectors: spec.chunkSectors }),
+    snapshotTarget({ length: size, origin: realKey, cow: devKey(cow), persistent: spec.persistent, chunkSectors: spec.chunkSectors }),
   ];
   const originLoad = plan.firstSnapshot ? dm.load(origin.name, [snapshotOrigin({ length: size, origin: realKey })]) : undefined;
   originLoad?.catch(() => undefined);
   try {
     const loaded = await dm.load(spec.name, snapshotTable);
-    assertSoleUser(plan.cow, loaded);
+    assertSoleUser(cow, plan.cow.path, loaded);
+    // Under a mapping, the COW itself must be held by that mapping alone.
+    if (devKey(cow) !== devKey(plan.cow)) assertSoleUser(plan.cow, plan.cow.path, cow);
   } finally {
     // Whatever happened to the snapshot table, know the state of the origin's slot.
     if (originLoad) progress.preloaded = await originLoad.then(() => true, () => false);
@@ -147,13 +180,18 @@ async function freeze(origin: Origin, name: string, after: After, progress: Prog
   return freezeMs;
 }
 
-/** Undoes a failed snapshot: inactive table cleared, origin live, snapshot device gone. */
-async function rollBack(origin: Origin, name: string, progress: Progress): Promise<void> {
+/** Undoes a failed snapshot: inactive table cleared, origin live, snapshot device and COW mapping gone. */
+async function rollBack(origin: Origin, spec: SnapshotSpec, progress: Progress): Promise<void> {
   const { dm } = origin;
+  const { name } = spec;
   if (progress.preloaded) await dm.clear(origin.name).catch(() => undefined);
   const wrapper = await dm.find(origin.name);
   if (wrapper?.suspended) await dm.resume(origin.name).catch(() => undefined);
   if (progress.created) await dm.remove(name, { retry: true }).catch(() => undefined);
+  if (progress.cowMapped) {
+    const mapping = (await currentGroup(dm, origin.originId).catch(() => undefined))?.cows.find((c) => c.tag.snapId === spec.snapId);
+    if (mapping) await removeCowMapping(dm, mapping).catch(() => undefined);
+  }
   // A swap that went through but failed afterwards leaves snapshot-origin with no
   // snapshot: put the linear table back.
   const [line] = await dm.table(origin.name).catch(() => []);
@@ -168,11 +206,11 @@ async function rollBack(origin: Origin, name: string, progress: Progress): Promi
  * COW at the same moment: device-mapper tables share one claim on the devices they use. Once
  * the table is loaded, the COW's holders are the proof: this snapshot must be the only one.
  */
-function assertSoleUser(cow: BlockDeviceInfo, snapshotDevice: DevNumber): void {
+function assertSoleUser(cow: DevNumber, cowPath: string, snapshotDevice: DevNumber): void {
   const others = holdersOf(cow).filter((key) => key !== devKey(snapshotDevice));
   if (others.length > 0) {
     throw new DmsnapError(
-      `the COW device ${cow.path} is also used by device ${others.join(', ')} (another snapshot made at the same time?); name an unused device`,
+      `the COW device ${cowPath} is also used by device ${others.join(', ')} (another snapshot made at the same time?); name an unused device`,
       'EBUSY',
     );
   }

@@ -56,6 +56,11 @@ export class HeldBlockDevice {
     return callNative(() => this.device.zeroStart(length));
   }
 
+  /** Writes `data` at `offset` and syncs it (opened writable only): durable once it resolves. */
+  writeAt(offset: number, data: Buffer): Promise<void> {
+    return callNative(() => this.device.writeAt(offset, data));
+  }
+
   /** Releases it (and its O_EXCL claim) at once; again is a no-op. */
   close(): void {
     this.device.close();

@@ -63,8 +63,9 @@ export function invariantsSuite(ctx: InvariantsContext): void {
       });
       await expect(snap.drop()).rejects.toMatchObject({ code: 'ERR_DMSNAP_INCONSISTENT' });
       const actions = (await recover({ dm, lockDir: env.lockDir })).filter((a) => a.device.startsWith(origin.name));
-      expect(actions.map((a) => `${a.action} ${a.device}`)).toEqual([`removed ${snap.name}`]);
+      expect(actions.map((a) => `${a.action} ${a.device}`)).toEqual([`removed ${snap.name}`, `removed ${snap.name}-cow`]);
       expect(await dm.find(snap.name)).toBeUndefined();
+      expect(await dm.find(`${snap.name}-cow`)).toBeUndefined();
       expect(await dm.table(origin.name)).toEqual(await dm.table(origin.realName));
     });
 

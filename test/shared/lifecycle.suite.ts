@@ -7,6 +7,8 @@ import { invariantsSuite } from './invariants.suite';
 import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, probeSignatures, recover, withSnapshot, type Origin, type Step } from '../../lib';
 import type { NativeBinding } from '../../lib/native';
 import { removeTestDevices } from './cleanup';
+import { System } from '../../lib/system/system';
+import { LABEL_AREA_BYTES, readLabel } from '../../lib/targets/cow-label';
 
 /** A second path to a block device, that can be pointed at another one. */
 export interface DeviceAlias {
@@ -152,18 +154,23 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       const real = await dm.info(origin.realName);
       const cowNumber = await dm.nativeBinding.statBlockDevice(cow);
       expect(await dm.table(origin.name)).toEqual([{ start: 0, length: 32768, type: 'snapshot-origin', params: `${real.major}:${real.minor}` }]);
+      // The kernel gets the COW past dmsnap's label (64 KiB): through NAME-SNAP-cow.
+      const mapping = await dm.info(`${snap.name}-cow`);
+      expect(mapping.uuid).toBe(`DMSNAP-${origin.originId}-cow-${snap.info.snapId}`);
+      expect(await dm.table(mapping.name)).toEqual([{ start: 0, length: 8192 - 128, type: 'linear', params: `${cowNumber.major}:${cowNumber.minor} 128` }]);
       expect(await dm.table(snap.name)).toEqual([
-        { start: 0, length: 32768, type: 'snapshot', params: `${real.major}:${real.minor} ${cowNumber.major}:${cowNumber.minor} P 32` },
+        { start: 0, length: 32768, type: 'snapshot', params: `${real.major}:${real.minor} ${mapping.major}:${mapping.minor} P 32` },
       ]);
+      expect(snap.info.cowDevice).toMatchObject({ major: cowNumber.major, minor: cowNumber.minor });
       expect((await dm.info(origin.name)).suspended).toBe(false);
       const status = await snap.status();
-      expect(status).toMatchObject({ name: snap.name, device: dm.devicePath(snap.name), state: 'active', totalSectors: 8192 });
+      expect(status).toMatchObject({ name: snap.name, device: dm.devicePath(snap.name), state: 'active', totalSectors: 8192 - 128 });
       expect(status.metadataSectors).toBeGreaterThan(0);
 
       await env.writeThrough(origin.devicePath, 1 * MiB);
       const after = await snap.status();
       expect(after.allocatedSectors!).toBeGreaterThanOrEqual(status.allocatedSectors! + 2048);
-      expect(after.usedPercent).toBeCloseTo((after.allocatedSectors! / 8192) * 100, 6);
+      expect(after.usedPercent).toBeCloseTo((after.allocatedSectors! / (8192 - 128)) * 100, 6);
       const originStatus = await origin.status();
       expect(originStatus.snapshots).toHaveLength(1);
       expect(originStatus.snapshots[0]).toMatchObject({ name: snap.name, state: 'active', chunkSectors: 32, persistent: true });
@@ -172,6 +179,46 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       expect(await dm.find(snap.name)).toBeUndefined();
       expect(await dm.table(origin.name)).toEqual(linearTable);
       expect((await dm.info(origin.name)).suspended).toBe(false);
+    });
+
+    it("writes dmsnap's label on a persistent COW before the snapshot exists, and clears it with the drop", async () => {
+      const origin = await prepared();
+      const cow = await env.makeBlockDevice(4 * MiB);
+      const labelOf = async () => {
+        const device = await System.of(dm).openBlockDevice(cow, { exclusive: false, writable: false });
+        try {
+          return readLabel(await device.read(0, LABEL_AREA_BYTES, { direct: true }))?.label;
+        } finally {
+          device.close();
+        }
+      };
+      const seen: (string | undefined)[] = [];
+      const snap = await origin.snapshot({
+        cow,
+        chunkSectors: 16,
+        onStep: async (step) => {
+          if (step === 'write-label' || step === 'create-cow-device') seen.push((await labelOf())?.state);
+        },
+      });
+      expect(seen).toEqual(['active', 'active']);
+      expect(await labelOf()).toMatchObject({
+        seq: 0,
+        dataOffsetSectors: 128,
+        origin: { id: origin.originId, name: origin.name, sizeSectors: origin.sizeSectors },
+        snapshot: { id: snap.info.snapId, name: snap.name, chunkSectors: 16, trackingSince: null },
+        state: 'active',
+      });
+      await snap.drop();
+      expect(await labelOf()).toBeUndefined();
+      expect(await dm.find(`${snap.name}-cow`)).toBeUndefined();
+      // A transient snapshot has neither label nor mapping: it cannot outlive the kernel.
+      const transient = await origin.snapshot({ cow, persistent: false });
+      expect(await labelOf()).toBeUndefined();
+      expect(await dm.find(`${transient.name}-cow`)).toBeUndefined();
+      const [line] = await dm.table(transient.name);
+      const cowNumber = await dm.nativeBinding.statBlockDevice(cow);
+      expect(line!.params.split(' ')[1]).toBe(`${cowNumber.major}:${cowNumber.minor}`);
+      await transient.drop();
     });
 
     it('holds no guardian process once snapshot and drop have returned', async () => {
@@ -275,7 +322,7 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
       await snap.drop();
       expect((await dm.table(origin.name))[0].type).toBe('linear');
       // The same COW serves the next snapshot: its header is zeroed again.
-      const next = await origin.snapshot({ cow: snap.info.cow.path!, chunkSectors: 8 });
+      const next = await origin.snapshot({ cow: snap.info.cowDevice.path!, chunkSectors: 8 });
       expect((await next.status()).state).toBe('active');
       await next.drop();
     });
@@ -350,7 +397,10 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
           const blankDev = await dm.nativeBinding.statBlockDevice(blank);
           const [line] = await dm.table((snap as { name: string }).name);
           expect(line!.type).toBe('snapshot');
-          expect(line!.params.split(' ')[1]).toBe(`${blankDev.major}:${blankDev.minor}`);
+          // The snapshot's COW mapping maps the device that was checked.
+          expect((snap as { info: { cowDevice: { major: number; minor: number } } }).info.cowDevice).toMatchObject(blankDev);
+          const [mapped] = await dm.table(`${(snap as { name: string }).name}-cow`);
+          expect(mapped!.params).toBe(`${blankDev.major}:${blankDev.minor} 128`);
         }
       } finally {
         swapping.close();
@@ -375,7 +425,7 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
   });
 
   describe('transaction', () => {
-    const steps: Step[] = ['validate', 'zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot'];
+    const steps: Step[] = ['validate', 'zero-cow', 'write-label', 'create-cow-device', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot'];
     it.each(steps)('rolls back a failure right after step "%s"', async (failAfter) => {
       const origin = await prepared();
       const before = await state();

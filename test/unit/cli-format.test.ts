@@ -16,7 +16,7 @@ describe('signalExitCode', () => {
 
 describe('cowLabel', () => {
   it('is the COW path, or MAJOR:MINOR when sysfs does not name it', () => {
-    expect(cowLabel({ cow: { major: 7, minor: 1, path: '/dev/loop1' } })).toBe('/dev/loop1');
-    expect(cowLabel({ cow: { major: 7, minor: 1, path: null } })).toBe('7:1');
+    expect(cowLabel({ cowDevice: { major: 7, minor: 1, path: '/dev/loop1' } })).toBe('/dev/loop1');
+    expect(cowLabel({ cowDevice: { major: 7, minor: 1, path: null } })).toBe('7:1');
   });
 });

@@ -38,11 +38,11 @@ describe('prepare, snapshot, status, ls, drop, release (fake kernel)', () => {
     expect(Object.keys(persistent).sort()).toEqual(
       ['allocatedSectors', 'chunkSectors', 'cow', 'cowFile', 'device', 'metadataSectors', 'name', 'persistent', 'state', 'totalSectors', 'trackingSince', 'usedPercent'].sort(),
     );
-    expect(persistent).toMatchObject({ name: 'md2-snap', cow, cowFile: null, trackingSince: null, device: `${node}-snap`, persistent: true, chunkSectors: 32, totalSectors: 16384 });
+    expect(persistent).toMatchObject({ name: 'md2-snap', cow, cowFile: null, trackingSince: null, device: `${node}-snap`, persistent: true, chunkSectors: 32, totalSectors: 16384 - 128 });
 
     const human = (await cli(['status', 'md2'])).stdout.split('\n');
     expect(human[0]).toBe(`md2  live  ${node}  backing ${disk}  32.0 MiB  2 snapshot(s)`);
-    expect(human[2]).toMatch(/^ {2}md2-snap {2}active {2}\d+\/16384 sectors \[[#.]{20}\] \d+\.\d% {2}cow \/dev\/loop1 {2}chunk 32 {2}persistent$/);
+    expect(human[2]).toMatch(/^ {2}md2-snap {2}active {2}\d+\/16256 sectors \[[#.]{20}\] \d+\.\d% {2}cow \/dev\/loop1 {2}chunk 32 {2}persistent$/);
     const ls = (await cli(['ls'])).stdout.split('\n');
     expect(ls[0]).toMatch(/^NAME +TYPE +DEVICE +BACKING\/COW +SIZE$/);
     expect(ls.filter((l) => l.startsWith('md2'))).toHaveLength(3);

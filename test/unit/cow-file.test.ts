@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper, prepare, recover, type Origin } from '../../lib';
 import { System } from '../../lib/system/system';
-import { persistentCowSectors } from '../../lib/targets/snapshot';
+import { labelledCowSectors } from '../../lib/snapshot/cow-mapping';
 import { createFakeSystem, fakeNodeDirectory, type FakeSystem } from '../support/fake-binding';
 
 const MiB = 1024 * 1024;
@@ -52,13 +52,13 @@ describe('a COW file', () => {
   it('is created sparse, as large as the origin plus metadata, served by a tagged loop device, and deleted by drop', async () => {
     const path = join(dir, 'a.cow');
     const snap = await origin.snapshot({ cowFile: { path } });
-    const expected = persistentCowSectors(origin.sizeSectors, snap.info.chunkSectors) * 512;
+    const expected = labelledCowSectors(origin.sizeSectors, snap.info.chunkSectors) * 512;
     expect(statSync(path).size).toBe(expected);
     expect(statSync(path).blocks * 512).toBeLessThan(expected / 2);
     expect(statSync(path).mode & 0o777).toBe(0o600);
     expect(snap.info.cowFile).toBe(path);
-    expect(snap.info.cow.major).toBe(7);
-    const loop = await System.of(dm).loop.status(`/dev/loop${snap.info.cow.minor}`);
+    expect(snap.info.cowDevice.major).toBe(7);
+    const loop = await System.of(dm).loop.status(`/dev/loop${snap.info.cowDevice.minor}`);
     expect(loop.tag).toBe(`DMSNAP-${origin.originId}-cow-${snap.info.snapId}`);
     expect(loop.autoclear).toBe(true);
     expect(loop.backing.inode).toBe(statSync(path).ino);
@@ -188,7 +188,7 @@ describe('the guard of a COW file', () => {
     for (let i = 0; i < 50 && grown.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
     stop.abort();
     await guarding;
-    const full = persistentCowSectors(origin.sizeSectors, snap.info.chunkSectors) * 512;
+    const full = labelledCowSectors(origin.sizeSectors, snap.info.chunkSectors) * 512;
     expect((await snap.status()).state).toBe('active');
     expect(grown.length).toBeGreaterThan(1);
     expect(Math.max(...grown)).toBeLessThanOrEqual(full);

@@ -32,8 +32,14 @@ describe('reusing a COW (fake kernel)', () => {
     const origin = await prepare(system.addLoopDevice(8 * 1024 * 1024), { dm, lockDir, name: 'reuse' });
     const cow = system.addLoopDevice(2 * 1024 * 1024);
     await (await origin.snapshot({ cow })).drop();
-    // blkid finds the origin's old data in the COW's data area (a 32-sector chunk: it begins at 32 KiB).
-    system.signatures.set(cow, [{ type: 'xfs_external_log', usage: 'other', label: '', uuid: '', offset: 49152 }]);
+    // blkid finds the origin's old data in the COW's data area: past dmsnap's label (64 KiB),
+    // the store's header chunk and first metadata chunk (32 sectors each), from 96 KiB on.
+    system.signatures.set(cow, [{ type: 'xfs_external_log', usage: 'other', label: '', uuid: '', offset: 98304 + 16384 }]);
+    await (await origin.snapshot({ cow })).drop();
+    // In the store's first metadata chunk it is no copied block: refused.
+    system.signatures.set(cow, [{ type: 'xfs_external_log', usage: 'other', label: '', uuid: '', offset: 65536 + 16384 + 512 }]);
+    await expect(origin.snapshot({ cow })).rejects.toMatchObject({ code: 'ERR_DMSNAP_COW_HAS_DATA' });
+    system.signatures.set(cow, [{ type: 'xfs_external_log', usage: 'other', label: '', uuid: '', offset: 98304 + 16384 }]);
     await (await origin.snapshot({ cow })).drop();
     // An LVM label in the header chunk: the device was reused for something else.
     system.signatures.set(cow, [{ type: 'LVM2_member', usage: 'raid', label: '', uuid: '', offset: 536 }]);

@@ -68,12 +68,12 @@ describe('dmsnap monitor (library)', () => {
 
   it('reports a snapshot that becomes invalid', async () => {
     const origin = await prepare(system.addLoopDevice(8 * MiB), { dm, lockDir, name: 'inv' });
-    const snap = await origin.snapshot({ cow: system.addLoopDevice(64 * 1024) });
+    const snap = await origin.snapshot({ cow: system.addLoopDevice(128 * 1024) });
     const events: MonitorEvent[] = [];
     const stop = new AbortController();
     const running = monitor({ dm, lockDir, intervalMs: 5, signal: stop.signal, onEvent: (e) => events.push(e) });
     await until(() => events.length > 0);
-    system.writeOrigin(origin.name, 2048);
+    system.writeOrigin(origin.name, 4096);
     await until(() => events.some((e) => e.kind === 'state'));
     stop.abort();
     await running;

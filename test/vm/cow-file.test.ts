@@ -100,8 +100,8 @@ describe('COW files', () => {
       const path = join(host, 'seed.cow');
       const snap = await origin.snapshot({ cowFile: { path } });
       try {
-        expect(readFileSync(`/sys/block/loop${snap.info.cow.minor}/loop/backing_file`, 'utf8').trim()).toBe(path);
-        expect(readFileSync(`/sys/block/loop${snap.info.cow.minor}/loop/autoclear`, 'utf8').trim()).toBe('1');
+        expect(readFileSync(`/sys/block/loop${snap.info.cowDevice.minor}/loop/backing_file`, 'utf8').trim()).toBe(path);
+        expect(readFileSync(`/sys/block/loop${snap.info.cowDevice.minor}/loop/autoclear`, 'utf8').trim()).toBe('1');
         const status = await snap.status();
         expect(status.state).toBe('active');
         expect(status.totalSectors).toBe(persistentCowSectors(origin.sizeSectors, snap.info.chunkSectors));

@@ -69,7 +69,7 @@ describe('crash safety', () => {
 
   const seam = (step: string) => ({ ...process.env, DMSNAP_TEST_SEAMS: '1', DMSNAP_TEST_KILL_AFTER: step });
 
-  everyStep(['validate', 'zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'])(
+  everyStep(['validate', 'zero-cow', 'write-label', 'create-cow-device', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'])(
     'survives a SIGKILL right after snapshot step "%s"',
     (step) => {
       const result = spawnSync(process.execPath, [CLI, 'snapshot', name, '--cow', cow], { env: seam(step), encoding: 'utf8' });

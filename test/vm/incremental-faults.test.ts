@@ -106,12 +106,12 @@ describe('incremental updates under faults', () => {
     ]);
     await expectTrackedImage();
     // The tracking snapshot is on one of the two COWs; the first one's is free again.
-    expect(cows).toContain((await tracking())[0].info.cow.path);
+    expect(cows).toContain((await tracking())[0].info.cowDevice.path);
   });
 
   it('stops on a full filesystem, keeps the image marked incomplete, and completes once there is room', async () => {
     const before = (await tracking())[0];
-    const cow = before.info.cow.path === cows[0] ? cows[1] : cows[0];
+    const cow = before.info.cowDevice.path === cows[0] ? cows[1] : cows[0];
     // Fill the images' filesystem but for 1 MiB (room for the identity, not the changes), then change 4 MiB.
     const avail = Number(run('df', ['--output=avail', '-B1M', images]).split('\n')[1]);
     run('dd', ['if=/dev/zero', `of=${join(images, 'filler')}`, 'bs=1M', `count=${avail - 1}`, 'status=none']);
@@ -134,7 +134,7 @@ describe('incremental updates under faults', () => {
     change(MiB);
     expect(cli(['image', name, '--cow', `/dev/mapper/${faultCow}`, '--update', image, '-q']).status).toBe(0);
     const before = (await tracking())[0];
-    expect(statSync(before.info.cow.path!).rdev).toBe(statSync(`/dev/mapper/${faultCow}`).rdev);
+    expect(statSync(before.info.cowDevice.path!).rdev).toBe(statSync(`/dev/mapper/${faultCow}`).rdev);
     // An update killed once its new snapshot is taken: the rerun takes none (no freeze, so
     // no origin write that would invalidate the old snapshot while its COW fails).
     change(MiB);

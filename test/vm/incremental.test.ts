@@ -197,7 +197,7 @@ describe('incremental images from a tracking snapshot', () => {
 
   it('refuses an image of another origin or of another size, and leaves it and the tracking snapshot as they were', async () => {
     const tracked = await theTracking();
-    const cow = tracked.info.cowFile ? cows[0] : tracked.info.cow.path === cows[0] ? cows[1] : cows[0];
+    const cow = tracked.info.cowFile ? cows[0] : tracked.info.cowDevice.path === cows[0] ? cows[1] : cows[0];
     const other = join(scratchDir(), 'other.img');
     run('cp', ['--sparse=always', image, other]);
     const identity = readImageIdentity(image)!;
@@ -220,7 +220,7 @@ describe('incremental images from a tracking snapshot', () => {
 
   it.each(SECONDARY ? ['copy-extent'] : ['copy-extent', 'mark-complete'])('completes an update killed after %s when the same command runs again', async (step) => {
     const before = await theTracking();
-    const cow = before.info.cow.path === cows[0] ? cows[1] : cows[0];
+    const cow = before.info.cowDevice.path === cows[0] ? cows[1] : cows[0];
     change(mnt, DATA, origin.sizeBytes, 1, step.length);
     const killed = await runCli(['image', name, '--cow', cow, '--update', image], step);
     expect(killed.signal).toBe('SIGKILL');
@@ -232,7 +232,7 @@ describe('incremental images from a tracking snapshot', () => {
       expectSameContent(image, newest.devicePath);
     }
     // After mark-complete the run again is the next update, on the old snapshot's COW (dropped first).
-    const again = cli(['image', name, '--cow', step === 'mark-complete' ? before.info.cow.path! : cow, '--update', image, '-q']);
+    const again = cli(['image', name, '--cow', step === 'mark-complete' ? before.info.cowDevice.path! : cow, '--update', image, '-q']);
     expect(again.stderr).toBe('');
     expect(again.status).toBe(0);
     const after = await theTracking();
@@ -248,7 +248,7 @@ describe('incremental images from a tracking snapshot', () => {
     expect((await snap.status()).state).toBe('invalid');
     const stamp = writeStamp(image);
     const identity = readFileSync(`${image}.dmsnap`, 'utf8');
-    const cow = snap.info.cow.path === cows[0] ? cows[1] : cows[0];
+    const cow = snap.info.cowDevice.path === cows[0] ? cows[1] : cows[0];
     const refused = cli(['image', name, '--cow', cow, '--update', image, '-q']);
     expect(refused.status).toBe(3);
     expect(refused.stderr).toMatch(/changes since it was taken are lost/);

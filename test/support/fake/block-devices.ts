@@ -54,19 +54,38 @@ function signaturesOf(s: FakeState, found: DevNumber | 'other' | undefined, path
 function bytesOf(s: FakeState, found: DevNumber, offset: number, length: number): Buffer {
   const bytes = Buffer.alloc(length);
   // The persistent snapshot header: magic "SnAp", valid, version 1, chunk size.
-  const store = openable(s, found) ? s.cowMetadata.get(storageKey(s, found)) : undefined;
-  if (store?.persistent && offset === 0 && length >= 16) {
+  const store = openable(s, found) && offset % 512 === 0 ? s.cowMetadata.get(storageKey(s, found, offset / 512)) : undefined;
+  if (store?.persistent && length >= 16) {
     bytes.writeUInt32LE(0x70416e53, 0);
     bytes.writeUInt32LE(store.valid ? 1 : 0, 4);
     bytes.writeUInt32LE(1, 8);
     bytes.writeUInt32LE(store.chunkSize, 12);
   }
+  if (!openable(s, found)) return bytes;
+  for (let at = offset - (offset % 512); at < offset + length; at += 512) {
+    const data = s.sectorData.get(storageKey(s, found, at / 512));
+    if (!data) continue;
+    const from = Math.max(at, offset);
+    data.copy(bytes, from - offset, from - at, Math.min(512, offset + length - at));
+  }
   return bytes;
+}
+
+/** writeAt: whole 512-byte sectors, kept by where they land on the underlying device. */
+function writeAt(s: FakeState, found: DevNumber, path: string, offset: number, data: Buffer): void {
+  if (offset % 512 !== 0 || data.length % 512 !== 0) failOpen(EINVAL, 'pwrite', path);
+  for (let at = 0; at < data.length; at += 512) {
+    s.sectorData.set(storageKey(s, found, (offset + at) / 512), Buffer.from(data.subarray(at, at + 512)));
+  }
 }
 
 /** Zeroing the start of a device: its snapshot header and the signatures in that range go. */
 function zeroStart(s: FakeState, found: DevNumber, path: string, lengthBytes: number): void {
-  s.cowMetadata.delete(storageKey(s, found));
+  for (let sector = 0; sector * 512 < lengthBytes; sector++) {
+    const key = storageKey(s, found, sector);
+    s.cowMetadata.delete(key);
+    s.sectorData.delete(key);
+  }
   s.system.zeroed.set(path, lengthBytes);
   for (const p of signaturePathsOf(s, found.key)) {
     const left = (s.system.signatures.get(p) ?? []).filter((signature) => signature.offset >= lengthBytes);
@@ -104,6 +123,11 @@ export function openHandle(s: FakeState, path: string, exclusive: boolean, writa
       live();
       if (!writable) throw new Error(`the block device ${path} was opened read-only`);
       zeroStart(s, found, path, lengthBytes);
+    },
+    async writeAt(offset: number, data: Buffer) {
+      live();
+      if (!writable) throw new Error(`the block device ${path} was opened read-only`);
+      writeAt(s, found, path, offset, data);
     },
     close() {
       closed = true;

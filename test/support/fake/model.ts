@@ -113,6 +113,8 @@ export interface FakeState {
   waiters: { md: MappedDevice; eventNr: number; wake: () => void }[];
   /** Persistent snapshot metadata by where it lives: "MAJOR:MINOR@SECTOR" of the underlying device. */
   cowMetadata: Map<string, SnapshotStore>;
+  /** Bytes written through writeAt, by sector of the underlying device ("MAJOR:MINOR@SECTOR"), 512 each. */
+  sectorData: Map<string, Buffer>;
   externalOpens: Map<string, ExternalOpens>;
   mountClosers: Map<string, () => void>;
   cookieBases: Map<number, number>;
@@ -139,6 +141,7 @@ export function newState(): FakeState {
     controls: new Set(),
     waiters: [],
     cowMetadata: new Map(),
+    sectorData: new Map(),
     externalOpens: new Map(),
     mountClosers: new Map(),
     cookieBases: new Map(),

@@ -29,8 +29,13 @@ export function loopByNumber(s: FakeState, major: number, minor: number): FakeBl
   return undefined;
 }
 
-/** The paths a program sees: block devices, nodes made by mknod, and other files. */
+/** The paths a program sees: block devices, nodes made by mknod, udev's /dev/block/MAJOR:MINOR, and other files. */
 export function lookupPath(s: FakeState, path: string): DevNumber | 'other' | undefined {
+  const block = /^\/dev\/block\/(\d+):(\d+)$/.exec(path);
+  if (block) {
+    const dev = { key: path.slice('/dev/block/'.length), major: Number(block[1]), minor: Number(block[2]) };
+    return openable(s, dev) ? dev : undefined;
+  }
   const device = s.system.blockDevices.get(path);
   if (device) return { key: keyOf(device.major, device.minor), major: device.major, minor: device.minor };
   const node = s.system.nodes.get(path);

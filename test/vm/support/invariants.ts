@@ -7,7 +7,9 @@
  *     and otherwise the same linear table as NAME-real — or, during a rollback,
  *     `snapshot-merge <NAME-real> <COW>`;
  *   - every snapshot's table names its origin's NAME-real, and a COW that no other table
- *     uses (but the snapshot being merged, whose COW the origin's snapshot-merge uses).
+ *     uses (but the snapshot being merged, whose COW the origin's snapshot-merge uses);
+ *   - every COW mapping (tag role "cow") is the COW of a snapshot table of its origin, and
+ *     runs linear over another device.
  */
 import { run } from './system';
 
@@ -39,21 +41,22 @@ function dmDevices(): DmDevice[] {
     });
 }
 
-const TAG = /^DMSNAP-([0-9a-f]{16})-(origin|real|snap)(?:-[0-9a-f]{8})?$/;
+const TAG = /^DMSNAP-([0-9a-f]{16})-(origin|real|snap|cow)(?:-[0-9a-f]{8}(?:-track-\d+)?)?$/;
 
 /** Every at-rest invariant that does not hold now, in plain words; empty when all hold. */
 export function invariantViolations(): string[] {
   const devices = dmDevices();
   const problems: string[] = [];
-  const groups = new Map<string, { origin?: DmDevice; real?: DmDevice; snaps: DmDevice[] }>();
+  const groups = new Map<string, { origin?: DmDevice; real?: DmDevice; snaps: DmDevice[]; cows: DmDevice[] }>();
   for (const device of devices) {
     const match = TAG.exec(device.uuid);
     if (!match) continue;
     if (device.suspended) problems.push(`${device.name} is suspended`);
     if (device.inactive) problems.push(`${device.name} has an inactive table`);
-    const group = groups.get(match[1]) ?? { snaps: [] };
+    const group = groups.get(match[1]) ?? { snaps: [], cows: [] };
     if (match[2] === 'origin') group.origin = device;
     else if (match[2] === 'real') group.real = device;
+    else if (match[2] === 'cow') group.cows.push(device);
     else group.snaps.push(device);
     groups.set(match[1], group);
   }
@@ -64,7 +67,13 @@ export function invariantViolations(): string[] {
       cowUsers.set(fields[4], [...(cowUsers.get(fields[4]) ?? []), device.name]);
     }
   }
-  for (const { origin, real, snaps } of groups.values()) {
+  for (const { origin, real, snaps, cows } of groups.values()) {
+    for (const mapping of cows) {
+      if (!/^0 \d+ linear \d+:\d+ \d+$/.test(mapping.table)) problems.push(`COW mapping ${mapping.name} runs "${mapping.table}"`);
+      if (!(cowUsers.get(mapping.devNumber) ?? []).some((user) => [origin, ...snaps].some((d) => d?.name === user))) {
+        problems.push(`COW mapping ${mapping.name} is the COW of no snapshot of its origin`);
+      }
+    }
     if (!origin || !real) {
       problems.push(`an incomplete dmsnap group: ${[origin, real, ...snaps].filter(Boolean).map((d) => d!.name).join(', ')}`);
       continue;

@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
 
 /** The steps a seam can kill the process after, for each command. */
-export const SNAPSHOT_STEPS = ['validate', 'zero-cow', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'];
+export const SNAPSHOT_STEPS = ['validate', 'zero-cow', 'write-label', 'create-cow-device', 'create-snapshot-device', 'load-snapshot-table', 'load-origin-table', 'suspend-origin', 'resume-snapshot', 'resume-origin'];
 export const DROP_STEPS = ['remove-snapshot', 'load-linear-table', 'suspend-origin', 'resume-origin'];
 export const ROLLBACK_STEPS = ['load-merge-table', 'suspend-snapshot', 'start-merge', 'resume-merged-snapshot', 'load-final-table', 'swap-final-table', 'remove-merged-snapshot'];
 
