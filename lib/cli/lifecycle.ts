@@ -1,5 +1,5 @@
 /**
- * The lifecycle commands: prepare, release, snapshot, status, drop, rollback, ls, backup,
+ * The lifecycle commands: prepare, detach, release, snapshot, status, drop, rollback, ls, backup,
  * image, changes, apply, recover and monitor, each in its own file; each is a few lines over the library, and stdout carries
  * data only.
  */
@@ -8,7 +8,7 @@ import { backupCommand } from './backup';
 import { dropCommand } from './drop';
 import { imageCommand } from './image';
 import { applyCommand, changesCommand } from './incremental';
-import { prepareCommand, releaseCommand } from './prepare';
+import { detachCommand, prepareCommand, releaseCommand } from './prepare';
 import { recoverCommand } from './recover';
 import { rollbackCommand } from './rollback';
 import { snapshotCommand } from './snapshot';
@@ -18,6 +18,7 @@ import { monitorCommand } from './monitor';
 /** The lifecycle commands, in the order `dmsnap --help` lists them (before the dm ones). */
 export const lifecycleCommands: Command[] = [
   prepareCommand,
+  detachCommand,
   releaseCommand,
   snapshotCommand,
   statusCommand,

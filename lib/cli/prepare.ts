@@ -1,31 +1,79 @@
 /**
- * `dmsnap prepare` and `dmsnap release`: wrap a block device for snapshots, and undo it.
+ * `dmsnap prepare`, `dmsnap detach` and `dmsnap release`: wrap a block device for
+ * snapshots (bringing back the ones a detach left), and undo it.
  */
-import { openOrigin, prepare } from '../snapshot';
+import { DmsnapError } from '../errors';
+import { listOrigins, openOrigin, prepare, type AttachResult, type Origin } from '../snapshot';
+import { System } from '../system/system';
 import { type Command, ExitCode, withOne, writeLine } from './command';
-import { lifecycle } from './lifecycle-common';
+import { info, lifecycle } from './lifecycle-common';
 
 export const prepareCommand: Command = {
   name: ['prepare'],
   summary: 'wrap a block device for snapshots, before it is mounted (step 0)',
-  usage: 'DEVICE [--name NAME]',
+  usage: 'DEVICE [--name NAME] [--attach COW]...',
   help: `Creates /dev/mapper/NAME (mount the filesystem there, not on DEVICE) and NAME-real.
 Prints /dev/mapper/NAME. Run it again for the same device: it does nothing.
 
 Options:
-  --name NAME   the wrapper's name (default: DEVICE's base name)
+  --name NAME    the wrapper's name (default: DEVICE's base name)
+  --attach COW   bring back the snapshot on COW (a device; repeat for more), as
+                 "dmsnap detach" left it: only if DEVICE was not written since.
+                 A COW that cannot be attached is reported on stderr and left as
+                 it is; DEVICE is prepared all the same (exit 0)
 
-Example:
-  dmsnap prepare /dev/md2 && mount /dev/mapper/md2 /srv`,
-  options: { name: { type: 'string' } },
+Examples:
+  dmsnap prepare /dev/md2 && mount /dev/mapper/md2 /srv
+  dmsnap prepare /dev/md2 --attach /dev/sdc1      # at boot, after "dmsnap detach md2"`,
+  options: { name: { type: 'string' }, attach: { type: 'string', multiple: true } },
   allowPositionals: true,
   run: (args, io) =>
     withOne(args, io, 'DEVICE', async (device, dm) => {
-      const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined });
+      const attach = (args.values.attach as string[] | undefined) ?? [];
+      const onAttach = (result: AttachResult) => {
+        if (result.outcome === 'refused') writeLine(io.stderr, `dmsnap prepare: refused the COW ${result.cow}: ${result.reason}; it was left as it is`);
+        else info(io, `dmsnap prepare: ${result.outcome === 'merging' ? 'resumed the rollback to' : 'attached'} snapshot ${result.snapshot} from ${result.cow}`);
+      };
+      const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined, attach, onAttach });
       writeLine(io.stdout, origin.devicePath);
       return ExitCode.ok;
     }),
 };
+
+export const detachCommand: Command = {
+  name: ['detach'],
+  summary: 'undo prepare at shutdown, keeping the snapshots on COW devices for the next prepare --attach',
+  usage: 'NAME|DEVICE',
+  help: `Run once the filesystem on /dev/mapper/NAME is unmounted (the prepare unit runs it
+at shutdown). Seals each snapshot on a COW device with a fingerprint of the origin's
+filesystem (ext4, XFS with an internal log, btrfs) and removes NAME, its snapshots and
+NAME-real. "dmsnap prepare DEVICE --attach COW" brings a snapshot back while DEVICE
+still shows that fingerprint. Snapshots on COW files and transient ones are dropped.
+Prints one line per snapshot kept: NAME COW STATE. Exit 4 while something is mounted.
+
+Example:
+  umount /srv && dmsnap detach md2`,
+  options: {},
+  allowPositionals: true,
+  run: (args, io) =>
+    withOne(args, io, 'NAME', async (nameOrDevice, dm) => {
+      const options = lifecycle(io, dm);
+      const origin = nameOrDevice.startsWith('/') ? await originOfDevice(nameOrDevice, options) : await openOrigin(nameOrDevice, options);
+      const report = await origin.detach();
+      for (const kept of report.sealed) writeLine(io.stdout, `${kept.snapshot} ${kept.cow} ${kept.state}`);
+      for (const dropped of report.dropped) info(io, `dmsnap detach: dropped ${dropped} (transient or on a COW file: it cannot outlive the detach)`);
+      return ExitCode.ok;
+    }),
+};
+
+/** The origin whose backing device is `device` (a path under /dev); ENXIO when none is. */
+async function originOfDevice(device: string, options: ReturnType<typeof lifecycle>): Promise<Origin> {
+  const dm = options.dm;
+  const number = await System.of(dm).deviceNumber(device);
+  const origin = (await listOrigins(options)).find((o) => o.backing.major === number.major && o.backing.minor === number.minor);
+  if (!origin) throw new DmsnapError(`${device} is not prepared: no dmsnap origin wraps it`, 'ENXIO');
+  return origin;
+}
 
 export const releaseCommand: Command = {
   name: ['release'],

@@ -256,3 +256,12 @@ export async function detachCowLoop(system: System, record: CowFileRecord): Prom
   if (!status || status.tag !== cowLoopTag(record.originId, record.snapId) || fileIdentity(status.backing) !== record.identity) return;
   await system.loop.detach(device).catch(() => undefined);
 }
+
+/** The COW file recorded for snapshot `snapId`, or null (none, or the records cannot be read). */
+export function recordedCowFile(options: LockOptions, originId: string, snapId: string): string | null {
+  try {
+    return CowRecords.of(options).get(originId, snapId)?.path ?? null;
+  } catch {
+    return null;
+  }
+}

@@ -122,10 +122,19 @@ export async function updateCowLabel(system: System, cow: DevNumber, change: (la
  * Removes a COW mapping of dmsnap's (found by its tag) once its snapshot is gone: the label
  * under it cleared and synced first, so no label outlives its snapshot.
  */
-export async function removeCowMapping(dm: DeviceMapper, mapping: TaggedDevice): Promise<void> {
+export async function removeCowMapping(dm: DeviceMapper, mapping: TaggedDevice): Promise<{ labelProblem: string | null }> {
   const cow = await mappedCow(dm, mapping.name);
-  if (cow) await clearCowLabel(System.of(dm), cow);
+  const system = System.of(dm);
+  // A label that cannot be cleared (a failing COW) stays unsealed: never attached again.
+  const labelProblem = cow ? await keepOrClearLabel(system, cow).then(() => null, (error: unknown) => (error instanceof Error ? error.message : String(error))) : null;
   await dm.remove(mapping.name, { retry: true });
+  return { labelProblem };
+}
+
+/** Clears the label on `cow` unless it is sealed (a clean detach keeps it for the next attach). */
+async function keepOrClearLabel(system: System, cow: DevNumber): Promise<void> {
+  if ((await readCowLabel(system, cow))?.seal) return;
+  await clearCowLabel(system, cow);
 }
 
 /** Zeroes (and syncs) both label slots of a COW: no snapshot is described there any more. */
@@ -157,14 +166,13 @@ async function openByNumber(system: System, dev: DevNumber, writable: boolean): 
  * snapshots in `snapIds` (just removed), or every orphan when snapIds is undefined. The
  * ones still in use by some table (holders in sysfs, or a snapshot of the same id) stay.
  */
-export async function removeUnusedCowMappings(dm: DeviceMapper, group: OriginGroup, snapIds?: readonly string[]): Promise<string[]> {
-  const removed: string[] = [];
+export async function removeUnusedCowMappings(dm: DeviceMapper, group: OriginGroup, snapIds?: readonly string[]): Promise<{ name: string; labelProblem: string | null }[]> {
+  const removed: { name: string; labelProblem: string | null }[] = [];
   for (const mapping of group.cows) {
     if (snapIds && !snapIds.includes(mapping.tag.snapId!)) continue;
     if (!snapIds && group.snaps.some((s) => s.tag.snapId === mapping.tag.snapId)) continue;
     if (holdersOf(mapping).length > 0) continue;
-    await removeCowMapping(dm, mapping);
-    removed.push(mapping.name);
+    removed.push({ name: mapping.name, ...(await removeCowMapping(dm, mapping)) });
   }
   return removed;
 }

@@ -20,3 +20,5 @@ export { recover, type RecoveryAction, type RecoveryActionKind, type RecoverOpti
 export type { Step, SnapshotStep, DropStep, RollbackStep, UpdateStep } from './steps';
 export { type RollbackOptions, type MergeProgress } from './rollback';
 export { type MergeState } from './merge';
+export { type DetachReport } from './detach';
+export { type AttachResult } from './reattach';

@@ -15,12 +15,50 @@ import { scanGroups, type OriginGroup } from './discover';
 import { Origin, type SnapshotOptions } from './origin';
 import type { Snapshot } from './snapshot';
 import { formatTag, newOriginId, parseTag } from './tags';
-import { parseDevKey } from '../dev-number';
+import { parseDevKey, type DevNumber } from '../dev-number';
+import type { CowLabel } from '../targets/cow-label';
+import { removeCowMapping, updateCowLabel } from './cow-mapping';
+import { attachAccepted, attachFailed, checkAttach, type AttachResult } from './reattach';
 
 /** Options of prepare. */
 export interface PrepareOptions extends LifecycleOptions {
   /** The wrapper's name (/dev/mapper/NAME). Default: the device's base name (md2 for /dev/md2). */
   name?: string;
+  /**
+   * COW devices whose snapshots of this origin to bring back (see reattach.ts): each is
+   * attached only if dmsnap detached the origin cleanly and it was not written since.
+   * Ignored when the origin is prepared already.
+   */
+  attach?: readonly string[];
+  /** Called for each COW in `attach`: attached, merging (a rollback resumed) or refused, and why. */
+  onAttach?: (result: AttachResult) => void;
+}
+
+/** After a failed attach: the snapshots and mappings made removed (their labels sealed again), NAME-real too. */
+async function undoAttach(dm: DeviceMapper, originId: string, name: string, accepted: readonly { info: DevNumber; label: CowLabel }[]): Promise<void> {
+  const system = System.of(dm);
+  for (const { info, label } of accepted) await updateCowLabel(system, info, (current) => ({ ...current, seal: label.seal })).catch(() => undefined);
+  const group = (await scanGroups(dm)).get(originId);
+  for (const snap of group?.snaps ?? []) await dm.remove(snap.name, { retry: true }).catch(() => undefined);
+  for (const mapping of group?.cows ?? []) await removeCowMapping(dm, mapping).catch(() => undefined);
+  await dm.remove(`${name}-real`, { retry: true }).catch(() => undefined);
+}
+
+/** EBUSY, with what to do, when the device is mounted or held: prepare runs before the mount. */
+async function assertNotInUse(system: System, dm: DeviceMapper, device: string, name: string): Promise<void> {
+  try {
+    await system.checkExclusive(device);
+  } catch (error) {
+    if (error instanceof SyscallError && error.code === 'EBUSY') {
+      throw new DmsnapError(
+        `${device} is in use (mounted or held by another device): prepare must run before the filesystem is mounted. ` +
+          `Unmount ${device}, run prepare, then mount ${dm.devicePath(name)} instead`,
+        'EBUSY',
+        { cause: error },
+      );
+    }
+    throw error;
+  }
 }
 
 /** Builds an Origin from its kernel devices; undefined when the group is incomplete. */
@@ -69,28 +107,22 @@ export async function prepare(device: string, options: PrepareOptions = {}): Pro
     if (owner && parseTag(owner.uuid)) {
       throw new DmsnapError(`${device} is itself a dmsnap device (${owner.name}); prepare the underlying block device`, 'ERR_INVALID_ARG_VALUE');
     }
-    try {
-      await system.checkExclusive(device);
-    } catch (error) {
-      if (error instanceof SyscallError && error.code === 'EBUSY') {
-        throw new DmsnapError(
-          `${device} is in use (mounted or held by another device): prepare must run before the filesystem is mounted. ` +
-            `Unmount ${device}, run prepare, then mount ${dm.devicePath(name)} instead`,
-          'EBUSY',
-          { cause: error },
-        );
-      }
-      throw error;
-    }
-    const originId = newOriginId();
+    await assertNotInUse(system, dm, device, name);
+    const { accepted, refused } = options.attach?.length ? await checkAttach(system, name, device, disk, options.attach) : { accepted: [], refused: [] };
+    // The origin keeps its id across a detach: the snapshots come back under their tags.
+    const originId = accepted[0]?.label.origin.id ?? newOriginId();
     const table = [linear({ length: disk.sizeSectors, device: devKey(disk) })];
-    await dm.create(`${name}-real`, { uuid: formatTag({ originId, role: 'real' }), table, udevFlags: HIDDEN_LAYER });
+    const real = await dm.create(`${name}-real`, { uuid: formatTag({ originId, role: 'real' }), table, udevFlags: HIDDEN_LAYER });
+    let results: AttachResult[] = [];
     try {
-      await dm.create(name, { uuid: formatTag({ originId, role: 'origin' }), table });
+      const attached = await attachAccepted(dm, originId, real, disk, accepted);
+      results = attached.results;
+      await dm.create(name, { uuid: formatTag({ originId, role: 'origin' }), table: attached.table ?? table });
     } catch (error) {
-      await dm.remove(`${name}-real`).catch(() => undefined);
-      throw error;
+      await undoAttach(dm, originId, name, accepted);
+      throw accepted.length > 0 ? attachFailed(name, error) : error;
     }
+    for (const result of [...refused, ...results]) options.onAttach?.(result);
     return new Origin(dm, options, name, originId, { major: disk.major, minor: disk.minor, path: device }, disk.sizeSectors);
   } finally {
     lock();

@@ -23,10 +23,11 @@ import { snapshotInfoFromTable } from './snapshot-info';
 import { stepRunner, type StepHook } from './steps';
 import { takeSnapshot, type SnapshotSpec } from './take';
 import { formatTag, newSnapId } from './tags';
-import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, type CowFileLease, type CowFileOptions } from './cow-file';
+import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, recordedCowFile, type CowFileLease, type CowFileOptions } from './cow-file';
 import { CowRecords } from '../system/cow-records';
 import { mergeState, type MergeState } from './merge';
 import { mappedCow } from './cow-mapping';
+import { detachOrigin, type DetachReport } from './detach';
 import { finishMergeLocked, rollBackTo, waitForMerge, type RollbackOptions } from './rollback';
 
 /** Options of Origin.snapshot and withSnapshot. */
@@ -244,6 +245,15 @@ export class Origin implements SnapshotOwner {
     }
   }
 
+  /**
+   * Detaches the origin cleanly (its filesystem unmounted: EBUSY otherwise): its snapshots
+   * on COW devices stay there, sealed with the origin's fingerprint, for `prepare` with
+   * `attach` to bring back; the others are dropped; NAME and NAME-real go (see detach.ts).
+   */
+  detach(): Promise<DetachReport> {
+    return detachOrigin(this);
+  }
+
   /** @internal The lock settings its calls use. */
   get lockOptions(): LockOptions {
     return this.options;
@@ -294,15 +304,6 @@ function checkSnapshotOptions(options: SnapshotOptions, originName: string): { s
   check(!tracking || persistent, 'tracking', 'false for a transient snapshot (its exceptions are not on the COW)', tracking);
   const spec = { name, snapId: newSnapId(), cowFile: cowFile?.path ?? null, chunkSectors, persistent, trackingSince: tracking ? Math.floor(Date.now() / 1000) : null };
   return cowFile ? { spec, cowFile } : { spec };
-}
-
-/** The COW file recorded for snapshot `snapId`, or null (none, or the records cannot be read). */
-function recordedCowFile(options: LockOptions, originId: string, snapId: string): string | null {
-  try {
-    return CowRecords.of(options).get(originId, snapId)?.path ?? null;
-  } catch {
-    return null;
-  }
 }
 
 /** Removes the COW file of a snapshot that was not taken (its loop device detached, the file deleted). */

@@ -182,7 +182,9 @@ async function removeOrphanMappings(dm: DeviceMapper, originId: string, merge: M
   const now = (await scanGroups(dm)).get(originId);
   if (!now) return;
   const unused = { ...now, cows: now.cows.filter((c) => `${c.major}:${c.minor}` !== merge?.params.cow) };
-  for (const removed of await removeUnusedCowMappings(dm, unused)) note(removed, 'removed', 'the COW mapping of a snapshot that no longer exists (its label cleared)');
+  for (const { name, labelProblem } of await removeUnusedCowMappings(dm, unused)) {
+    note(name, 'removed', `the COW mapping of a snapshot that no longer exists (${labelProblem ? `its label could not be cleared: ${labelProblem}` : 'its label cleared'})`);
+  }
 }
 
 /**

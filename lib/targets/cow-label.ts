@@ -16,7 +16,10 @@
  */
 import { createHash } from 'node:crypto';
 import { sectors, type Sectors } from '../units';
+import type { FingerprintedFs } from './origin-fingerprint';
 import { isChunkSize } from './snapshot';
+
+const FINGERPRINTED: readonly FingerprintedFs[] = ['ext4', 'xfs', 'btrfs'];
 
 export const LABEL_MAGIC = 'DMSNAPL1';
 export const LABEL_SLOT_BYTES = 4096;
@@ -32,6 +35,16 @@ const MAX_JSON_BYTES = LABEL_SLOT_BYTES - HEADER_BYTES - DIGEST_BYTES;
 export type LabelState = 'active' | 'tracking' | 'merging';
 const STATES: readonly LabelState[] = ['active', 'tracking', 'merging'];
 
+/**
+ * The origin as dmsnap left it when it detached it cleanly (see origin-fingerprint.ts):
+ * the snapshot may be attached again only while the origin still shows this fingerprint.
+ */
+export interface LabelSeal {
+  fs: FingerprintedFs;
+  digest: string;
+  sealedAt: string;
+}
+
 /** A label's content. */
 export interface CowLabel {
   /** Raised by every write; the slot written is seq % 2. */
@@ -41,6 +54,8 @@ export interface CowLabel {
   origin: { id: string; name: string; sizeSectors: Sectors };
   snapshot: { id: string; name: string; chunkSectors: Sectors; createdAt: string; trackingSince: number | null };
   state: LabelState;
+  /** Set when dmsnap detached the origin cleanly; null (or absent) while attached, or after a crash. */
+  seal?: LabelSeal | null;
   /** When this label was written, ISO 8601. */
   writtenAt: string;
 }
@@ -125,6 +140,7 @@ function labelProblem(value: unknown): string | undefined {
     [isTime(snap?.createdAt), 'snapshot.createdAt'],
     [snap?.trackingSince === null || isCount(snap?.trackingSince), 'snapshot.trackingSince'],
     [STATES.includes(v.state as LabelState), 'state'],
+    [v.seal === undefined || v.seal === null || isSeal(v.seal), 'seal'],
     [isTime(v.writtenAt), 'writtenAt'],
   ];
   const bad = checks.find(([ok]) => !ok);
@@ -147,6 +163,12 @@ function toLabel(v: CowLabel): CowLabel {
       trackingSince: v.snapshot.trackingSince,
     },
     state: v.state,
+    seal: v.seal ? { fs: v.seal.fs, digest: v.seal.digest, sealedAt: v.seal.sealedAt } : null,
     writtenAt: v.writtenAt,
   };
+}
+
+function isSeal(value: unknown): value is LabelSeal {
+  const seal = value as Record<string, unknown> | null;
+  return typeof seal === 'object' && seal !== null && FINGERPRINTED.includes(seal.fs as FingerprintedFs) && typeof seal.digest === 'string' && /^[0-9a-f]{64}$/.test(seal.digest) && isTime(seal.sealedAt);
 }

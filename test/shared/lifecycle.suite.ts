@@ -4,6 +4,7 @@
  * transaction guarantees.
  */
 import { invariantsSuite } from './invariants.suite';
+import { reattachSuite } from './reattach.suite';
 import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, probeSignatures, recover, withSnapshot, type Origin, type Step } from '../../lib';
 import type { NativeBinding } from '../../lib/native';
 import { removeTestDevices } from './cleanup';
@@ -28,6 +29,8 @@ export interface LifecycleEnvironment {
   writeThrough(devicePath: string, bytes: number, offsetBytes?: number): Promise<void>;
   /** Puts an ext4 filesystem signature on the device. */
   formatExt4(path: string): Promise<void>;
+  /** Mounts the ext4 on the device read-write, writes a file and unmounts it (a boot without dmsnap). */
+  writeFilesystem(path: string): Promise<void>;
   lockDir: string;
   /** How many dmsnap-guardian processes this process has started and not yet collected. */
   runningGuardians(): number;
@@ -579,6 +582,7 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
   });
 
   invariantsSuite({ env, dm: () => dm, prepared: () => prepared(), state });
+  reattachSuite({ env, dm: () => dm, freshName, state });
 }
 
 /**

@@ -33,8 +33,27 @@ export function fakeLifecycleEnvironment(current: () => { system: FakeSystem; de
     },
     async formatExt4(path) {
       current().system.signatures.set(path, [{ type: 'ext4', usage: 'filesystem', label: '', uuid: '', offset: 1080 }]);
+      // The superblock's magic, and a mount count: what the origin fingerprint reads.
+      await writeSuperblock(current().system, path, 1);
+    },
+    async writeFilesystem(path) {
+      // A read-write mount raises the mount count in the superblock.
+      await writeSuperblock(current().system, path, 2);
     },
     lockDir,
     runningGuardians: () => current().system.guardians,
   };
+}
+
+/** An ext4 superblock (magic 0xEF53) with mount count `mounts`, written at byte 1024 of `path`. */
+async function writeSuperblock(system: FakeSystem, path: string, mounts: number): Promise<void> {
+  const sb = Buffer.alloc(1024);
+  sb.writeUInt16LE(mounts, 52);
+  sb.writeUInt16LE(0xef53, 56);
+  const device = await system.binding.openBlockDevice(path, false, true);
+  try {
+    await device.writeAt(1024, sb);
+  } finally {
+    device.close();
+  }
 }

@@ -22,6 +22,7 @@ const base: Omit<CowLabel, 'seq'> = {
   origin: { id: '0123456789abcdef', name: 'md2', sizeSectors: sectors(2097152) },
   snapshot: { id: '89abcdef', name: 'md2-snap', chunkSectors: sectors(32), createdAt: '2026-12-04T16:00:00.000Z', trackingSince: null },
   state: 'active',
+  seal: null,
   writtenAt: '2026-12-04T16:00:01.000Z',
 };
 
@@ -100,10 +101,21 @@ describe('the COW label', () => {
     ['snapshot.createdAt', { snapshot: { ...base.snapshot, createdAt: 'yesterday' } }],
     ['snapshot.trackingSince', { snapshot: { ...base.snapshot, trackingSince: '1' } }],
     ['state', { state: 'deleted' }],
+    ['seal', { seal: { fs: 'zfs', digest: 'a'.repeat(64), sealedAt: '2026-12-04T16:00:02.000Z' } }],
+    ['seal', { seal: { fs: 'ext4', digest: 'short', sealedAt: '2026-12-04T16:00:02.000Z' } }],
     ['writtenAt', { writtenAt: null }],
   ])('ignores a label whose %s is wrong', (field, change) => {
     const json = JSON.stringify({ format: 'dmsnap-cow-label', version: 1, ...base, seq: 0, ...change });
     expect(decodeLabelSlot(slotWithJson(json))).toEqual({ problem: `its field ${field} is missing or wrong` });
+  });
+
+  it('reads a seal back, and a label without one as unsealed', () => {
+    const seal = { fs: 'xfs' as const, digest: 'ab'.repeat(32), sealedAt: '2026-12-04T16:00:02.000Z' };
+    const sealed = nextLabelWrite(undefined, { ...base, seal });
+    expect(decodeLabelSlot(sealed.bytes)).toEqual({ label: { ...base, seal, seq: 0 } });
+    const { seal: _, ...unsealed } = base;
+    const json = JSON.stringify({ format: 'dmsnap-cow-label', version: 1, ...unsealed, seq: 0 });
+    expect(decodeLabelSlot(slotWithJson(json))).toEqual({ label: { ...base, seq: 0 } });
   });
 
   it('ignores a label whose store would begin inside its first chunk', () => {

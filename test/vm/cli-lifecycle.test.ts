@@ -64,7 +64,7 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
       ],
     });
     const snap = status.origins[0].snapshots[0];
-    expect(snap).toMatchObject({ cow, cowFile: null, trackingSince: null, device: `/dev/mapper/${name}-snap`, totalSectors: 16384 });
+    expect(snap).toMatchObject({ cow, cowFile: null, trackingSince: null, device: `/dev/mapper/${name}-snap`, totalSectors: 16384 - 128 });
     expect(typeof snap.allocatedSectors).toBe('number');
     expect(typeof snap.usedPercent).toBe('number');
 

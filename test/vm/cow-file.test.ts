@@ -303,7 +303,8 @@ describe('COW files', () => {
         await guarding;
         const status = await snap.status();
         expect({ state: status.state, growths: grown.length >= 3 }).toEqual({ state: 'active', growths: true });
-        expect(status.totalSectors! * 512).toBe(grown[grown.length - 1]);
+        // The kernel sees the file past dmsnap's label (64 KiB), through the COW mapping that grew with it.
+        expect(status.totalSectors! * 512).toBe(grown[grown.length - 1] - 65536);
         expect(await dm.table(snap.name)).toEqual(table);
         expect(deviceSha(snap.devicePath)).toBe(before);
         await snap.drop();

@@ -2,7 +2,8 @@
  * The shared lifecycle suite against the real kernel.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, renameSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DeviceMapper } from '../../lib';
 import { loadBinding } from '../../lib/native';
 import { lifecycleSuite } from '../shared/lifecycle.suite';
@@ -40,6 +41,15 @@ lifecycleSuite({
   },
   async formatExt4(path) {
     execFileSync('mkfs.ext4', ['-q', '-F', path]);
+  },
+  async writeFilesystem(path) {
+    const dir = mkdtempSync('/tmp/dmsnap-rw-');
+    execFileSync('mount', [path, dir]);
+    try {
+      writeFileSync(join(dir, 'written-while-detached'), 'x'.repeat(4096));
+    } finally {
+      execFileSync('umount', [dir]);
+    }
   },
   lockDir: mkdtempSync('/tmp/dmsnap-locks-'),
   runningGuardians: () => childCommands().filter((command) => command === 'dmsnap-guardian').length,
