@@ -79,19 +79,23 @@ run_job() {
     env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}"
 }
 
-# Two boots, DMSNAP_VM_BOOT=1 then 2, of guests sharing two fresh disk files and one
+# Two boots, DMSNAP_VM_BOOT=1 then 2, of guests sharing six fresh disk files and one
 # results folder (what boot 1 records for boot 2).
 run_reboot() {
   local kernel=$1 role=$2 dir status=0 boot
   shift 2
   dir=$(mktemp -d /tmp/dmsnap-vm-reboot.XXXXXX)
-  truncate -s 128M "$dir/disk0.img"
-  truncate -s 64M "$dir/disk1.img"
+  # vda..vdf: three origins (XFS needs 300 MB) and their COWs; sparse files.
+  local sizes=(128M 64M 320M 64M 64M 32M) disks=() i
+  for i in "${!sizes[@]}"; do
+    truncate -s "${sizes[$i]}" "$dir/disk$i.img"
+    disks+=(--disk "$dir/disk$i.img")
+  done
   mkdir "$dir/share"
   for boot in 1 2; do
     echo "=== VM suite: tests across a reboot, boot $boot (kernel $kernel)" >&2
     env DMSNAP_VM_CELL_ROLE="$role" DMSNAP_VM_BOOT=$boot scripts/vm/run.sh --kernel "$kernel" --no-udev "$@" \
-      --share "$dir/share" --disk "$dir/disk0.img" --disk "$dir/disk1.img" -- \
+      --share "$dir/share" "${disks[@]}" -- \
       env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci || { status=$?; break; }
   done
   rm -rf "$dir"

@@ -36,7 +36,14 @@ const hasAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
     const text = readFileSync(unit, 'utf8');
     expect(text).toMatch(/^Before=local-fs-pre\.target/m);
     expect(text).toMatch(/^DefaultDependencies=no$/m);
-    expect(text).toMatch(/^ExecStart=\/usr\/bin\/env dmsnap prepare %f --quiet$/m);
+    expect(text).toMatch(/^ExecStart=\/usr\/bin\/env dmsnap prepare %f --quiet \$DMSNAP_PREPARE_ARGS$/m);
+  });
+
+  it('detaches the origin when it stops (after the filesystem is unmounted at shutdown), and attaches what its configuration names', () => {
+    const text = readFileSync(unit, 'utf8');
+    expect(text).toMatch(/^ExecStop=\/usr\/bin\/env dmsnap detach %f --quiet$/m);
+    expect(text).toMatch(/^EnvironmentFile=-\/etc\/dmsnap\/%i\.conf$/m);
+    expect(text).toMatch(/^Conflicts=shutdown\.target$/m);
   });
 });
 
