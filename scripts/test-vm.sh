@@ -3,7 +3,8 @@
 #
 # usage: scripts/test-vm.sh [--kernel 5.10|6.1|6.12] [--udev|--no-udev] [--matrix] [JEST ARGS...]
 #   --matrix   6.1 and 6.12 each without and with udev, and 5.10 without udev (five cells,
-#              in six guests: the primary cell's two parts run as guests of their own)
+#              in six guests: the primary cell's two parts run as guests of their own),
+#              and the tests across a reboot on each kernel line (two boots each)
 #   reboot     as the jest argument: the tests across a reboot (two boots with the same
 #              disks, see run_reboot) instead of the suite
 # Without --matrix: one run on $DMSNAP_VM_KERNEL (default 6.1), udev per $DMSNAP_VM_UDEV.
@@ -43,7 +44,8 @@ for arg in "${jest_args[@]}"; do [[ $arg == reboot ]] && reboot=only; done
 # --matrix the primary cell runs as those two guests, so that the work splits evenly.
 jobs=("$kernel:$udev:all")
 # Longest first: the last to start are the shortest, so the lanes end close together.
-[[ $matrix == 1 ]] && jobs=(6.1:0:kernel 5.10:0:all 6.12:0:all 6.12:1:all 6.1:1:all 6.1:0:logic)
+# PART "reboot": the tests across a reboot on that kernel (two boots, see run_reboot).
+[[ $matrix == 1 ]] && jobs=(6.1:0:kernel 5.10:0:all 6.12:0:all 6.12:1:all 6.1:1:all 6.1:0:logic 5.10:0:reboot 6.1:0:reboot 6.12:0:reboot)
 
 # On a machine with at least two cores, jobs run two at a time (DMSNAP_VM_PARALLEL sets how
 # many), each guest with one vCPU: under TCG one vCPU per host core runs best, and guests
@@ -68,10 +70,10 @@ run_job() {
     mkdir -p "${share[1]}"
   fi
   local env_part=()
-  [[ $part != all ]] && env_part=(DMSNAP_VM_PART="$part")
-  # The tests that span a reboot run when asked for with "reboot" (not in the matrix yet,
-  # for CI's time): two boots of a guest with the same two disks.
-  if [[ $reboot == only ]]; then
+  [[ $part != all && $part != reboot ]] && env_part=(DMSNAP_VM_PART="$part")
+  # The tests that span a reboot: a job of their own in the matrix, or all that runs when
+  # asked for with "reboot".
+  if [[ $reboot == only || $part == reboot ]]; then
     run_reboot "$kernel" "$role" "${cpus[@]}"
     return
   fi
