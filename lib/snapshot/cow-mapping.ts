@@ -19,6 +19,7 @@ import { sectors, sectorsToBytes, type Sectors } from '../units';
 import { HIDDEN_LAYER } from './context';
 import type { OriginGroup, TaggedDevice } from './discover';
 import { formatTag } from './tags';
+import { backOutSwap } from './back-out';
 
 /** The name of a snapshot's COW mapping. */
 export function cowMappingName(snapshotName: string): string {
@@ -79,8 +80,7 @@ export async function growCowMapping(dm: DeviceMapper, mapping: TaggedDevice, co
   try {
     await dm.resume(mapping.name, { skipLockfs: true, udevFlags: HIDDEN_LAYER });
   } catch (error) {
-    await dm.clear(mapping.name).catch(() => undefined);
-    if ((await dm.info(mapping.name)).suspended) await dm.resume(mapping.name, { skipLockfs: true, udevFlags: HIDDEN_LAYER }).catch(() => undefined);
+    await backOutSwap(dm, mapping.name, { staged: true, udevFlags: HIDDEN_LAYER });
     throw error;
   }
 }

@@ -18,6 +18,7 @@ import { releaseCowFile } from './drop';
 import { assertConsistent, BENIGN_FOR_LIFECYCLE, currentGroup } from './invariants';
 import { mergeState } from './merge';
 import type { Origin } from './origin';
+import { stepRunner, type StepHook } from './steps';
 import { recordedCowFile } from './cow-file';
 
 /** What detach did with each snapshot. */
@@ -31,8 +32,15 @@ export interface DetachReport {
   dropped: string[];
 }
 
+/** Options of Origin.detach. */
+export interface DetachOptions {
+  /** @internal Test hook called after each step. */
+  onStep?: StepHook;
+}
+
 /** Detaches `origin` (see above); EBUSY while it or a snapshot is mounted or open. */
-export async function detachOrigin(origin: Origin): Promise<DetachReport> {
+export async function detachOrigin(origin: Origin, options: DetachOptions = {}): Promise<DetachReport> {
+  const after = stepRunner(options.onStep);
   const { dm } = origin;
   const system = System.of(dm);
   const lock = await system.lock(origin.name, origin.lockOptions);
@@ -52,6 +60,7 @@ export async function detachOrigin(origin: Origin): Promise<DetachReport> {
       );
     }
     await removeOrigin(dm, origin.name);
+    await after('remove-origin');
     const sealed: DetachReport['sealed'] = [];
     for (const mapping of kept) {
       const cow = await mappedCow(dm, mapping.name);
@@ -59,20 +68,24 @@ export async function detachOrigin(origin: Origin): Promise<DetachReport> {
       const merging = merge?.params.cow === `${mapping.major}:${mapping.minor}`;
       const label = await updateCowLabel(system, cow, (current) => ({
         ...current,
-        state: merging ? 'merging' : current.state,
+        // What the kernel runs now decides: a merge in progress resumes at the attach.
+        state: merging ? 'merging' : current.snapshot.trackingSince !== null ? 'tracking' : 'active',
         seal: { fs: fingerprint!.fs, digest: fingerprint!.digest, sealedAt: new Date().toISOString() },
       }));
       sealed.push({ snapshot: label.snapshot.name, cow: cow.path ?? `${cow.major}:${cow.minor}`, state: label.state });
+      await after('seal-label');
     }
     const dropped: string[] = [];
     for (const snap of group.snaps) {
       await dm.remove(snap.name, { retry: true });
       if (!sealed.some((s) => s.snapshot === snap.name)) dropped.push(snap.name);
+      await after('remove-snapshot');
     }
     // Sealed labels stay; the others (COW files, a failed seal) are cleared.
     await removeUnusedCowMappings(dm, await currentGroup(dm, origin.originId));
     for (const snap of group.snaps) await releaseCowFile(system, origin.lockOptions, origin.originId, snap.tag.snapId!, false);
     await dm.remove(origin.realName, { retry: true });
+    await after('remove-real');
     return { origin: origin.name, fs: fingerprint?.fs ?? null, sealed, dropped };
   } finally {
     lock();

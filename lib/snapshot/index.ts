@@ -17,8 +17,8 @@ export { DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions } from '../
 export { UUID_PREFIX, parseTag, type Tag, type DeviceRole } from './tags';
 export { detectFilesystem, type FilesystemType } from './filesystem';
 export { recover, type RecoveryAction, type RecoveryActionKind, type RecoverOptions } from './recover';
-export type { Step, SnapshotStep, DropStep, RollbackStep, UpdateStep } from './steps';
+export type { Step, SnapshotStep, DropStep, RollbackStep, DetachStep, UpdateStep } from './steps';
 export { type RollbackOptions, type MergeProgress } from './rollback';
 export { type MergeState } from './merge';
-export { type DetachReport } from './detach';
+export { type DetachReport, type DetachOptions } from './detach';
 export { type AttachResult } from './reattach';

@@ -19,6 +19,7 @@ import { removeUnusedCowMappings } from './cow-mapping';
 import { currentGroup } from './invariants';
 import type { TaggedDevice } from './discover';
 import type { Step } from './steps';
+import { backOutSwap } from './back-out';
 
 /** The merge NAME runs, as the kernel reports it. */
 export interface MergeState {
@@ -91,10 +92,8 @@ export async function finishMerge(owner: MergeOwner, state: MergeState, after: (
     await after('load-final-table');
     await dm.resume(owner.name, { skipLockfs: true });
   } catch (error) {
-    // Back to the merge table: the staged table dropped, and NAME resumed if a failed
-    // swap left it suspended.
-    await dm.clear(owner.name).catch(() => undefined);
-    if ((await dm.info(owner.name)).suspended) await dm.resume(owner.name, { skipLockfs: true });
+    // Back to the merge table.
+    await backOutSwap(dm, owner.name, { staged: true });
     throw error;
   }
   await after('swap-final-table');

@@ -27,7 +27,7 @@ import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, rec
 import { CowRecords } from '../system/cow-records';
 import { mergeState, type MergeState } from './merge';
 import { mappedCow } from './cow-mapping';
-import { detachOrigin, type DetachReport } from './detach';
+import { detachOrigin, type DetachOptions, type DetachReport } from './detach';
 import { finishMergeLocked, rollBackTo, waitForMerge, type RollbackOptions } from './rollback';
 
 /** Options of Origin.snapshot and withSnapshot. */
@@ -250,8 +250,9 @@ export class Origin implements SnapshotOwner {
    * on COW devices stay there, sealed with the origin's fingerprint, for `prepare` with
    * `attach` to bring back; the others are dropped; NAME and NAME-real go (see detach.ts).
    */
-  detach(): Promise<DetachReport> {
-    return detachOrigin(this);
+  detach(options: DetachOptions = {}): Promise<DetachReport> {
+    check(typeof options === 'object' && options !== null, 'options', 'an object', options);
+    return detachOrigin(this, options);
   }
 
   /** @internal The lock settings its calls use. */

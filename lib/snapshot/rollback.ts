@@ -24,6 +24,7 @@ import type { Origin } from './origin';
 import type { Snapshot } from './snapshot';
 import { stepRunner, type Step, type StepHook } from './steps';
 import { formatTag } from './tags';
+import { backOutSwap } from './back-out';
 
 /** How far a merge is, for a progress display. */
 export interface MergeProgress {
@@ -170,9 +171,7 @@ async function holdUnused(origin: Origin): Promise<HeldBlockDevice> {
 /** Back to where the start found it, or, once the merge runs, the snapshot resumed. */
 async function undoStart(origin: Origin, snap: Snapshot, progress: Progress): Promise<void> {
   const { dm } = origin;
-  if (progress.loaded) await dm.clear(origin.name).catch(() => undefined);
-  const wrapper = await dm.find(origin.name);
-  if (wrapper?.suspended) await dm.resume(origin.name, { skipLockfs: true }).catch(() => undefined);
+  await backOutSwap(dm, origin.name, { staged: progress.loaded });
   if (progress.snapshotSuspended) await dm.resume(snap.name, { udevFlags: HIDDEN_LAYER }).catch(() => undefined);
 }
 

@@ -45,11 +45,18 @@ export type RollbackStep =
   | 'swap-final-table'
   | 'remove-merged-snapshot';
 
+/**
+ * The steps of a detach (detach.ts): NAME removed, each label sealed, each snapshot
+ * removed, NAME-real removed. Nothing is undone on a failure: what is left is what a kill
+ * leaves, and recover's to repair.
+ */
+export type DetachStep = 'remove-origin' | 'seal-label' | 'remove-snapshot' | 'remove-real';
+
 /** The steps of an incremental update of an image (incremental.ts); copy-extent comes after each extent. */
 export type UpdateStep = 'take-snapshot' | 'mark-updating' | 'copy-extent' | 'sync-image' | 'mark-complete' | 'drop-previous';
 
-/** A step of taking, dropping or rolling back to a snapshot, or of an update. */
-export type Step = SnapshotStep | DropStep | RollbackStep | UpdateStep;
+/** A step of taking, dropping or rolling back to a snapshot, of a detach, or of an update. */
+export type Step = SnapshotStep | DropStep | RollbackStep | DetachStep | UpdateStep;
 
 /**
  * Called after each step completes. Only for tests: a hook that throws simulates a

@@ -18,6 +18,7 @@ import type { SnapshotPlan } from './plan';
 import { Snapshot } from './snapshot';
 import { environmentFreezeSeam, type Step } from './steps';
 import { formatTag } from './tags';
+import { backOutSwap } from './back-out';
 
 /** The snapshot to make. */
 export interface SnapshotSpec {
@@ -184,9 +185,7 @@ async function freeze(origin: Origin, name: string, after: After, progress: Prog
 async function rollBack(origin: Origin, spec: SnapshotSpec, progress: Progress): Promise<void> {
   const { dm } = origin;
   const { name } = spec;
-  if (progress.preloaded) await dm.clear(origin.name).catch(() => undefined);
-  const wrapper = await dm.find(origin.name);
-  if (wrapper?.suspended) await dm.resume(origin.name).catch(() => undefined);
+  await backOutSwap(dm, origin.name, { staged: progress.preloaded });
   if (progress.created) await dm.remove(name, { retry: true }).catch(() => undefined);
   if (progress.cowMapped) {
     const mapping = (await currentGroup(dm, origin.originId).catch(() => undefined))?.cows.find((c) => c.tag.snapId === spec.snapId);

@@ -4,7 +4,7 @@
  * back only while the origin shows the sealed fingerprint. The tests across a real reboot
  * are in test/vm/reboot/.
  */
-import { prepare, recover, type AttachResult, type DeviceMapper } from '../../lib';
+import { prepare, recover, type AttachResult, type DeviceMapper, type Step } from '../../lib';
 import { System } from '../../lib/system/system';
 import { LABEL_AREA_BYTES, readLabel } from '../../lib/targets/cow-label';
 import type { LifecycleEnvironment } from './lifecycle.suite';
@@ -98,6 +98,40 @@ export function reattachSuite(ctx: ReattachContext): void {
         { cow: blank, snapshot: null, outcome: 'refused', reason: 'it carries no dmsnap label' },
       ]);
       await second.origin.release();
+    });
+
+    // A detach undoes nothing when it fails: what a failure leaves is what a kill leaves.
+    it.each([
+      ['remove-origin', 'refused'],
+      ['seal-label', 'attached'],
+      ['remove-snapshot', 'attached'],
+      ['remove-real', 'attached'],
+    ] as const)('stopped after step %s, recover leaves a consistent state, and the attach gives %s', async (step, outcome) => {
+      const device = await env.makeBlockDevice(16 * MiB);
+      await env.formatExt4(device);
+      const name = ctx.freshName();
+      const origin = await prepare(device, { ...options(), name });
+      const cow = await env.makeBlockDevice(4 * MiB);
+      const snap = await origin.snapshot({ cow });
+      await env.writeThrough(origin.devicePath, 1 * MiB, 8 * MiB);
+      const before = await snap.status();
+      const stop = async (at: Step) => {
+        if (at === step) throw new Error(`test: stopped after ${at}`);
+      };
+      await expect(origin.detach({ onStep: stop })).rejects.toThrow(`test: stopped after ${step}`);
+      await recover(options());
+      expect((await ctx.state()).filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}-`))).toEqual([]);
+      const { origin: again, results } = await attach(device, name, [cow]);
+      expect(results).toEqual([
+        outcome === 'attached'
+          ? { cow, snapshot: snap.name, outcome, reason: null }
+          : { cow, snapshot: null, outcome, reason: 'it carries no dmsnap label' },
+      ]);
+      for (const back of await again.snapshots()) {
+        expect(await back.status()).toMatchObject({ state: 'active', allocatedSectors: before.allocatedSectors });
+        await back.drop();
+      }
+      await again.release();
     });
 
     it('refuses to detach a mounted origin, or one whose content has no fingerprint, changing nothing', async () => {
