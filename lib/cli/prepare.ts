@@ -33,6 +33,7 @@ Examples:
       const onAttach = (result: AttachResult) => {
         if (result.outcome === 'refused') writeLine(io.stderr, `dmsnap prepare: refused the COW ${result.cow}: ${result.reason}; it was left as it is`);
         else info(io, `dmsnap prepare: ${result.outcome === 'merging' ? 'resumed the rollback to' : 'attached'} snapshot ${result.snapshot} from ${result.cow}`);
+        if (result.outcome === 'merging' && result.reason) writeLine(io.stderr, `dmsnap prepare: warning: ${result.reason}`);
       };
       const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined, attach, onAttach });
       writeLine(io.stdout, origin.devicePath);

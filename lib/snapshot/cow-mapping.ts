@@ -21,6 +21,11 @@ import type { OriginGroup, TaggedDevice } from './discover';
 import { formatTag } from './tags';
 import { backOutSwap } from './back-out';
 
+/** The state a label goes back to when no merge runs: tracking or active. */
+export function restingState(label: CowLabel): LabelState {
+  return label.snapshot.trackingSince !== null ? 'tracking' : 'active';
+}
+
 /** The name of a snapshot's COW mapping. */
 export function cowMappingName(snapshotName: string): string {
   return `${snapshotName}-cow`;

@@ -9,7 +9,9 @@
  *     mounted read-write without dmsnap meanwhile;
  *   - the kernel's store under the label is valid, with the label's chunk size.
  *
- * A COW that fails any of these is refused and reported, and never written. The snapshots
+ * A COW that fails any of these is refused and reported, and never written — but for a
+ * merge a crash interrupted (label `merging`, unsealed): the origin is half merged, which
+ * is no filesystem, so the merge resumes all the same (and the result says so). The snapshots
  * come back under the label's ids (the origin keeps its id across boots), on NAME-real,
  * before NAME exists; each label is unsealed (synced) before NAME runs snapshot-origin —
  * or snapshot-merge, for a rollback whose merge the detach interrupted, which resumes.
@@ -38,7 +40,7 @@ export interface AttachResult {
   snapshot: string | null;
   /** 'attached', 'merging' (a rollback resumed), or 'refused'. */
   outcome: 'attached' | 'merging' | 'refused';
-  /** Why it was refused; null otherwise. */
+  /** Why it was refused; for a merge resumed after a crash, what that means; null otherwise. */
   reason: string | null;
 }
 
@@ -47,6 +49,8 @@ interface Accepted {
   path: string;
   info: BlockDeviceInfo;
   label: CowLabel;
+  /** A merge resumed without a seal (after a crash): nothing proves the origin unwritten. */
+  unproven: boolean;
 }
 
 /** The checks of every COW against the origin device; nothing is written. */
@@ -93,9 +97,10 @@ async function checkCow(system: System, path: string, name: string, disk: BlockD
     const { origin, snapshot } = label;
     if (origin.name !== name) throw new Error(`its snapshot ${snapshot.name} is of origin ${origin.name}, not ${name}`);
     if (origin.sizeSectors !== disk.sizeSectors) throw new Error(`its origin had ${origin.sizeSectors} sectors; the device has ${disk.sizeSectors}`);
-    if (!label.seal) throw new Error(`${name} was not detached cleanly since snapshot ${snapshot.name} was attached (a crash or power cut?): nothing proves the origin unwritten`);
-    if (!fingerprint) throw new Error(`the device holds no ext4, XFS or btrfs now (the seal is of ${label.seal.fs})`);
-    if (fingerprint.fs !== label.seal.fs || fingerprint.digest !== label.seal.digest) {
+    const unproven = !label.seal && label.state === 'merging';
+    if (!label.seal && !unproven) throw new Error(`${name} was not detached cleanly since snapshot ${snapshot.name} was attached (a crash or power cut?): nothing proves the origin unwritten`);
+    if (label.seal && !fingerprint) throw new Error(`the device holds no ext4, XFS or btrfs now (the seal is of ${label.seal.fs})`);
+    if (label.seal && fingerprint && (fingerprint.fs !== label.seal.fs || fingerprint.digest !== label.seal.digest)) {
       throw new Error(`the origin was written since snapshot ${snapshot.name} was detached (its ${label.seal.fs} fingerprint changed): the snapshot would read wrong`);
     }
     const store = parseStoreHeader(await held.read(sectorsToBytes(label.dataOffsetSectors), 4096, { direct: true }));
@@ -103,7 +108,7 @@ async function checkCow(system: System, path: string, name: string, disk: BlockD
       throw new Error(`the exception store under the label is ${store.kind === 'store' ? (store.valid ? `of ${store.chunkSectors}-sector chunks` : 'invalid (the snapshot overflowed or failed)') : 'empty'}`);
     }
     if (info.sizeSectors <= label.dataOffsetSectors) throw new Error('it is smaller than its label says');
-    return { path, info, label };
+    return { path, info, label, unproven };
   } finally {
     held.close();
   }
@@ -118,14 +123,15 @@ export async function attachAccepted(dm: DeviceMapper, originId: string, real: {
   const realKey = devKey(real);
   const results: AttachResult[] = [];
   let merge: TargetLine | undefined;
-  for (const { path, info, label } of accepted) {
+  for (const { path, info, label, unproven } of accepted) {
     const { snapshot } = label;
     const mapping = await createCowMapping(dm, originId, snapshot.id, snapshot.name, info, snapshot.chunkSectors);
     const line = { length, origin: realKey, cow: devKey(mapping), persistent: true, chunkSectors: snapshot.chunkSectors };
     if (label.state === 'merging') {
       // The merge goes on from the store: NAME runs snapshot-merge, no snapshot device.
       merge = snapshotMerge(line);
-      results.push({ cow: path, snapshot: snapshot.name, outcome: 'merging', reason: null });
+      const note = unproven ? `${snapshot.name}'s merge was interrupted by a crash: it resumes, since a half-merged device holds no filesystem, but writes made to the origin meanwhile without dmsnap may be lost` : null;
+      results.push({ cow: path, snapshot: snapshot.name, outcome: 'merging', reason: note });
     } else {
       const tag = formatTag({ originId, role: 'snap', snapId: snapshot.id, ...(snapshot.trackingSince === null ? {} : { trackingSince: snapshot.trackingSince }) });
       await dm.create(snapshot.name, { uuid: tag, table: [snapshotTarget(line)], udevFlags: HIDDEN_LAYER });

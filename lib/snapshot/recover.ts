@@ -14,7 +14,7 @@ import { devKey, holdersOf } from '../system/stack';
 import { parseDevKey } from '../dev-number';
 import { CowRecords } from '../system/cow-records';
 import { detachCowLoop, discardCowFile } from './cow-file';
-import { removeUnusedCowMappings } from './cow-mapping';
+import { mappedCow, readCowLabel, removeUnusedCowMappings, restingState, updateCowLabel } from './cow-mapping';
 import { finishMerge, mergeState, usesCow, type MergeOwner, type MergeState } from './merge';
 import type { LockOptions } from '../system/lock';
 
@@ -29,6 +29,7 @@ export type RecoveryActionKind =
   | 'restored-linear-table'
   | 'finished-merge'
   | 'removed-cow-file'
+  | 'relabelled'
   | 'skipped'
   | 'kept';
 
@@ -151,7 +152,7 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
     note(snap.name, 'removed', problem);
   }
 
-  await removeOrphanMappings(dm, group.originId, merge, note);
+  await recoverMappings(dm, group.originId, merge, note);
 
   // 3. A merge that is done is finished; one that runs is left to run.
   if (wrapper && real && merge) {
@@ -177,6 +178,12 @@ async function recoverGroup(dm: DeviceMapper, group: OriginGroup, actions: Recov
   }
 }
 
+/** 2b and 2c: the COW mappings and their labels. */
+async function recoverMappings(dm: DeviceMapper, originId: string, merge: MergeState | undefined, note: Note): Promise<void> {
+  await removeOrphanMappings(dm, originId, merge, note);
+  await resetStaleMergeLabels(dm, originId, merge, note);
+}
+
 /** 2b. COW mappings whose snapshot is gone (the merge's, in use by the origin, excepted): their labels cleared, the mappings removed. */
 async function removeOrphanMappings(dm: DeviceMapper, originId: string, merge: MergeState | undefined, note: Note): Promise<void> {
   const now = (await scanGroups(dm)).get(originId);
@@ -184,6 +191,19 @@ async function removeOrphanMappings(dm: DeviceMapper, originId: string, merge: M
   const unused = { ...now, cows: now.cows.filter((c) => `${c.major}:${c.minor}` !== merge?.params.cow) };
   for (const { name, labelProblem } of await removeUnusedCowMappings(dm, unused)) {
     note(name, 'removed', `the COW mapping of a snapshot that no longer exists (${labelProblem ? `its label could not be cleared: ${labelProblem}` : 'its label cleared'})`);
+  }
+}
+
+/** 2c. A label that says merging while no merge of its COW runs (a rollback that died before its start): back to active or tracking. */
+async function resetStaleMergeLabels(dm: DeviceMapper, originId: string, merge: MergeState | undefined, note: Note): Promise<void> {
+  const system = System.of(dm);
+  for (const mapping of (await scanGroups(dm)).get(originId)?.cows ?? []) {
+    if (`${mapping.major}:${mapping.minor}` === merge?.params.cow) continue;
+    const cow = await mappedCow(dm, mapping.name);
+    const label = cow ? await readCowLabel(system, cow).catch(() => undefined) : undefined;
+    if (!cow || label?.state !== 'merging') continue;
+    await updateCowLabel(system, cow, (current) => ({ ...current, state: restingState(current) }));
+    note(mapping.name, 'relabelled', `its label said merging, but no merge runs (a rollback that died before it started): ${restingState(label)} again`);
   }
 }
 

@@ -25,6 +25,8 @@ import type { Snapshot } from './snapshot';
 import { stepRunner, type Step, type StepHook } from './steps';
 import { formatTag } from './tags';
 import { backOutSwap } from './back-out';
+import { restingState, updateCowLabel } from './cow-mapping';
+import { devKey } from '../system/stack';
 
 /** How far a merge is, for a progress display. */
 export interface MergeProgress {
@@ -61,6 +63,8 @@ interface Progress {
   loaded: boolean;
   snapshotSuspended: boolean;
   merging: boolean;
+  /** The label under the snapshot's COW mapping says merging. */
+  marked: boolean;
 }
 
 /** Starts merging `snap` back into `origin` (see the file comment); with wait, also waits and finishes. */
@@ -74,7 +78,7 @@ async function startMerge(origin: Origin, snap: Snapshot, after: After): Promise
   const { dm } = origin;
   const system = System.of(dm);
   const lock = await system.lock(origin.name, origin.lockOptions);
-  const progress: Progress = { step: 'validate', loaded: false, snapshotSuspended: false, merging: false };
+  const progress: Progress = { step: 'validate', loaded: false, snapshotSuspended: false, merging: false, marked: false };
   let held: HeldBlockDevice | undefined;
   let guardian: Guardian | undefined;
   try {
@@ -82,6 +86,13 @@ async function startMerge(origin: Origin, snap: Snapshot, after: After): Promise
     held = await holdUnused(origin);
     guardian = system.startGuardian(dm.controlPath, [origin.originUuid, snapUuid], lock);
     const line = snapshotMerge({ length: sectors(origin.sizeSectors), origin: params.origin, cow: params.cow, persistent: true, chunkSectors: params.chunkSectors });
+    // The label first: a merge interrupted by a crash resumes at the next attach.
+    progress.step = 'mark-merging';
+    if (devKey(snap.info.cow) !== devKey(snap.info.cowDevice)) {
+      await updateCowLabel(system, snap.info.cowDevice, (label) => ({ ...label, state: 'merging' }));
+      progress.marked = true;
+    }
+    await after(progress.step);
     progress.step = 'load-merge-table';
     await dm.load(origin.name, [line]);
     progress.loaded = true;
@@ -172,6 +183,7 @@ async function holdUnused(origin: Origin): Promise<HeldBlockDevice> {
 async function undoStart(origin: Origin, snap: Snapshot, progress: Progress): Promise<void> {
   const { dm } = origin;
   await backOutSwap(dm, origin.name, { staged: progress.loaded });
+  if (progress.marked && !progress.merging) await updateCowLabel(System.of(dm), snap.info.cowDevice, (label) => ({ ...label, state: restingState(label) })).catch(() => undefined);
   if (progress.snapshotSuspended) await dm.resume(snap.name, { udevFlags: HIDDEN_LAYER }).catch(() => undefined);
 }
 

@@ -30,13 +30,15 @@ export type SnapshotStep =
 export type DropStep = 'remove-snapshot' | 'load-linear-table' | 'suspend-origin' | 'resume-origin';
 
 /**
- * The steps of a rollback (rollback.ts): the merge table staged in NAME's inactive slot,
+ * The steps of a rollback (rollback.ts): the COW's label marked merging (a persistent
+ * snapshot's), the merge table staged in NAME's inactive slot,
  * the snapshot suspended (the kernel hands its exceptions over only from a suspended
  * snapshot), NAME resumed with snapshot-merge (the merge starts), the snapshot resumed;
  * then, once the merge is done (merge.ts), NAME's final table loaded and swapped in and
  * the merged snapshot removed.
  */
 export type RollbackStep =
+  | 'mark-merging'
   | 'load-merge-table'
   | 'suspend-snapshot'
   | 'start-merge'

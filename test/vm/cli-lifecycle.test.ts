@@ -213,7 +213,7 @@ describe('backup', () => {
       for (let i = 0; i < 300 && !err.includes('mounted read-only'); i++) await new Promise((r) => setTimeout(r, 100));
       run('dd', ['if=/dev/urandom', `of=${join(origin.dir, 'big')}`, 'bs=1M', 'count=16', 'conv=fsync', 'status=none']);
       expect(await exited).toBe(3);
-      expect(err).toMatch(/became invalid: its COW device \/dev\/loop\d+ \(1\.0 MiB, [\d.]+% used\)/);
+      expect(err).toMatch(/became invalid: its COW device \/dev\/loop\d+ \(960\.0 KiB, [\d.]+% used\)/);
       expect(dmsnapDevices()).toEqual([origin.name, `${origin.name}-real`].sort());
       for (const [path, sum] of origin.files) expect(sha(readFileSync(join(origin.dir, path)))).toBe(sum);
       expect(statSync(join(origin.dir, 'big')).size).toBe(16 * MiB);
@@ -236,7 +236,7 @@ describe('backup usage limit', () => {
       for (let i = 0; i < 300 && !err.includes('mounted read-only'); i++) await new Promise((r) => setTimeout(r, 100));
       run('dd', ['if=/dev/urandom', `of=${join(origin.dir, 'some')}`, 'bs=1M', 'count=4', 'conv=fsync', 'status=none']);
       expect(await exited).toBe(3);
-      expect(err).toMatch(/reached the usage limit of 20%: its COW device \/dev\/loop\d+ \(8\.0 MiB, [\d.]+% used\)/);
+      expect(err).toMatch(/reached the usage limit of 20%: its COW device \/dev\/loop\d+ \(7\.9 MiB, [\d.]+% used\)/);
       expect(dmsnapDevices()).toEqual([origin.name, `${origin.name}-real`].sort());
     } finally {
       origin.unmount();

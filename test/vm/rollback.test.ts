@@ -251,7 +251,7 @@ describe('dmsnap rollback of a filesystem', () => {
   });
 });
 
-const STEPS = ['load-merge-table', 'suspend-snapshot', 'start-merge', 'resume-merged-snapshot', 'load-final-table', 'swap-final-table', 'remove-merged-snapshot'];
+const STEPS = ['mark-merging', 'load-merge-table', 'suspend-snapshot', 'start-merge', 'resume-merged-snapshot', 'load-final-table', 'swap-final-table', 'remove-merged-snapshot'];
 // The primary cell kills after every step (what recover and the guardian do is dmsnap's own
 // logic, the same on every kernel); the other kernel cells after the start of the merge,
 // the state only the kernel makes (a merge running without dmsnap). The cells with udev

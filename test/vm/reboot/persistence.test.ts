@@ -1,20 +1,25 @@
 /**
  * Snapshots across a reboot: `dmsnap detach` at shutdown, `dmsnap prepare --attach` at the
- * next boot. Runs over two boots of one guest with the same six virtio disks
+ * next boot. Runs over two boots of one guest with the same ten virtio disks
  * (scripts/test-vm.sh runs the boots, DMSNAP_VM_BOOT says which):
  *
  *   boot 1  A: ext4 on vda, its snapshot on vdb; B: XFS on vdc, its snapshot on vdd; both
- *           written after the snapshot, unmounted and detached (sealed). C: ext4 on vde,
+ *           written after the snapshot, unmounted and detached (sealed). D: ext4 on vdg,
+ *           its snapshot on vdh (slowed down by dm-delay), rolled back without --wait and
+ *           detached in the middle of the merge; F: the same on vdi and vdj, its merge
+ *           running at the power cut. C: ext4 on vde,
  *           its snapshot on vdf, still attached, written (synced, then more in the page
  *           cache) when the power is cut (sysrq "b");
  *   boot 2  A and B attached again: each snapshot reads exactly as at its freeze and
  *           copy-on-write goes on; detached again, each filesystem mounted read-write
  *           without dmsnap and written: attaching is refused, nothing attached, the COW
- *           untouched. C is refused (never detached cleanly), though the kernel itself
+ *           untouched. D's merge resumes at the attach and ends with the snapshot's
+ *           content; so does F's, whose merge ran when the power was cut (the device is
+ *           half merged: no filesystem to protect). C is refused (never detached cleanly), though the kernel itself
  *           would take its COW back (attached by hand, it reads as at its freeze): dmsnap
  *           cannot prove the origin unwritten after a crash.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { deviceSha } from '../support/model';
@@ -35,6 +40,9 @@ interface Pair {
 const A: Pair = { name: 'pa', origin: '/dev/vda', cow: '/dev/vdb', mkfs: ['mkfs.ext4', '-q', '-F'] };
 const B: Pair = { name: 'pb', origin: '/dev/vdc', cow: '/dev/vdd', mkfs: ['mkfs.xfs', '-q', '-f'] };
 const C: Pair = { name: 'pc', origin: '/dev/vde', cow: '/dev/vdf', mkfs: ['mkfs.ext4', '-q', '-F'] };
+const D: Pair = { name: 'pd', origin: '/dev/vdg', cow: '/dev/vdh', mkfs: ['mkfs.ext4', '-q', '-F'] };
+const F: Pair = { name: 'pf', origin: '/dev/vdi', cow: '/dev/vdj', mkfs: ['mkfs.ext4', '-q', '-F'] };
+const MiB = 1024 * 1024;
 
 type Record1 = Record<string, { snapshotSha: string }>;
 
@@ -64,6 +72,50 @@ function snapshotWithChanges(pair: Pair): string {
   return sha;
 }
 
+/** 4 KiB of random data at the start of every other 32 KiB chunk from 4 MiB on: chunks that merge one by one. */
+function writeScattered(device: string, count: number): void {
+  const fd = openSync(device, 'r+');
+  try {
+    for (let i = 0; i < count; i++) writeSync(fd, randomBytes(4096), 0, 4096, 4 * MiB + i * 64 * 1024);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The sectors of data a merge has left to copy, from NAME's snapshot-merge status. */
+function mergeLeft(name: string): number {
+  const match = /snapshot-merge (\d+)\/\d+ (\d+)$/.exec(dmsetup('status', name).trim());
+  if (!match) throw new Error(`${name} runs no merge: ${dmsetup('status', name)}`);
+  return Number(match[1]) - Number(match[2]);
+}
+
+/** A snapshot on a slowed-down COW (dm-delay), changes, and a rollback started: its merge runs. */
+async function mergeRunning(pair: Pair): Promise<string> {
+  expect(cli(['prepare', pair.origin, '--name', pair.name, '-q']).status).toBe(0);
+  const device = `/dev/mapper/${pair.name}`;
+  run('mkfs.ext4', ['-q', '-F', device]);
+  const size = run('blockdev', ['--getsz', pair.cow]).trim();
+  run('dmsetup', ['create', `${pair.name}-slow`, '--table', `0 ${size} delay ${pair.cow} 0 100`]);
+  run('dmsetup', ['mknodes', `${pair.name}-slow`]);
+  expect(cli(['snapshot', pair.name, '--cow', `/dev/mapper/${pair.name}-slow`, '--chunk-size', '32k', '-q'])).toMatchObject({ status: 0, stderr: '' });
+  const sha = deviceSha(`${device}-snap`);
+  writeScattered(device, 400);
+  expect(cli(['rollback', pair.name, '-q'])).toMatchObject({ status: 0, stderr: '' });
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  expect(mergeLeft(pair.name)).toBeGreaterThan(0);
+  return sha;
+}
+
+/** D: rolled back, and detached while the merge runs. */
+async function detachMidMerge(): Promise<string> {
+  const sha = await mergeRunning(D);
+  // The COW is named as sysfs names the delay device (/dev/dm-N).
+  expect(cli(['detach', D.name])).toMatchObject({ status: 0, stdout: expect.stringMatching(new RegExp(`^${D.name}-snap /dev/\\S+ merging\n$`)) });
+  run('dmsetup', ['remove', `${D.name}-slow`]);
+  return sha;
+}
+
 function attach(pair: Pair) {
   return cli(['prepare', pair.origin, '--name', pair.name, '--attach', pair.cow]);
 }
@@ -74,11 +126,14 @@ const boot2 = BOOT === '2' ? it : it.skip;
 describe('snapshots across a reboot', () => {
   boot1('boot 1: two origins detached cleanly, a third attached when the power is cut', async () => {
     const record: Record1 = {};
+    record[D.name] = { snapshotSha: await detachMidMerge() };
     for (const pair of [A, B]) {
       record[pair.name] = { snapshotSha: snapshotWithChanges(pair) };
       const detached = cli(['detach', pair.name]);
       expect(detached).toMatchObject({ status: 0, stdout: `${pair.name}-snap ${pair.cow} active\n` });
     }
+    // F: a merge still running when the power goes.
+    record[F.name] = { snapshotSha: await mergeRunning(F) };
     record[C.name] = { snapshotSha: snapshotWithChanges(C) };
     const dir = mkdtempSync('/tmp/persist-');
     run('mount', [`/dev/mapper/${C.name}`, dir]);
@@ -116,6 +171,27 @@ describe('snapshots across a reboot', () => {
       expect(run('dd', [`if=${pair.cow}`, 'bs=8k', 'count=1', 'iflag=direct', 'status=none'])).toBe(label);
       expect(cli(['release', pair.name]).status).toBe(0);
     }
+    // The merge a detach interrupted resumes before anything mounts, and ends as it should.
+    const resumed = attach(D);
+    expect(resumed).toMatchObject({ status: 0, stderr: `dmsnap prepare: resumed the rollback to snapshot ${D.name}-snap from ${D.cow}\n` });
+    expect(dmsetup('table', D.name)).toMatch(/ snapshot-merge /);
+    expect(cli(['rollback', D.name, '--wait', '-q'])).toMatchObject({ status: 0, stderr: '' });
+    expect(dmsetup('table', D.name)).toBe(dmsetup('table', `${D.name}-real`));
+    expect(deviceSha(`/dev/mapper/${D.name}`)).toBe(record[D.name].snapshotSha);
+    run('e2fsck', ['-fn', `/dev/mapper/${D.name}`]);
+    expect(dmsetup('ls')).not.toContain(`${D.name}-snap-cow`);
+    expect(invariantViolations()).toEqual([]);
+    expect(cli(['release', D.name]).status).toBe(0);
+
+    // A merge the power cut interrupted resumes too (a half-merged device is no filesystem), with a warning.
+    const afterCrash = attach(F);
+    expect(afterCrash.status).toBe(0);
+    expect(afterCrash.stderr).toMatch(new RegExp(`resumed the rollback to snapshot ${F.name}-snap from ${F.cow}\n.*warning: .*interrupted by a crash`));
+    expect(cli(['rollback', F.name, '--wait', '-q'])).toMatchObject({ status: 0, stderr: '' });
+    expect(deviceSha(`/dev/mapper/${F.name}`)).toBe(record[F.name].snapshotSha);
+    run('e2fsck', ['-fn', `/dev/mapper/${F.name}`]);
+    expect(cli(['release', F.name]).status).toBe(0);
+
     // After a power cut, nothing proves the origin unwritten: refused...
     const crashed = attach(C);
     expect(crashed.stderr).toMatch(new RegExp(`refused the COW ${C.cow}: ${C.name} was not detached cleanly`));
