@@ -31,8 +31,8 @@ export function reattachSuite(ctx: ReattachContext): void {
     }
   }
 
-  /** An ext4 origin with a snapshot on its own COW and 1 MiB written since; detached. */
-  async function detached() {
+  /** An ext4 origin with a snapshot on its own COW and 1 MiB written since; its status then. */
+  async function snapshotted() {
     const device = await env.makeBlockDevice(16 * MiB);
     await env.formatExt4(device);
     const name = ctx.freshName();
@@ -40,9 +40,13 @@ export function reattachSuite(ctx: ReattachContext): void {
     const cow = await env.makeBlockDevice(4 * MiB);
     const snap = await origin.snapshot({ cow });
     await env.writeThrough(origin.devicePath, 1 * MiB, 8 * MiB);
-    const before = await snap.status();
-    const report = await origin.detach();
-    return { device, name, origin, cow, snap, before, report };
+    return { device, name, origin, cow, snap, before: await snap.status() };
+  }
+
+  /** snapshotted(), then detached. */
+  async function detached() {
+    const made = await snapshotted();
+    return { ...made, report: await made.origin.detach() };
   }
 
   async function attach(device: string, name: string, cows: string[]) {
@@ -107,14 +111,7 @@ export function reattachSuite(ctx: ReattachContext): void {
       ['remove-snapshot', 'attached'],
       ['remove-real', 'attached'],
     ] as const)('stopped after step %s, recover leaves a consistent state, and the attach gives %s', async (step, outcome) => {
-      const device = await env.makeBlockDevice(16 * MiB);
-      await env.formatExt4(device);
-      const name = ctx.freshName();
-      const origin = await prepare(device, { ...options(), name });
-      const cow = await env.makeBlockDevice(4 * MiB);
-      const snap = await origin.snapshot({ cow });
-      await env.writeThrough(origin.devicePath, 1 * MiB, 8 * MiB);
-      const before = await snap.status();
+      const { device, name, origin, cow, snap, before } = await snapshotted();
       const stop = async (at: Step) => {
         if (at === step) throw new Error(`test: stopped after ${at}`);
       };
