@@ -1,7 +1,8 @@
 /**
  * The shared loop-device suite against the real kernel, and the kernel fact a COW file
  * depends on: a persistent snapshot whose COW is a loop device over a file keeps working
- * when the file grows and LOOP_SET_CAPACITY is issued, with no reload of its table.
+ * when the file grows, LOOP_SET_CAPACITY is issued and its COW mapping (past dmsnap's label)
+ * is loaded at the new size, with no reload of the snapshot's own table.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -10,6 +11,9 @@ import { join } from 'node:path';
 import { DeviceMapper, prepare } from '../../lib';
 import type { AttachedLoop } from '../../lib/system/loop';
 import { System } from '../../lib/system/system';
+import { growCowMapping } from '../../lib/snapshot/cow-mapping';
+import { currentGroup } from '../../lib/snapshot/invariants';
+import { parseTag } from '../../lib/snapshot/tags';
 import { eventually, loopSuite } from '../shared/loop.suite';
 import { createLoopDevice, run, scratchDir } from './support/system';
 
@@ -132,7 +136,7 @@ describe('a persistent snapshot whose COW is a loop device over a file', () => {
   afterEach(() => dm.close());
 
   /** An origin of 16 MiB full of random data, a snapshot on a loop over a 1 MiB file, and 4 MiB rewritten; `grow` runs before the writes. */
-  async function overwriteAfter(grow: (file: string, device: string) => Promise<void>) {
+  async function overwriteAfter(grow: (file: string, device: string, snapshotName: string) => Promise<void>) {
     const disk = createLoopDevice(16 * MiB);
     writeRandom(disk, 16 * MiB);
     const origin = await prepare(disk, { dm, lockDir, name: `dmsnap-lc${process.pid}-${counter++}` });
@@ -145,7 +149,7 @@ describe('a persistent snapshot whose COW is a loop device over a file', () => {
     loop.release();
     const table = await dm.table(snap.name);
     const first = await snap.status();
-    await grow(file, loop.device);
+    await grow(file, loop.device, snap.name);
     writeRandom(origin.devicePath, 4 * MiB);
     const after = await snap.status();
     const report = {
@@ -165,9 +169,13 @@ describe('a persistent snapshot whose COW is a loop device over a file', () => {
   }
 
   it('keeps working when the file grows and LOOP_SET_CAPACITY is issued, without reloading its table', async () => {
-    const report = await overwriteAfter(async (file, device) => {
+    const report = await overwriteAfter(async (file, device, snapshotName) => {
       truncateSync(file, 8 * MiB);
       await expect(System.of(dm).loop.grow(device)).resolves.toBe(8 * MiB);
+      // The snapshot sees the loop device past dmsnap's label, through its COW mapping: that
+      // linear table grows with it (the snapshot's own table is never reloaded).
+      const [mapping] = (await currentGroup(dm, parseTag((await dm.info(snapshotName)).uuid)!.originId)).cows;
+      await growCowMapping(dm, mapping, await System.of(dm).blockDevice(device));
     });
     // The kernel sees the COW past dmsnap's label (64 KiB).
     expect(report.first).toMatchObject({ state: 'active', totalSectors: 2048 - 128 });
