@@ -81,14 +81,14 @@ run_job() {
     env CI=true TERM=dumb node node_modules/jest/bin/jest.js --config jest.vm.config.js --ci "${jest_args[@]}"
 }
 
-# Two boots, DMSNAP_VM_BOOT=1 then 2, of guests sharing ten fresh disk files and one
+# Two boots, DMSNAP_VM_BOOT=1 then 2, of guests sharing twelve fresh disk files and one
 # results folder (what boot 1 records for boot 2).
 run_reboot() {
   local kernel=$1 role=$2 dir status=0 boot
   shift 2
   dir=$(mktemp -d /tmp/dmsnap-vm-reboot.XXXXXX)
-  # vda..vdj: five origins (XFS needs 300 MB) and their COWs; sparse files.
-  local sizes=(128M 64M 320M 64M 64M 32M 64M 48M 64M 48M) disks=() i
+  # vda..vdl: six origins (XFS needs 300 MB) and their COWs; sparse files.
+  local sizes=(128M 64M 320M 64M 64M 32M 64M 48M 64M 48M 64M 32M) disks=() i
   for i in "${!sizes[@]}"; do
     truncate -s "${sizes[$i]}" "$dir/disk$i.img"
     disks+=(--disk "$dir/disk$i.img")

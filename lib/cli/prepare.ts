@@ -8,6 +8,8 @@ import { System } from '../system/system';
 import { type Command, ExitCode, withOne, writeLine } from './command';
 import { info, lifecycle } from './lifecycle-common';
 
+const ATTACHED = { attached: 'attached', merging: 'resumed the rollback to', 'rollback-started': 'started the rollback recorded with --at-boot to', refused: 'refused' } as const;
+
 export const prepareCommand: Command = {
   name: ['prepare'],
   summary: 'wrap a block device for snapshots, before it is mounted (step 0)',
@@ -32,7 +34,7 @@ Examples:
       const attach = (args.values.attach as string[] | undefined) ?? [];
       const onAttach = (result: AttachResult) => {
         if (result.outcome === 'refused') writeLine(io.stderr, `dmsnap prepare: refused the COW ${result.cow}: ${result.reason}; it was left as it is`);
-        else info(io, `dmsnap prepare: ${result.outcome === 'merging' ? 'resumed the rollback to' : 'attached'} snapshot ${result.snapshot} from ${result.cow}`);
+        else info(io, `dmsnap prepare: ${ATTACHED[result.outcome]} snapshot ${result.snapshot} from ${result.cow}`);
         if (result.outcome === 'merging' && result.reason) writeLine(io.stderr, `dmsnap prepare: warning: ${result.reason}`);
       };
       const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined, attach, onAttach });
@@ -63,6 +65,7 @@ Example:
       const report = await origin.detach();
       for (const kept of report.sealed) writeLine(io.stdout, `${kept.snapshot} ${kept.cow} ${kept.state}`);
       for (const dropped of report.dropped) info(io, `dmsnap detach: dropped ${dropped} (transient or on a COW file: it cannot outlive the detach)`);
+      if (report.rollbackAtBoot) info(io, `dmsnap detach: the next "dmsnap prepare --attach" rolls ${report.origin} back to ${report.rollbackAtBoot} (recorded with --at-boot)`);
       return ExitCode.ok;
     }),
 };

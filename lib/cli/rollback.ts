@@ -5,7 +5,7 @@
 import { openOrigin, type Origin } from '../snapshot';
 import type { MergeProgress } from '../snapshot/rollback';
 import { sectorsToBytes } from '../units';
-import { type CliContext, type Command, ExitCode, UsageError, withOne } from './command';
+import { type CliContext, type Command, ExitCode, UsageError, withOne, writeLine } from './command';
 import { info, lifecycle } from './lifecycle-common';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
@@ -13,7 +13,7 @@ import { formatBytes } from './sizes';
 export const rollbackCommand: Command = {
   name: ['rollback'],
   summary: 'roll NAME back to a snapshot: merge it back into the origin (unmount first)',
-  usage: 'NAME [--snapshot-name SNAP] [--wait]',
+  usage: 'NAME [--snapshot-name SNAP] [--wait | --at-boot | --cancel]',
   help: `Merges the snapshot's old blocks back into NAME, as "lvconvert --merge" does: NAME reads
 as the snapshot from the moment the merge starts (mount it again at once), while the
 kernel copies in the background; other snapshots of NAME stay valid. The merged snapshot
@@ -21,19 +21,33 @@ goes away when the merge is finished: with --wait, or by the next "dmsnap rollba
 --wait", "dmsnap recover" or the monitor. Exits 4 while NAME or the snapshot is mounted
 or open, or while another merge runs; 3 for an invalid snapshot.
 
+For a filesystem that cannot be unmounted now, --at-boot records the rollback in the
+snapshot's COW label and changes nothing else: the detach at shutdown keeps it, and the
+next "dmsnap prepare DEVICE --attach COW" starts the merge before the filesystem is
+mounted. The snapshot must be persistent and on a COW device; after a crash instead of
+a clean detach, the attach refuses it and nothing is rolled back.
+
 Options:
   --snapshot-name SNAP   the snapshot to roll back to (required when NAME has several)
   --wait                 wait for the merge, with progress on a terminal, and finish it;
                          with no snapshot while a merge runs, wait for that one
+  --at-boot              merge at the next boot instead (NAME may stay mounted)
+  --cancel               cancel the rollback recorded with --at-boot
 
-Example:
-  umount /srv && dmsnap rollback md2 --wait && mount /dev/mapper/md2 /srv`,
-  options: { 'snapshot-name': { type: 'string' }, wait: { type: 'boolean' } },
+Examples:
+  umount /srv && dmsnap rollback md2 --wait && mount /dev/mapper/md2 /srv
+  dmsnap rollback md2 --at-boot && systemctl reboot`,
+  options: { 'snapshot-name': { type: 'string' }, wait: { type: 'boolean' }, 'at-boot': { type: 'boolean' }, cancel: { type: 'boolean' } },
   allowPositionals: true,
   run: (args, io) =>
     withOne(args, io, 'NAME', async (name, dm) => {
       const only = args.values['snapshot-name'] as string | undefined;
       const wait = args.values.wait === true;
+      const atBoot = args.values['at-boot'] === true;
+      const cancel = args.values.cancel === true;
+      if ([wait, atBoot, cancel].filter(Boolean).length > 1) throw new UsageError('--wait, --at-boot and --cancel exclude each other');
+      if (cancel && only !== undefined) throw new UsageError('--cancel takes no --snapshot-name: it cancels the rollback recorded for NAME');
+      if (cancel) return cancelAtBoot(io, await openOrigin(name, lifecycle(io, dm)));
       // Looked at before the open, which finishes a merge that is done.
       const merging = only === undefined && wait && (await dm.table(name).catch(() => []))[0]?.type === 'snapshot-merge';
       const origin = await openOrigin(name, lifecycle(io, dm));
@@ -44,7 +58,7 @@ Example:
       }
       const snap = await pick(origin, only);
       try {
-        await snap.rollback({ wait, onProgress: progressOf(io, name) });
+        await snap.rollback({ wait, atBoot, onProgress: progressOf(io, name) });
       } catch (error) {
         if ((error as { code?: string }).code === 'ERR_DMSNAP_SNAPSHOT_INVALID') {
           info(io, `dmsnap rollback: ${(error as Error).message}`);
@@ -52,7 +66,9 @@ Example:
         }
         throw error;
       }
-      if (wait) {
+      if (atBoot) {
+        info(io, `dmsnap: ${name} is rolled back to ${snap.name} at the next "dmsnap prepare --attach", after a clean "dmsnap detach"; "dmsnap rollback ${name} --cancel" cancels it`);
+      } else if (wait) {
         info(io, `dmsnap: ${name} is rolled back to ${snap.name}`);
       } else {
         const left = (await origin.merge())?.status;
@@ -62,6 +78,17 @@ Example:
       return ExitCode.ok;
     }),
 };
+
+/** --cancel: the rollback recorded for the next boot, cancelled; exit 1 when there was none. */
+async function cancelAtBoot(io: CliContext, origin: Origin): Promise<number> {
+  const cancelled = await origin.cancelRollbackAtBoot();
+  if (cancelled === null) {
+    writeLine(io.stderr, `dmsnap rollback: ${origin.name} has no rollback recorded for the next boot`);
+    return ExitCode.failure;
+  }
+  info(io, `dmsnap: the rollback of ${origin.name} to ${cancelled} at the next boot is cancelled`);
+  return ExitCode.ok;
+}
 
 /** The snapshot named, or NAME's only one. */
 async function pick(origin: Origin, only: string | undefined) {

@@ -46,6 +46,7 @@ function statusJson(statuses: OriginStatus[]) {
     ...originJson(o),
     suspended: o.suspended,
     merge: o.merge,
+    rollbackAtBoot: o.rollbackAtBoot,
     snapshots: o.snapshots.map((s) => ({
       ...snapshotJson(s),
       state: s.state,
@@ -92,7 +93,7 @@ Example:
     for (const o of statuses) {
       writeLine(
         io.stdout,
-        `${o.name}  ${o.suspended ? 'SUSPENDED' : 'live'}  ${o.device}  backing ${o.backing ?? '?'}  ${formatBytes(o.sizeBytes)}  ${o.snapshots.length} snapshot(s)${mergeNote(o.merge)}`,
+        `${o.name}  ${o.suspended ? 'SUSPENDED' : 'live'}  ${o.device}  backing ${o.backing ?? '?'}  ${formatBytes(o.sizeBytes)}  ${o.snapshots.length} snapshot(s)${mergeNote(o.merge)}${o.rollbackAtBoot ? `  rollback to ${o.rollbackAtBoot.snapshot} at the next boot` : ''}`,
       );
       for (const s of o.snapshots) writeLine(io.stdout, snapshotLine(s));
     }

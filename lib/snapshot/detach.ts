@@ -30,6 +30,8 @@ export interface DetachReport {
   sealed: { snapshot: string; cow: string; state: LabelState }[];
   /** Snapshots that cannot outlive the detach (transient, or on a COW file), dropped. */
   dropped: string[];
+  /** The snapshot the next attach merges back (`rollback --at-boot`), or null. */
+  rollbackAtBoot: string | null;
 }
 
 /** Options of Origin.detach. */
@@ -62,6 +64,7 @@ export async function detachOrigin(origin: Origin, options: DetachOptions = {}):
     await removeOrigin(dm, origin.name);
     await after('remove-origin');
     const sealed: DetachReport['sealed'] = [];
+    let rollbackAtBoot: string | null = null;
     for (const mapping of kept) {
       const cow = await mappedCow(dm, mapping.name);
       if (!cow) continue;
@@ -73,6 +76,7 @@ export async function detachOrigin(origin: Origin, options: DetachOptions = {}):
         seal: { fs: fingerprint!.fs, digest: fingerprint!.digest, sealedAt: new Date().toISOString() },
       }));
       sealed.push({ snapshot: label.snapshot.name, cow: cow.path ?? `${cow.major}:${cow.minor}`, state: label.state });
+      if (label.rollbackAtBoot) rollbackAtBoot = label.snapshot.name;
       await after('seal-label');
     }
     const dropped: string[] = [];
@@ -86,7 +90,7 @@ export async function detachOrigin(origin: Origin, options: DetachOptions = {}):
     for (const snap of group.snaps) await releaseCowFile(system, origin.lockOptions, origin.originId, snap.tag.snapId!, false);
     await dm.remove(origin.realName, { retry: true });
     await after('remove-real');
-    return { origin: origin.name, fs: fingerprint?.fs ?? null, sealed, dropped };
+    return { origin: origin.name, fs: fingerprint?.fs ?? null, sealed, dropped, rollbackAtBoot };
   } finally {
     lock();
   }
@@ -115,7 +119,7 @@ async function removeOrigin(dm: DeviceMapper, name: string): Promise<void> {
 }
 
 /** The fingerprint of what NAME-real holds, read past the page cache. */
-async function originFingerprint(origin: { dm: DeviceMapper; realName: string }): Promise<OriginFingerprint | undefined> {
+export async function originFingerprint(origin: { dm: DeviceMapper; realName: string }): Promise<OriginFingerprint | undefined> {
   const device = await System.of(origin.dm).openBlockDevice(origin.dm.devicePath(origin.realName), { exclusive: false, writable: false });
   try {
     const { sizeBytes } = await device.info();

@@ -19,6 +19,7 @@ export { detectFilesystem, type FilesystemType } from './filesystem';
 export { recover, type RecoveryAction, type RecoveryActionKind, type RecoverOptions } from './recover';
 export type { Step, SnapshotStep, DropStep, RollbackStep, DetachStep, UpdateStep } from './steps';
 export { type RollbackOptions, type MergeProgress } from './rollback';
+export { type RollbackAtBoot } from './rollback-at-boot';
 export { type MergeState } from './merge';
 export { type DetachReport, type DetachOptions } from './detach';
 export { type AttachResult } from './reattach';

@@ -29,6 +29,7 @@ import { mergeState, type MergeState } from './merge';
 import { mappedCow } from './cow-mapping';
 import { detachOrigin, type DetachOptions, type DetachReport } from './detach';
 import { finishMergeLocked, rollBackTo, waitForMerge, type RollbackOptions } from './rollback';
+import { cancelRollbackAtBoot, findScheduled, type RollbackAtBoot } from './rollback-at-boot';
 
 /** Options of Origin.snapshot and withSnapshot. */
 export interface SnapshotOptions {
@@ -79,6 +80,8 @@ export interface OriginStatus {
    * data still to copy (null once stopped).
    */
   merge: { cow: string; state: 'merging' | 'merge-failed'; leftSectors: Sectors | null } | null;
+  /** The rollback recorded for the next boot (`rollback --at-boot`), or null. */
+  rollbackAtBoot: RollbackAtBoot | null;
 }
 
 /** A device prepared by dmsnap: NAME (the wrapper the filesystem lives on) and NAME-real. */
@@ -171,7 +174,7 @@ export class Origin implements SnapshotOwner {
     const mergeStatus = merge
       ? { cow: merge.params.cow, state: merge.failed ? ('merge-failed' as const) : ('merging' as const), leftSectors: !merge.failed && merge.status.state === 'active' ? merge.status.dataSectors : null }
       : null;
-    return { name: this.name, device: this.devicePath, backing: this.backing.path, sizeBytes: this.sizeBytes, suspended: info.suspended, snapshots, merge: mergeStatus };
+    return { name: this.name, device: this.devicePath, backing: this.backing.path, sizeBytes: this.sizeBytes, suspended: info.suspended, snapshots, merge: mergeStatus, rollbackAtBoot: await findScheduled(this) };
   }
 
   /**
@@ -281,6 +284,16 @@ export class Origin implements SnapshotOwner {
   /** Waits for the merge NAME runs (if any) and finishes it; resolves at once without one. */
   waitForMerge(options: Omit<RollbackOptions, 'wait'> = {}): Promise<void> {
     return waitForMerge(this, options);
+  }
+
+  /** The rollback recorded for the next boot (`snapshot.rollback({ atBoot: true })`), or null. */
+  rollbackAtBoot(): Promise<RollbackAtBoot | null> {
+    return findScheduled(this);
+  }
+
+  /** Cancels the rollback recorded for the next boot; the snapshot it named, or null when none was. */
+  cancelRollbackAtBoot(): Promise<string | null> {
+    return cancelRollbackAtBoot(this);
   }
 
   /** Finishes the merge NAME runs if it is done; whether it did. */

@@ -14,7 +14,8 @@
  * is no filesystem, so the merge resumes all the same (and the result says so). The snapshots
  * come back under the label's ids (the origin keeps its id across boots), on NAME-real,
  * before NAME exists; each label is unsealed (synced) before NAME runs snapshot-origin —
- * or snapshot-merge, for a rollback whose merge the detach interrupted, which resumes.
+ * or snapshot-merge, for a rollback whose merge the detach interrupted, which resumes, or
+ * one recorded with `rollback --at-boot` (rollback-at-boot.ts), which starts.
  */
 import type { DeviceMapper } from '../dm/device-mapper';
 import type { TargetLine } from '../dm/table';
@@ -38,8 +39,8 @@ export interface AttachResult {
   cow: string;
   /** The snapshot attached, or null when refused. */
   snapshot: string | null;
-  /** 'attached', 'merging' (a rollback resumed), or 'refused'. */
-  outcome: 'attached' | 'merging' | 'refused';
+  /** 'attached', 'merging' (a rollback resumed), 'rollback-started' (one recorded with --at-boot), or 'refused'. */
+  outcome: 'attached' | 'merging' | 'rollback-started' | 'refused';
   /** Why it was refused; for a merge resumed after a crash, what that means; null otherwise. */
   reason: string | null;
 }
@@ -67,12 +68,17 @@ export async function checkAttach(system: System, name: string, device: string, 
   return { accepted, refused };
 }
 
+/** Whether the attach merges the label's snapshot back: a merge in progress, or one recorded for this boot. */
+function mergesBack(label: CowLabel): boolean {
+  return label.state === 'merging' || Boolean(label.rollbackAtBoot);
+}
+
 /** Why a checked COW cannot join the ones accepted before it, or undefined. */
 function conflictWith(accepted: readonly Accepted[], next: Accepted): string | undefined {
   const first = accepted[0];
   if (first && first.label.origin.id !== next.label.origin.id) return `its snapshot belongs to an earlier preparation of ${next.label.origin.name} (origin id ${next.label.origin.id}, not ${first.label.origin.id})`;
   if (accepted.some((a) => a.label.snapshot.id === next.label.snapshot.id || a.label.snapshot.name === next.label.snapshot.name)) return `snapshot ${next.label.snapshot.name} is on another COW named too`;
-  if (accepted.some((a) => a.label.state === 'merging') && next.label.state === 'merging') return 'another COW named is being merged back already';
+  if (accepted.some((a) => mergesBack(a.label)) && mergesBack(next.label)) return 'another COW named is being merged back already';
   if (accepted.some((a) => devKey(a.info) === devKey(next.info))) return 'it is named twice';
   return undefined;
 }
@@ -98,7 +104,7 @@ async function checkCow(system: System, path: string, name: string, disk: BlockD
     if (origin.name !== name) throw new Error(`its snapshot ${snapshot.name} is of origin ${origin.name}, not ${name}`);
     if (origin.sizeSectors !== disk.sizeSectors) throw new Error(`its origin had ${origin.sizeSectors} sectors; the device has ${disk.sizeSectors}`);
     const unproven = !label.seal && label.state === 'merging';
-    if (!label.seal && !unproven) throw new Error(`${name} was not detached cleanly since snapshot ${snapshot.name} was attached (a crash or power cut?): nothing proves the origin unwritten`);
+    if (!label.seal && !unproven) throw new Error(`${name} was not detached cleanly since snapshot ${snapshot.name} was attached (a crash or power cut?): nothing proves the origin unwritten${label.rollbackAtBoot ? '; the rollback recorded with --at-boot is not made' : ''}`);
     if (label.seal && !fingerprint) throw new Error(`the device holds no ext4, XFS or btrfs now (the seal is of ${label.seal.fs})`);
     if (label.seal && fingerprint && (fingerprint.fs !== label.seal.fs || fingerprint.digest !== label.seal.digest)) {
       throw new Error(`the origin was written since snapshot ${snapshot.name} was detached (its ${label.seal.fs} fingerprint changed): the snapshot would read wrong`);
@@ -127,18 +133,18 @@ export async function attachAccepted(dm: DeviceMapper, originId: string, real: {
     const { snapshot } = label;
     const mapping = await createCowMapping(dm, originId, snapshot.id, snapshot.name, info, snapshot.chunkSectors);
     const line = { length, origin: realKey, cow: devKey(mapping), persistent: true, chunkSectors: snapshot.chunkSectors };
-    if (label.state === 'merging') {
-      // The merge goes on from the store: NAME runs snapshot-merge, no snapshot device.
+    if (mergesBack(label)) {
+      // The merge goes on (or starts) from the store: NAME runs snapshot-merge, no snapshot device.
       merge = snapshotMerge(line);
       const note = unproven ? `${snapshot.name}'s merge was interrupted by a crash: it resumes, since a half-merged device holds no filesystem, but writes made to the origin meanwhile without dmsnap may be lost` : null;
-      results.push({ cow: path, snapshot: snapshot.name, outcome: 'merging', reason: note });
+      results.push({ cow: path, snapshot: snapshot.name, outcome: label.state === 'merging' ? 'merging' : 'rollback-started', reason: note });
     } else {
       const tag = formatTag({ originId, role: 'snap', snapId: snapshot.id, ...(snapshot.trackingSince === null ? {} : { trackingSince: snapshot.trackingSince }) });
       await dm.create(snapshot.name, { uuid: tag, table: [snapshotTarget(line)], udevFlags: HIDDEN_LAYER });
       results.push({ cow: path, snapshot: snapshot.name, outcome: 'attached', reason: null });
     }
     // Attached: a crash from here on leaves it unsealed, never attached again unproven.
-    await updateCowLabel(System.of(dm), info, (current) => ({ ...current, seal: null }));
+    await updateCowLabel(System.of(dm), info, (current) => ({ ...current, seal: null, ...(mergesBack(current) ? { state: 'merging' as const, rollbackAtBoot: null } : {}) }));
   }
   const table = merge ? [merge] : accepted.length > 0 ? [snapshotOrigin({ length, origin: realKey })] : undefined;
   return { table, results };

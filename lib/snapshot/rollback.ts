@@ -27,6 +27,7 @@ import { formatTag } from './tags';
 import { backOutSwap } from './back-out';
 import { restingState, updateCowLabel } from './cow-mapping';
 import { devKey } from '../system/stack';
+import { scheduleRollbackAtBoot } from './rollback-at-boot';
 
 /** How far a merge is, for a progress display. */
 export interface MergeProgress {
@@ -46,6 +47,13 @@ export interface RollbackOptions {
   onProgress?: (progress: MergeProgress) => void;
   /** How often the merge's status is read while waiting, in ms (default 500). */
   pollMs?: number;
+  /**
+   * Do not merge now: record the rollback in the snapshot's COW label, for the next
+   * `prepare --attach` (after a clean detach) to start before the origin is mounted. For
+   * a filesystem that cannot be unmounted now; the origin may stay mounted. The snapshot
+   * must be persistent and on a COW device. Not with wait.
+   */
+  atBoot?: boolean;
   /** Stops the wait (the merge runs on in the kernel). */
   signal?: AbortSignal;
   /** @internal Test hook called after each step. */
@@ -69,6 +77,7 @@ interface Progress {
 
 /** Starts merging `snap` back into `origin` (see the file comment); with wait, also waits and finishes. */
 export async function rollBackTo(origin: Origin, snap: Snapshot, options: RollbackOptions = {}): Promise<void> {
+  if (options.atBoot === true) return scheduleRollbackAtBoot(origin, snap);
   const after = stepRunner(options.onStep);
   await startMerge(origin, snap, after);
   if (options.wait === true) await waitForMerge(origin, options);
@@ -89,7 +98,7 @@ async function startMerge(origin: Origin, snap: Snapshot, after: After): Promise
     // The label first: a merge interrupted by a crash resumes at the next attach.
     progress.step = 'mark-merging';
     if (devKey(snap.info.cow) !== devKey(snap.info.cowDevice)) {
-      await updateCowLabel(system, snap.info.cowDevice, (label) => ({ ...label, state: 'merging' }));
+      await updateCowLabel(system, snap.info.cowDevice, (label) => ({ ...label, state: 'merging', rollbackAtBoot: null }));
       progress.marked = true;
     }
     await after(progress.step);

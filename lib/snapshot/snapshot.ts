@@ -330,11 +330,15 @@ export class Snapshot implements AsyncDisposable {
    * Rolls the origin back to this snapshot: merges it back with snapshot-merge (see
    * rollback.ts). EBUSY while the origin or this snapshot is mounted or open. With wait,
    * resolves once the merge is done and finished; otherwise at once, while the kernel
-   * copies in the background (the origin already reads as the snapshot).
+   * copies in the background (the origin already reads as the snapshot). With atBoot,
+   * records the rollback for the next boot instead (see rollback-at-boot.ts); the origin
+   * may stay mounted.
    */
   async rollback(options: RollbackOptions = {}): Promise<void> {
     check(typeof options === 'object' && options !== null, 'options', 'an object', options);
     check(options.wait === undefined || typeof options.wait === 'boolean', 'wait', 'a boolean', options.wait);
+    check(options.atBoot === undefined || typeof options.atBoot === 'boolean', 'atBoot', 'a boolean', options.atBoot);
+    check(!(options.atBoot === true && options.wait === true), 'wait', 'false or absent with atBoot (the merge starts at the next boot)', options.wait);
     check(options.pollMs === undefined || (Number.isFinite(options.pollMs) && options.pollMs > 0), 'pollMs', 'a positive number of milliseconds', options.pollMs);
     check(options.onProgress === undefined || typeof options.onProgress === 'function', 'onProgress', 'a function', options.onProgress);
     await this.owner.rollbackSnapshot(this, options);

@@ -56,6 +56,11 @@ export interface CowLabel {
   state: LabelState;
   /** Set when dmsnap detached the origin cleanly; null (or absent) while attached, or after a crash. */
   seal?: LabelSeal | null;
+  /**
+   * When `dmsnap rollback --at-boot` asked for this snapshot to be merged back at the next
+   * attach (ISO 8601); null (or absent) otherwise.
+   */
+  rollbackAtBoot?: string | null;
   /** When this label was written, ISO 8601. */
   writtenAt: string;
 }
@@ -141,6 +146,7 @@ function labelProblem(value: unknown): string | undefined {
     [snap?.trackingSince === null || isCount(snap?.trackingSince), 'snapshot.trackingSince'],
     [STATES.includes(v.state as LabelState), 'state'],
     [v.seal === undefined || v.seal === null || isSeal(v.seal), 'seal'],
+    [v.rollbackAtBoot === undefined || v.rollbackAtBoot === null || isTime(v.rollbackAtBoot), 'rollbackAtBoot'],
     [isTime(v.writtenAt), 'writtenAt'],
   ];
   const bad = checks.find(([ok]) => !ok);
@@ -164,6 +170,7 @@ function toLabel(v: CowLabel): CowLabel {
     },
     state: v.state,
     seal: v.seal ? { fs: v.seal.fs, digest: v.seal.digest, sealedAt: v.seal.sealedAt } : null,
+    rollbackAtBoot: v.rollbackAtBoot ?? null,
     writtenAt: v.writtenAt,
   };
 }

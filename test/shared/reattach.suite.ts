@@ -58,7 +58,7 @@ export function reattachSuite(ctx: ReattachContext): void {
   describe('detach, and prepare --attach', () => {
     it('seals the snapshot on its COW, and brings it back as it was: same ids, same exceptions, copy-on-write going on', async () => {
       const { device, name, origin, cow, snap, before, report } = await detached();
-      expect(report).toEqual({ origin: name, fs: 'ext4', sealed: [{ snapshot: snap.name, cow: expect.any(String), state: 'active' }], dropped: [] });
+      expect(report).toEqual({ origin: name, fs: 'ext4', sealed: [{ snapshot: snap.name, cow: expect.any(String), state: 'active' }], dropped: [], rollbackAtBoot: null });
       expect((await ctx.state()).filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}-`))).toEqual([]);
       expect((await labelOf(cow))?.seal).toMatchObject({ fs: 'ext4', digest: expect.stringMatching(/^[0-9a-f]{64}$/) });
 
@@ -94,14 +94,55 @@ export function reattachSuite(ctx: ReattachContext): void {
       // A snapshot whose origin went without a detach (a crash): its label was never sealed.
       const other = await env.makeBlockDevice(4 * MiB);
       const crashed = await first.origin.snapshot({ cow: other, name: `${name}-crash` });
+      // A rollback recorded for the next boot is not made after a crash either.
+      await crashed.rollback({ atBoot: true });
       for (const device of [name, crashed.name, `${crashed.name}-cow`, `${name}-real`]) await ctx.dm().remove(device, { retry: true });
       const blank = await env.makeBlockDevice(4 * MiB);
       const second = await attach(device, name, [other, blank]);
       expect(second.results).toEqual([
-        { cow: other, snapshot: null, outcome: 'refused', reason: expect.stringMatching(/not detached cleanly/) },
+        { cow: other, snapshot: null, outcome: 'refused', reason: expect.stringMatching(/not detached cleanly.*the rollback recorded with --at-boot is not made$/) },
         { cow: blank, snapshot: null, outcome: 'refused', reason: 'it carries no dmsnap label' },
       ]);
+      expect((await ctx.dm().table(name))[0].type).toBe('linear');
+      expect(await labelOf(other)).toMatchObject({ state: 'active', rollbackAtBoot: expect.any(String), seal: null });
       await second.origin.release();
+    });
+
+    it('rollback at boot: recorded with the origin in use, changing nothing in the kernel; kept by the detach; started by the attach before NAME exists', async () => {
+      const { device, name, origin, cow, snap } = await snapshotted();
+      const held = await System.of(ctx.dm()).openBlockDevice(origin.devicePath, { exclusive: false, writable: false });
+      try {
+        await expect(snap.rollback()).rejects.toMatchObject({ code: 'EBUSY' });
+        const before = await ctx.state();
+        await snap.rollback({ atBoot: true });
+        expect(await ctx.state()).toEqual(before);
+      } finally {
+        held.close();
+      }
+      expect(await origin.rollbackAtBoot()).toEqual({ snapshot: snap.name, scheduledAt: expect.any(String) });
+      expect((await origin.status()).rollbackAtBoot).toMatchObject({ snapshot: snap.name });
+      // Another snapshot cannot be recorded too, nor one that cannot outlive a reboot.
+      const transient = await origin.snapshot({ cow: await env.makeBlockDevice(4 * MiB), persistent: false, name: `${name}-t` });
+      await expect(transient.rollback({ atBoot: true })).rejects.toMatchObject({ code: 'ERR_DMSNAP_NOT_PERSISTENT' });
+      const second = await origin.snapshot({ cow: await env.makeBlockDevice(4 * MiB), name: `${name}-2` });
+      await expect(second.rollback({ atBoot: true })).rejects.toMatchObject({ code: 'ERR_DMSNAP_MERGING' });
+      await expect(snap.rollback({ atBoot: true, wait: true })).rejects.toThrow(/^wait must be false or absent with atBoot/);
+      expect(await origin.cancelRollbackAtBoot()).toBe(snap.name);
+      expect(await origin.rollbackAtBoot()).toBeNull();
+      expect(await origin.cancelRollbackAtBoot()).toBeNull();
+      for (const other of [transient, second]) await other.drop();
+
+      await snap.rollback({ atBoot: true });
+      expect((await origin.detach()).rollbackAtBoot).toBe(snap.name);
+      expect(await labelOf(cow)).toMatchObject({ state: 'active', rollbackAtBoot: expect.any(String), seal: { fs: 'ext4' } });
+      const { origin: again, results } = await attach(device, name, [cow]);
+      expect(results).toEqual([{ cow, snapshot: snap.name, outcome: 'rollback-started', reason: null }]);
+      expect((await ctx.dm().table(name))[0].type).toBe('snapshot-merge');
+      expect(await labelOf(cow)).toMatchObject({ state: 'merging', rollbackAtBoot: null, seal: null });
+      await again.waitForMerge({ pollMs: 50 });
+      expect((await ctx.dm().table(name))[0].type).toBe('linear');
+      expect(await labelOf(cow)).toBeUndefined();
+      await again.release();
     });
 
     // A detach undoes nothing when it fails: what a failure leaves is what a kill leaves.

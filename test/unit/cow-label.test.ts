@@ -23,6 +23,7 @@ const base: Omit<CowLabel, 'seq'> = {
   snapshot: { id: '89abcdef', name: 'md2-snap', chunkSectors: sectors(32), createdAt: '2026-12-04T16:00:00.000Z', trackingSince: null },
   state: 'active',
   seal: null,
+  rollbackAtBoot: null,
   writtenAt: '2026-12-04T16:00:01.000Z',
 };
 
@@ -103,6 +104,8 @@ describe('the COW label', () => {
     ['state', { state: 'deleted' }],
     ['seal', { seal: { fs: 'zfs', digest: 'a'.repeat(64), sealedAt: '2026-12-04T16:00:02.000Z' } }],
     ['seal', { seal: { fs: 'ext4', digest: 'short', sealedAt: '2026-12-04T16:00:02.000Z' } }],
+    ['rollbackAtBoot', { rollbackAtBoot: 'at the next boot' }],
+    ['rollbackAtBoot', { rollbackAtBoot: true }],
     ['writtenAt', { writtenAt: null }],
   ])('ignores a label whose %s is wrong', (field, change) => {
     const json = JSON.stringify({ format: 'dmsnap-cow-label', version: 1, ...base, seq: 0, ...change });
@@ -113,9 +116,14 @@ describe('the COW label', () => {
     const seal = { fs: 'xfs' as const, digest: 'ab'.repeat(32), sealedAt: '2026-12-04T16:00:02.000Z' };
     const sealed = nextLabelWrite(undefined, { ...base, seal });
     expect(decodeLabelSlot(sealed.bytes)).toEqual({ label: { ...base, seal, seq: 0 } });
-    const { seal: _, ...unsealed } = base;
+    const { seal: _, rollbackAtBoot: __, ...unsealed } = base;
     const json = JSON.stringify({ format: 'dmsnap-cow-label', version: 1, ...unsealed, seq: 0 });
     expect(decodeLabelSlot(slotWithJson(json))).toEqual({ label: { ...base, seq: 0 } });
+  });
+
+  it('reads back a rollback recorded for the next boot', () => {
+    const recorded = nextLabelWrite(undefined, { ...base, rollbackAtBoot: '2026-12-04T16:00:03.000Z' });
+    expect(decodeLabelSlot(recorded.bytes)).toEqual({ label: { ...base, rollbackAtBoot: '2026-12-04T16:00:03.000Z', seq: 0 } });
   });
 
   it('ignores a label whose store would begin inside its first chunk', () => {

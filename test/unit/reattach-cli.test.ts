@@ -64,4 +64,34 @@ describe('dmsnap detach and prepare --attach (fake kernel)', () => {
     expect(await cli(['detach'])).toMatchObject({ status: 2 });
     expect((await cli(['detach', 'rc'])).status).toBe(0);
   });
+
+  it('rollback --at-boot: recorded while mounted, shown by status, cancelled, kept by detach and started by prepare --attach', async () => {
+    const disk = fx.system.addLoopDevice(32 * MiB);
+    await ext4(disk);
+    const cow = fx.system.addLoopDevice(8 * MiB);
+    const device = (await cli(['prepare', disk, '--name', 'rd'])).stdout.trim();
+    expect((await cli(['snapshot', 'rd', '--cow', cow, '-q'])).status).toBe(0);
+    expect(await cli(['rollback', 'rd', '--at-boot', '--wait'])).toMatchObject({ status: 2, stderr: expect.stringMatching(/exclude each other/) });
+    expect(await cli(['rollback', 'rd', '--cancel', '--snapshot-name', 'rd-snap'])).toMatchObject({ status: 2 });
+    const held = await fx.system.binding.openBlockDevice(device, false, false);
+    try {
+      expect(await cli(['rollback', 'rd'])).toMatchObject({ status: 4 });
+      expect(await cli(['rollback', 'rd', '--at-boot'])).toEqual({ status: 0, stdout: '', stderr: expect.stringMatching(/^dmsnap: rd is rolled back to rd-snap at the next "dmsnap prepare --attach"/) });
+    } finally {
+      held.close();
+    }
+    expect((await cli(['status', 'rd'])).stdout).toMatch(/^rd .* rollback to rd-snap at the next boot\n/);
+    expect(await cli(['rollback', 'rd', '--cancel', '-q'])).toEqual({ status: 0, stdout: '', stderr: '' });
+    expect((await cli(['status', 'rd'])).stdout).not.toMatch(/next boot/);
+    expect(await cli(['rollback', 'rd', '--cancel'])).toMatchObject({ status: 1, stderr: 'dmsnap rollback: rd has no rollback recorded for the next boot\n' });
+    expect((await cli(['rollback', 'rd', '--at-boot', '-q'])).status).toBe(0);
+    expect(await cli(['detach', 'rd'])).toEqual({ status: 0, stdout: `rd-snap ${cow} active\n`, stderr: 'dmsnap detach: the next "dmsnap prepare --attach" rolls rd back to rd-snap (recorded with --at-boot)\n' });
+    expect(await cli(['prepare', disk, '--name', 'rd', '--attach', cow])).toMatchObject({
+      status: 0,
+      stderr: `dmsnap prepare: started the rollback recorded with --at-boot to snapshot rd-snap from ${cow}\n`,
+    });
+    expect(fx.system.devices.get('rd')).toBeDefined();
+    expect(await cli(['rollback', 'rd', '--wait', '-q'])).toMatchObject({ status: 0 });
+    expect(fx.system.devices.has('rd-snap')).toBe(false);
+  });
 });

@@ -1,13 +1,14 @@
 /**
  * Snapshots across a reboot: `dmsnap detach` at shutdown, `dmsnap prepare --attach` at the
- * next boot. Runs over two boots of one guest with the same ten virtio disks
+ * next boot. Runs over two boots of one guest with the same twelve virtio disks
  * (scripts/test-vm.sh runs the boots, DMSNAP_VM_BOOT says which):
  *
  *   boot 1  A: ext4 on vda, its snapshot on vdb; B: XFS on vdc, its snapshot on vdd; both
  *           written after the snapshot, unmounted and detached (sealed). D: ext4 on vdg,
  *           its snapshot on vdh (slowed down by dm-delay), rolled back without --wait and
  *           detached in the middle of the merge; F: the same on vdi and vdj, its merge
- *           running at the power cut. C: ext4 on vde,
+ *           running at the power cut. E: ext4 on vdk, its snapshot on vdl, rolled back
+ *           with --at-boot while mounted and written, then detached. C: ext4 on vde,
  *           its snapshot on vdf, still attached, written (synced, then more in the page
  *           cache) when the power is cut (sysrq "b");
  *   boot 2  A and B attached again: each snapshot reads exactly as at its freeze and
@@ -15,11 +16,12 @@
  *           without dmsnap and written: attaching is refused, nothing attached, the COW
  *           untouched. D's merge resumes at the attach and ends with the snapshot's
  *           content; so does F's, whose merge ran when the power was cut (the device is
- *           half merged: no filesystem to protect). C is refused (never detached cleanly), though the kernel itself
+ *           half merged: no filesystem to protect). E's rollback starts at the attach
+ *           and ends with the snapshot's content. C is refused (never detached cleanly), though the kernel itself
  *           would take its COW back (attached by hand, it reads as at its freeze): dmsnap
  *           cannot prove the origin unwritten after a crash.
  */
-import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { deviceSha } from '../support/model';
@@ -42,6 +44,7 @@ const B: Pair = { name: 'pb', origin: '/dev/vdc', cow: '/dev/vdd', mkfs: ['mkfs.
 const C: Pair = { name: 'pc', origin: '/dev/vde', cow: '/dev/vdf', mkfs: ['mkfs.ext4', '-q', '-F'] };
 const D: Pair = { name: 'pd', origin: '/dev/vdg', cow: '/dev/vdh', mkfs: ['mkfs.ext4', '-q', '-F'] };
 const F: Pair = { name: 'pf', origin: '/dev/vdi', cow: '/dev/vdj', mkfs: ['mkfs.ext4', '-q', '-F'] };
+const E: Pair = { name: 'pe', origin: '/dev/vdk', cow: '/dev/vdl', mkfs: ['mkfs.ext4', '-q', '-F'] };
 const MiB = 1024 * 1024;
 
 type Record1 = Record<string, { snapshotSha: string }>;
@@ -116,6 +119,20 @@ async function detachMidMerge(): Promise<string> {
   return sha;
 }
 
+/** E: a rollback recorded for the next boot while the filesystem is mounted (and written on), then detached. */
+function rollbackAtBoot(): string {
+  const sha = snapshotWithChanges(E);
+  mounted(`/dev/mapper/${E.name}`, (dir) => {
+    expect(cli(['rollback', E.name]).status).toBe(4);
+    expect(cli(['rollback', E.name, '--at-boot'])).toMatchObject({ status: 0, stdout: '' });
+    // What is written after the request is rolled back too.
+    writeFiles(dir, 'recorded', 2);
+  });
+  expect(cli(['status', E.name]).stdout).toMatch(new RegExp(`^${E.name} .* rollback to ${E.name}-snap at the next boot$`, 'm'));
+  expect(cli(['detach', E.name])).toMatchObject({ status: 0, stdout: `${E.name}-snap ${E.cow} active\n`, stderr: expect.stringMatching(/rolls pe back to pe-snap/) });
+  return sha;
+}
+
 function attach(pair: Pair) {
   return cli(['prepare', pair.origin, '--name', pair.name, '--attach', pair.cow]);
 }
@@ -132,6 +149,7 @@ describe('snapshots across a reboot', () => {
       const detached = cli(['detach', pair.name]);
       expect(detached).toMatchObject({ status: 0, stdout: `${pair.name}-snap ${pair.cow} active\n` });
     }
+    record[E.name] = { snapshotSha: rollbackAtBoot() };
     // F: a merge still running when the power goes.
     record[F.name] = { snapshotSha: await mergeRunning(F) };
     record[C.name] = { snapshotSha: snapshotWithChanges(C) };
@@ -182,6 +200,16 @@ describe('snapshots across a reboot', () => {
     expect(dmsetup('ls')).not.toContain(`${D.name}-snap-cow`);
     expect(invariantViolations()).toEqual([]);
     expect(cli(['release', D.name]).status).toBe(0);
+
+    // The rollback recorded with --at-boot starts before anything mounts, and ends as it should.
+    expect(attach(E)).toMatchObject({ status: 0, stderr: `dmsnap prepare: started the rollback recorded with --at-boot to snapshot ${E.name}-snap from ${E.cow}\n` });
+    expect(dmsetup('table', E.name)).toMatch(/ snapshot-merge /);
+    expect(cli(['rollback', E.name, '--wait', '-q'])).toMatchObject({ status: 0, stderr: '' });
+    expect(deviceSha(`/dev/mapper/${E.name}`)).toBe(record[E.name].snapshotSha);
+    run('e2fsck', ['-fn', `/dev/mapper/${E.name}`]);
+    mounted(`/dev/mapper/${E.name}`, (dir) => expect(readdirSync(dir).filter((f) => !f.startsWith('before-')).sort()).toEqual(['lost+found']));
+    expect(invariantViolations()).toEqual([]);
+    expect(cli(['release', E.name]).status).toBe(0);
 
     // A merge the power cut interrupted resumes too (a half-merged device is no filesystem), with a warning.
     const afterCrash = attach(F);
