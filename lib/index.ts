@@ -17,7 +17,7 @@ export {
   type RemoveOptions,
   type WaitOptions,
 } from './dm/device-mapper';
-export type { FreezeOptions, FreezeOutcome, FreezeFailureFacts, FreezeStep } from './dm/freeze';
+export type { FreezeOptions, FreezeOutcome, FreezeFailureFacts, FreezeMemberFacts, FreezeStep, GroupFreezeMember, GroupFreezeOutcome } from './dm/freeze';
 export { MAX_NAME_LENGTH, MAX_UUID_LENGTH, checkDeviceName, checkDeviceUuid } from './dm/names';
 export { UdevFlags, udevIsRunning, DEFAULT_DEV_DIR, DEFAULT_UDEV_TIMEOUT_MS } from './dm/udev';
 export { parseTable, formatTargetLine, formatTable, checkTable, type TargetLine, type TargetExtent, type SectorCount } from './dm/table';
@@ -37,6 +37,8 @@ export type {
   NativeTargetVersion,
   NativeUdevCookie,
   NativeSignature,
+  NativeFreezeMember,
+  NativeFreezeMemberResult,
   NativeFreezeOptions,
   NativeFreezeResult,
 } from './native';

@@ -59,19 +59,46 @@ export interface NativeTargetVersion {
   version: [number, number, number];
 }
 
+/**
+ * One origin of NativeControl.freeze and its new snapshot, positional: origin, its suspend
+ * flags, snapshot, its resume flags and udev cookie, the origin's resume flags and udev
+ * cookie, and whether the origin's new table waits in its inactive slot (a failed freeze
+ * drops it, DM_TABLE_CLEAR, before resuming).
+ */
+export type NativeFreezeMember = [
+  origin: NativeDeviceRef,
+  originSuspendFlags: number,
+  snapshot: NativeDeviceRef,
+  snapshotResumeFlags: number,
+  snapshotEventNr: number,
+  originResumeFlags: number,
+  originEventNr: number,
+  clearOnFailure: boolean,
+];
+
 /** Options of NativeControl.freeze. */
 export interface NativeFreezeOptions {
-  /** The origin's new table waits in its inactive slot: a failed freeze drops it (DM_TABLE_CLEAR) before resuming. */
-  clearOnFailure: boolean;
   /** Test seam (only with DMSNAP_TEST_SEAMS=1): right after step 0 (suspend) or 1 (snapshot resume)… */
   seamStep?: 0 | 1;
+  /** …of this member (default 0)… */
+  seamMember?: number;
   /** …fail as if the next ioctl had failed, or SIGKILL the process. */
   seamAction?: 'fail' | 'kill';
 }
 
-/** What NativeControl.freeze did. It resolves even when a step failed: see `failure` and `recovery`. */
+/** What became of one member of a freeze. */
+export interface NativeFreezeMemberResult {
+  /** The snapshot's resume, when it succeeded. */
+  snapshot?: NativeDeviceInfo;
+  /** The origin's resume (by the last step, or by the recovery), when it succeeded. */
+  origin?: NativeDeviceInfo;
+  /** After a failure with this origin suspended: whether its new table was dropped and it was resumed. */
+  recovery?: { cleared: boolean; clearErrno?: number; resumed: boolean; resumeErrno?: number };
+}
+
+/** What NativeControl.freeze did. It resolves even when a step failed: see `failure` and each member's `recovery`. */
 export interface NativeFreezeResult {
-  /** From just before the suspend to the end of the origin's resume (CLOCK_MONOTONIC). */
+  /** From just before the first suspend to the end of the last origin's resume (CLOCK_MONOTONIC). */
   freezeMs: number;
   /**
    * mlock of what the freeze thread runs on (the addon's and libc's mappings, a window of its stack): 'locked',
@@ -79,14 +106,10 @@ export interface NativeFreezeResult {
    */
   memoryLock: 'locked' | 'already-locked' | 'failed';
   lockErrno?: number;
-  /** The snapshot's resume, when it succeeded. */
-  snapshot?: NativeDeviceInfo;
-  /** The origin's resume (by the last step, or by the recovery), when it succeeded. */
-  origin?: NativeDeviceInfo;
-  /** The step that failed: its ioctl's errno (0 when a test seam made it fail). */
-  failure?: { step: 'suspend-origin' | 'resume-snapshot' | 'resume-origin'; errno: number; injected: boolean; ioctl: string; path: string; device: string };
-  /** After a failure with the origin suspended: whether its new table was dropped and it was resumed. */
-  recovery?: { cleared: boolean; clearErrno?: number; resumed: boolean; resumeErrno?: number };
+  /** One per member, in order. */
+  members: NativeFreezeMemberResult[];
+  /** The step that failed and on which member: its ioctl's errno (0 when a test seam made it fail). */
+  failure?: { step: 'suspend-origin' | 'resume-snapshot' | 'resume-origin'; member: number; errno: number; injected: boolean; ioctl: string; path: string; device: string };
 }
 
 /**
@@ -118,20 +141,12 @@ export interface NativeControl {
   /** DM_DEV_SUSPEND without DM_SUSPEND_FLAG: resume, swapping in the inactive table if any. */
   resume(ref: NativeDeviceRef, flags: number, eventNr: number): Promise<NativeDeviceInfo>;
   /**
-   * The freeze of a snapshot on a thread of its own (never the libuv thread pool), memory
-   * locked: suspend the origin, resume the snapshot, resume the origin. After a failure
-   * with the origin suspended it resumes the origin with its previous table itself.
+   * The freeze of one snapshot or a group of them (1 to 16 members), on a thread of its
+   * own (never the libuv thread pool), memory locked: suspend every origin in order,
+   * resume every snapshot, resume every origin. After a failure it resumes every origin
+   * still suspended with its previous table itself.
    */
-  freeze(
-    origin: NativeDeviceRef,
-    originSuspendFlags: number,
-    snapshot: NativeDeviceRef,
-    snapshotResumeFlags: number,
-    snapshotEventNr: number,
-    originResumeFlags: number,
-    originEventNr: number,
-    options: NativeFreezeOptions,
-  ): Promise<NativeFreezeResult>;
+  freeze(members: NativeFreezeMember[], options: NativeFreezeOptions): Promise<NativeFreezeResult>;
   /** DM_DEV_STATUS (flags: DM_QUERY_INACTIVE_TABLE_FLAG). */
   info(ref: NativeDeviceRef, flags: number): Promise<NativeDeviceInfo>;
   /**

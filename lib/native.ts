@@ -7,7 +7,7 @@ import { devOverride } from './dev-overrides';
 import { DmError, DmsnapError, SyscallError, type SyscallFailure } from './errors';
 import { explainFailure } from './explain';
 
-export type { NativeDeviceRef, NativeDeviceInfo, NativeTarget, NativeListEntry, NativeTargetVersion, NativeFreezeOptions, NativeFreezeResult, NativeControl, NativeBlockDeviceInfo, NativeSignature, NativeUdevCookie, NativeBlockDevice, NativeLoopAttachment, NativeLoopStatus, NativeBinding } from './native-types';
+export type { NativeDeviceRef, NativeDeviceInfo, NativeTarget, NativeListEntry, NativeTargetVersion, NativeFreezeMember, NativeFreezeMemberResult, NativeFreezeOptions, NativeFreezeResult, NativeControl, NativeBlockDeviceInfo, NativeSignature, NativeUdevCookie, NativeBlockDevice, NativeLoopAttachment, NativeLoopStatus, NativeBinding } from './native-types';
 import type { NativeBinding } from './native-types';
 
 interface LoadedAddon extends NativeBinding {

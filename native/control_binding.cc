@@ -18,9 +18,13 @@ namespace dmsnap {
 using ControlPtr = std::shared_ptr<DmControl>;
 
 DeviceRef RefArg(const Napi::CallbackInfo& info, size_t index) {
-  Napi::Env env = info.Env();
-  if (info.Length() <= index || !info[index].IsObject()) throw Napi::TypeError::New(env, "ref must be an object");
-  Napi::Object object = info[index].As<Napi::Object>();
+  if (info.Length() <= index) throw Napi::TypeError::New(info.Env(), "ref must be an object");
+  return RefValue(info.Env(), info[index]);
+}
+
+DeviceRef RefValue(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject()) throw Napi::TypeError::New(env, "ref must be an object");
+  Napi::Object object = value.As<Napi::Object>();
   DeviceRef ref;
   Napi::Value name = object.Get("name");
   Napi::Value uuid = object.Get("uuid");

@@ -83,7 +83,13 @@ struct StackLock {
   size_t length = 0;
 };
 
-void LockMemory(FreezeOutcome& outcome, StackLock& stack) {
+// A part of the caller's frame the critical section uses (its requests, its progress).
+struct FrameRange {
+  const void* start;
+  size_t length;
+};
+
+void LockMemory(FreezeOutcome& outcome, StackLock& stack, std::initializer_list<FrameRange> frame) {
   std::lock_guard<std::mutex> guard(lock_mutex);
   if (lock_holders == 0) {
     shared_locked = false;
@@ -104,11 +110,19 @@ void LockMemory(FreezeOutcome& outcome, StackLock& stack) {
     outcome.memory = MemoryLock::kAlreadyLocked;
     return;
   }
-  // The stack below this frame, which the critical section grows into.
-  const long page = ::sysconf(_SC_PAGESIZE);
-  uintptr_t here = reinterpret_cast<uintptr_t>(&stack) & ~static_cast<uintptr_t>(page - 1);
-  stack.start = here - kStackWindow;
-  stack.length = kStackWindow + static_cast<size_t>(page);
+  // The caller's frame (its requests and progress) and the stack below it, which the
+  // critical section grows into.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t low = reinterpret_cast<uintptr_t>(&stack), high = low + sizeof(stack);
+  for (const FrameRange& range : frame) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(range.start);
+    if (start < low) low = start;
+    if (start + range.length > high) high = start + range.length;
+  }
+  low &= ~(page - 1);
+  high = (high + page - 1) & ~(page - 1);
+  stack.start = low - kStackWindow;
+  stack.length = kStackWindow + (high - low);
   int errnum = shared_failed_errno;
   if (::mlock(reinterpret_cast<void*>(stack.start), stack.length) != 0) {
     if (errnum == 0) errnum = errno;
@@ -148,75 +162,126 @@ double Now() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
 
-// The critical section. Only ioctls, clock reads and (for the test seams) kill: no
-// allocation, no lock, nothing that could wait for the suspended device.
+// The requests of the critical section, built before it on the freeze thread's stack.
 struct Requests {
-  Request suspend, resume_snapshot, resume_origin, clear, recover;
+  Request suspend[kMaxFreezeMembers], resume_snapshot[kMaxFreezeMembers], resume_origin[kMaxFreezeMembers],
+      clear[kMaxFreezeMembers], recover[kMaxFreezeMembers];
 };
 
-// Reads nothing from the heap: the caller copies the plan's scalars onto this thread's stack.
-void Critical(int fd, int seam_step, SeamAction seam_action, bool clear_on_failure, Requests& r, FreezeOutcome& outcome) {
-  auto seam = [&](int step) {
-    if (seam_step != step) return false;
-    if (seam_action == SeamAction::kKill) ::kill(::getpid(), SIGKILL);
-    return seam_action == SeamAction::kFail;
+// What the critical section records, on the stack too; copied into the outcome afterwards.
+struct Progress {
+  int failed_step = -1, failed_member = -1, failed_errno = 0;
+  int suspended = 0;  // origins 0..suspended-1 were suspended
+  bool snapshot_resumed[kMaxFreezeMembers] = {};
+  bool origin_resumed[kMaxFreezeMembers] = {};
+  int recovery_clear[kMaxFreezeMembers];
+  int recovery_resume[kMaxFreezeMembers];
+  double freeze_ms = 0;
+};
+
+struct Seam {
+  int step, member;
+  SeamAction action;
+};
+
+// The critical section: only ioctls, clock reads and (for the test seams) kill; no
+// allocation, no lock, no heap: nothing that could wait for a suspended device.
+void Critical(int fd, int n, const bool* clear_on_failure, Seam seam_at, Requests& r, Progress& p) {
+  auto seam = [&](int step, int member) {
+    if (seam_at.step != step || seam_at.member != member) return false;
+    if (seam_at.action == SeamAction::kKill) ::kill(::getpid(), SIGKILL);
+    return seam_at.action == SeamAction::kFail;
   };
-  auto fail = [&](int step, int errnum) {
-    outcome.failed_step = step;
-    outcome.failed_errno = errnum;
-    outcome.injected = errnum == 0;
+  auto fail = [&](int step, int member, int errnum) {
+    p.failed_step = step;
+    p.failed_member = member;
+    p.failed_errno = errnum;
   };
+  for (int i = 0; i < n; i++) p.recovery_clear[i] = p.recovery_resume[i] = -1;
   const double started = Now();
-  if (::ioctl(fd, DM_DEV_SUSPEND, &r.suspend) < 0) {
-    // The kernel undoes a suspend that fails: the origin runs as it did.
-    fail(kSuspendOrigin, errno);
-    outcome.freeze_ms = Now() - started;
-    return;
-  }
-  if (seam(kSuspendOrigin)) {
-    fail(kSuspendOrigin, 0);
-  } else if (::ioctl(fd, DM_DEV_SUSPEND, &r.resume_snapshot) < 0) {
-    fail(kResumeSnapshot, errno);
-  } else {
-    outcome.snapshot_resumed = true;
-    if (seam(kResumeSnapshot)) {
-      fail(kResumeSnapshot, 0);
-    } else if (::ioctl(fd, DM_DEV_SUSPEND, &r.resume_origin) < 0) {
-      fail(kResumeOrigin, errno);
+  bool failed = false;
+  // Every origin suspended, in order (the kernel undoes a suspend that fails: that origin
+  // runs as it did).
+  for (int i = 0; i < n && !failed; i++) {
+    if (::ioctl(fd, DM_DEV_SUSPEND, &r.suspend[i]) < 0) {
+      fail(kSuspendOrigin, i, errno);
+      failed = true;
     } else {
-      outcome.origin_resumed = true;
-      outcome.freeze_ms = Now() - started;
-      return;
+      p.suspended = i + 1;
+      if (seam(kSuspendOrigin, i)) fail(kSuspendOrigin, i, 0), failed = true;
     }
   }
-  // Never leave the origin suspended: drop the new table, resume the previous one.
-  if (clear_on_failure) outcome.recovery_clear = ::ioctl(fd, DM_TABLE_CLEAR, &r.clear) < 0 ? errno : 0;
-  outcome.recovery_resume = ::ioctl(fd, DM_DEV_SUSPEND, &r.recover) < 0 ? errno : 0;
-  outcome.origin_resumed = outcome.recovery_resume == 0;
-  outcome.freeze_ms = Now() - started;
+  for (int i = 0; i < n && !failed; i++) {
+    if (::ioctl(fd, DM_DEV_SUSPEND, &r.resume_snapshot[i]) < 0) {
+      fail(kResumeSnapshot, i, errno);
+      failed = true;
+    } else {
+      p.snapshot_resumed[i] = true;
+      if (seam(kResumeSnapshot, i)) fail(kResumeSnapshot, i, 0), failed = true;
+    }
+  }
+  for (int i = 0; i < n && !failed; i++) {
+    if (::ioctl(fd, DM_DEV_SUSPEND, &r.resume_origin[i]) < 0) {
+      fail(kResumeOrigin, i, errno);
+      failed = true;
+    } else {
+      p.origin_resumed[i] = true;
+    }
+  }
+  // Never leave an origin suspended: drop its new table, resume the previous one.
+  for (int i = 0; failed && i < p.suspended; i++) {
+    if (p.origin_resumed[i]) continue;
+    if (clear_on_failure[i]) p.recovery_clear[i] = ::ioctl(fd, DM_TABLE_CLEAR, &r.clear[i]) < 0 ? errno : 0;
+    p.recovery_resume[i] = ::ioctl(fd, DM_DEV_SUSPEND, &r.recover[i]) < 0 ? errno : 0;
+    p.origin_resumed[i] = p.recovery_resume[i] == 0;
+  }
+  p.freeze_ms = Now() - started;
 }
 
 }  // namespace
 
 FreezeOutcome RunFreeze(const DmControl& control, const FreezePlan& plan) {
   FreezeOutcome outcome;
+  const int n = static_cast<int>(plan.members.size());
+  if (n < 1 || n > kMaxFreezeMembers) {
+    outcome.failed_step = kSuspendOrigin;
+    outcome.failed_member = 0;
+    outcome.failed_errno = EINVAL;
+    return outcome;
+  }
   Requests r;
-  Prepare(r.suspend, plan.origin, plan.origin_suspend_flags | DM_SUSPEND_FLAG, 0);
-  Prepare(r.resume_snapshot, plan.snapshot, plan.snapshot_resume_flags & ~static_cast<uint32_t>(DM_SUSPEND_FLAG),
-          plan.snapshot_event_nr);
-  const uint32_t origin_resume = plan.origin_resume_flags & ~static_cast<uint32_t>(DM_SUSPEND_FLAG);
-  Prepare(r.resume_origin, plan.origin, origin_resume, plan.origin_event_nr);
-  Prepare(r.clear, plan.origin, 0, 0);
-  Prepare(r.recover, plan.origin, origin_resume, plan.origin_event_nr);
+  Progress p;
+  bool clear_on_failure[kMaxFreezeMembers] = {};
+  for (int i = 0; i < n; i++) {
+    const FreezeMember& m = plan.members[i];
+    const uint32_t origin_resume = m.origin_resume_flags & ~static_cast<uint32_t>(DM_SUSPEND_FLAG);
+    Prepare(r.suspend[i], m.origin, m.origin_suspend_flags | DM_SUSPEND_FLAG, 0);
+    Prepare(r.resume_snapshot[i], m.snapshot, m.snapshot_resume_flags & ~static_cast<uint32_t>(DM_SUSPEND_FLAG), m.snapshot_event_nr);
+    Prepare(r.resume_origin[i], m.origin, origin_resume, m.origin_event_nr);
+    Prepare(r.clear[i], m.origin, 0, 0);
+    Prepare(r.recover[i], m.origin, origin_resume, m.origin_event_nr);
+    clear_on_failure[i] = m.clear_on_failure;
+  }
 
   StackLock stack;
-  LockMemory(outcome, stack);
-  Critical(control.fd(), plan.seam_step, plan.seam_action, plan.clear_on_failure, r, outcome);
+  LockMemory(outcome, stack, {{&r, sizeof(r)}, {&p, sizeof(p)}, {clear_on_failure, sizeof(clear_on_failure)}});
+  Critical(control.fd(), n, clear_on_failure, Seam{plan.seam_step, plan.seam_member, plan.seam_action}, r, p);
   UnlockMemory(stack);
 
-  if (outcome.snapshot_resumed) outcome.snapshot_info = ReadRequestInfo(&r.resume_snapshot.header);
-  if (outcome.origin_resumed) {
-    outcome.origin_info = ReadRequestInfo(outcome.failed_step < 0 ? &r.resume_origin.header : &r.recover.header);
+  outcome.failed_step = p.failed_step;
+  outcome.failed_member = p.failed_member;
+  outcome.failed_errno = p.failed_errno;
+  outcome.injected = p.failed_step >= 0 && p.failed_errno == 0;
+  outcome.freeze_ms = p.freeze_ms;
+  outcome.members.resize(n);
+  for (int i = 0; i < n; i++) {
+    MemberOutcome& m = outcome.members[i];
+    m.recovery_clear = p.recovery_clear[i];
+    m.recovery_resume = p.recovery_resume[i];
+    m.snapshot_resumed = p.snapshot_resumed[i];
+    if (m.snapshot_resumed) m.snapshot_info = ReadRequestInfo(&r.resume_snapshot[i].header);
+    m.origin_resumed = p.origin_resumed[i];
+    if (m.origin_resumed) m.origin_info = ReadRequestInfo(m.recovery_resume < 0 ? &r.resume_origin[i].header : &r.recover[i].header);
   }
   return outcome;
 }

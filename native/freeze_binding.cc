@@ -1,6 +1,6 @@
-// N-API glue for the freeze (freeze.h): control.freeze(originRef, originSuspendFlags,
-// snapshotRef, snapshotResumeFlags, snapshotEventNr, originResumeFlags, originEventNr,
-// options) runs it on a std::thread of its own, never on the libuv thread pool (which
+// N-API glue for the freeze (freeze.h): control.freeze(members, options), each member
+// [originRef, originSuspendFlags, snapshotRef, snapshotResumeFlags, snapshotEventNr,
+// originResumeFlags, originEventNr, clearOnFailure], runs it on a std::thread of its own, never on the libuv thread pool (which
 // the application's I/O on the frozen filesystem may fill), and settles the promise on
 // the main thread through a thread-safe function. An environment cleanup hook,
 // registered after the thread-safe function so that it runs first, joins the thread
@@ -38,22 +38,76 @@ void CleanupFreezeJob(void* arg) {
   if (job->thread.joinable()) job->thread.join();
 }
 
-// options: { clearOnFailure: boolean, seamStep?: 0 | 1, seamAction?: 'fail' | 'kill' }
+uint32_t Uint32At(Napi::Env env, Napi::Array tuple, uint32_t index, const char* name) {
+  Napi::Value value = tuple.Get(index);
+  double number = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
+  if (number < 0 || number > 4294967295.0 || number != static_cast<double>(static_cast<uint32_t>(number))) {
+    throw Napi::TypeError::New(env, std::string(name) + " must be an unsigned 32-bit integer");
+  }
+  return static_cast<uint32_t>(number);
+}
+
+// members: [[originRef, originSuspendFlags, snapshotRef, snapshotResumeFlags,
+// snapshotEventNr, originResumeFlags, originEventNr, clearOnFailure], ...]
+void ReadMembers(const Napi::CallbackInfo& info, size_t index, FreezePlan& plan) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= index || !info[index].IsArray()) throw Napi::TypeError::New(env, "members must be an array");
+  Napi::Array members = info[index].As<Napi::Array>();
+  if (members.Length() < 1 || members.Length() > static_cast<uint32_t>(kMaxFreezeMembers)) {
+    throw Napi::RangeError::New(env, "a freeze takes 1 to " + std::to_string(kMaxFreezeMembers) + " members");
+  }
+  for (uint32_t i = 0; i < members.Length(); i++) {
+    Napi::Value entry = members.Get(i);
+    if (!entry.IsArray() || entry.As<Napi::Array>().Length() != 8) throw Napi::TypeError::New(env, "a freeze member is an array of 8");
+    Napi::Array tuple = entry.As<Napi::Array>();
+    FreezeMember member;
+    member.origin = RefValue(env, tuple.Get(0u));
+    member.origin_suspend_flags = Uint32At(env, tuple, 1, "originSuspendFlags");
+    member.snapshot = RefValue(env, tuple.Get(2u));
+    member.snapshot_resume_flags = Uint32At(env, tuple, 3, "snapshotResumeFlags");
+    member.snapshot_event_nr = Uint32At(env, tuple, 4, "snapshotEventNr");
+    member.origin_resume_flags = Uint32At(env, tuple, 5, "originResumeFlags");
+    member.origin_event_nr = Uint32At(env, tuple, 6, "originEventNr");
+    member.clear_on_failure = tuple.Get(7u).ToBoolean().Value();
+    plan.members.push_back(member);
+  }
+}
+
+// options: { seamStep?: 0 | 1, seamMember?: number, seamAction?: 'fail' | 'kill' }
 void ReadOptions(const Napi::CallbackInfo& info, size_t index, FreezePlan& plan) {
   Napi::Env env = info.Env();
   if (info.Length() <= index || !info[index].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
   Napi::Object options = info[index].As<Napi::Object>();
-  plan.clear_on_failure = options.Get("clearOnFailure").ToBoolean().Value();
   Napi::Value step = options.Get("seamStep");
   if (step.IsUndefined()) return;
   Napi::Value action = options.Get("seamAction");
-  if (!step.IsNumber() || !action.IsString()) throw Napi::TypeError::New(env, "seamStep needs a number and seamAction a string");
+  Napi::Value member = options.Get("seamMember");
+  if (!step.IsNumber() || !action.IsString() || !(member.IsUndefined() || member.IsNumber())) {
+    throw Napi::TypeError::New(env, "seamStep and seamMember need numbers and seamAction a string");
+  }
   plan.seam_step = step.As<Napi::Number>().Int32Value();
+  plan.seam_member = member.IsNumber() ? member.As<Napi::Number>().Int32Value() : 0;
   std::string what = action.As<Napi::String>().Utf8Value();
-  if ((plan.seam_step != kSuspendOrigin && plan.seam_step != kResumeSnapshot) || (what != "fail" && what != "kill")) {
-    throw Napi::TypeError::New(env, "a freeze seam is step 0 or 1, action 'fail' or 'kill'");
+  if ((plan.seam_step != kSuspendOrigin && plan.seam_step != kResumeSnapshot) || (what != "fail" && what != "kill") ||
+      plan.seam_member < 0 || plan.seam_member >= static_cast<int>(plan.members.size())) {
+    throw Napi::TypeError::New(env, "a freeze seam is step 0 or 1 of a member, action 'fail' or 'kill'");
   }
   plan.seam_action = what == "kill" ? SeamAction::kKill : SeamAction::kFail;
+}
+
+Napi::Object MemberToJs(Napi::Env env, const MemberOutcome& m) {
+  Napi::Object out = Napi::Object::New(env);
+  if (m.snapshot_resumed) out.Set("snapshot", InfoToJs(env, m.snapshot_info));
+  if (m.origin_resumed) out.Set("origin", InfoToJs(env, m.origin_info));
+  if (m.recovery_resume >= 0) {
+    Napi::Object recovery = Napi::Object::New(env);
+    recovery.Set("cleared", Napi::Boolean::New(env, m.recovery_clear == 0));
+    if (m.recovery_clear > 0) recovery.Set("clearErrno", Napi::Number::New(env, m.recovery_clear));
+    recovery.Set("resumed", Napi::Boolean::New(env, m.recovery_resume == 0));
+    if (m.recovery_resume > 0) recovery.Set("resumeErrno", Napi::Number::New(env, m.recovery_resume));
+    out.Set("recovery", recovery);
+  }
+  return out;
 }
 
 Napi::Object OutcomeToJs(Napi::Env env, const FreezeJob& job) {
@@ -63,26 +117,21 @@ Napi::Object OutcomeToJs(Napi::Env env, const FreezeJob& job) {
   const char* memory = o.memory == MemoryLock::kLocked ? "locked" : o.memory == MemoryLock::kAlreadyLocked ? "already-locked" : "failed";
   out.Set("memoryLock", Napi::String::New(env, memory));
   if (o.memory == MemoryLock::kFailed) out.Set("lockErrno", Napi::Number::New(env, o.lock_errno));
-  if (o.snapshot_resumed) out.Set("snapshot", InfoToJs(env, o.snapshot_info));
-  if (o.origin_resumed) out.Set("origin", InfoToJs(env, o.origin_info));
+  Napi::Array members = Napi::Array::New(env, o.members.size());
+  for (uint32_t i = 0; i < o.members.size(); i++) members.Set(i, MemberToJs(env, o.members[i]));
+  out.Set("members", members);
   if (o.failed_step >= 0) {
     Napi::Object failure = Napi::Object::New(env);
     failure.Set("step", Napi::String::New(env, kStepNames[o.failed_step]));
+    failure.Set("member", Napi::Number::New(env, o.failed_member));
     failure.Set("errno", Napi::Number::New(env, o.failed_errno));
     failure.Set("injected", Napi::Boolean::New(env, o.injected));
     failure.Set("ioctl", Napi::String::New(env, "DM_DEV_SUSPEND"));
     failure.Set("path", Napi::String::New(env, job.control->path()));
-    const DeviceRef& device = o.failed_step == kResumeSnapshot ? job.plan.snapshot : job.plan.origin;
+    const FreezeMember& member = job.plan.members[o.failed_member];
+    const DeviceRef& device = o.failed_step == kResumeSnapshot ? member.snapshot : member.origin;
     failure.Set("device", Napi::String::New(env, device.Describe()));
     out.Set("failure", failure);
-  }
-  if (o.recovery_resume >= 0) {
-    Napi::Object recovery = Napi::Object::New(env);
-    recovery.Set("cleared", Napi::Boolean::New(env, o.recovery_clear == 0));
-    if (o.recovery_clear > 0) recovery.Set("clearErrno", Napi::Number::New(env, o.recovery_clear));
-    recovery.Set("resumed", Napi::Boolean::New(env, o.recovery_resume == 0));
-    if (o.recovery_resume > 0) recovery.Set("resumeErrno", Napi::Number::New(env, o.recovery_resume));
-    out.Set("recovery", recovery);
   }
   return out;
 }
@@ -94,14 +143,8 @@ Napi::Value StartFreeze(const Napi::CallbackInfo& info, std::shared_ptr<const Dm
   auto job = std::make_shared<FreezeJob>();
   job->control = std::move(control);
   FreezePlan& plan = job->plan;
-  plan.origin = RefArg(info, 0);
-  plan.origin_suspend_flags = Uint32Arg(info, 1, "originSuspendFlags");
-  plan.snapshot = RefArg(info, 2);
-  plan.snapshot_resume_flags = Uint32Arg(info, 3, "snapshotResumeFlags");
-  plan.snapshot_event_nr = Uint32Arg(info, 4, "snapshotEventNr");
-  plan.origin_resume_flags = Uint32Arg(info, 5, "originResumeFlags");
-  plan.origin_event_nr = Uint32Arg(info, 6, "originEventNr");
-  ReadOptions(info, 7, plan);
+  ReadMembers(info, 0, plan);
+  ReadOptions(info, 1, plan);
 
   auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   Napi::ThreadSafeFunction done =

@@ -10,6 +10,7 @@ import { sectorsToBytes } from '../units';
 import { formatBytes, parseByteSize, parseSizeOption } from './sizes';
 import { guardCowFile, type HostSpace } from '../snapshot/cow-guard';
 import { trackingName, type IncrementSnapshotOptions } from '../snapshot/incremental';
+import type { FreezeHookOptions } from '../system/hooks';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
 export function lifecycle(io: CliContext, dm: DeviceMapper) {
@@ -38,6 +39,51 @@ export const snapshotOptions = {
   'force-wipe': { type: 'boolean' as const },
 };
 
+/** The application hooks around the freeze, for every command that takes a snapshot. */
+export const hookOptions = {
+  'pre-freeze': { type: 'string' as const },
+  'post-thaw': { type: 'string' as const },
+  'hook-dir': { type: 'string' as const },
+  'no-hooks': { type: 'boolean' as const },
+  'hook-timeout': { type: 'string' as const },
+};
+
+/** The help lines of hookOptions. */
+export const hookHelp = `  --pre-freeze CMD        run CMD (sh -c) before the freeze; its failure aborts with nothing changed
+  --post-thaw CMD         run CMD after the thaw, also when the snapshot failed
+  --hook-dir DIR          run the hooks in DIR (default /etc/dmsnap/hooks.d, when it exists)
+  --no-hooks              run no hook directory
+  --hook-timeout SECONDS  each hook's time limit (default 30); a hook past it is killed`;
+
+/**
+ * The hooks of --pre-freeze, --post-thaw, --hook-dir, --no-hooks and --hook-timeout;
+ * DMSNAP_HOOK_DIR replaces the default directory. Hook output goes to stderr.
+ */
+export function hooksFromArgs(io: CliContext, args: ParsedArgs): FreezeHookOptions {
+  const text = (option: string) => {
+    const value = args.values[option] as string | undefined;
+    if (value !== undefined && value.trim() === '') throw new UsageError(`--${option} needs a value`);
+    return value;
+  };
+  const pre = text('pre-freeze');
+  const post = text('post-thaw');
+  const dir = text('hook-dir');
+  const timeout = text('hook-timeout');
+  if (dir !== undefined && args.values['no-hooks'] === true) throw new UsageError('give --hook-dir DIR or --no-hooks, not both');
+  if (dir !== undefined && !dir.startsWith('/')) throw new UsageError(`--hook-dir needs an absolute path; got "${dir}"`);
+  const seconds = timeout === undefined ? undefined : Number(timeout);
+  if (seconds !== undefined && !(seconds > 0 && seconds <= 3600)) throw new UsageError(`--hook-timeout must be a number of seconds above 0 and at most 3600; got "${timeout}"`);
+  // Without --hook-dir, the default directory is used when it exists.
+  const hookDir = args.values['no-hooks'] === true ? false : (dir ?? process.env.DMSNAP_HOOK_DIR);
+  return {
+    ...(pre === undefined ? {} : { preFreeze: pre }),
+    ...(post === undefined ? {} : { postThaw: post }),
+    ...(hookDir === undefined ? {} : { hookDir }),
+    ...(seconds === undefined ? {} : { timeoutMs: Math.round(seconds * 1000) }),
+    output: io.stderr,
+  };
+}
+
 /** Where the copied blocks go: --cow DEVICE, or --cow-file FILE (with --cow-size). Exactly one is required. */
 export type CowChoice = { cow: string } | { cowFile: { path: string; sizeBytes?: number; preallocate?: boolean } };
 
@@ -55,13 +101,21 @@ export function requireCow(args: ParsedArgs): CowChoice {
   if (preallocate && file === undefined) throw new UsageError('--preallocate reserves a COW file: use it with --cow-file');
   if (file === '' || cow === '') throw new UsageError(`${file === '' ? '--cow-file' : '--cow'} needs a path`);
   if (cow !== undefined) return { cow };
-  return { cowFile: { path: file!, ...(size === undefined ? {} : { sizeBytes: parseByteSize(size, '--cow-size') }), ...(preallocate ? { preallocate } : {}) } };
+  return { cowFile: parseCowFile(args, file!) };
+}
+
+/** A COW file at `path`, sized and preallocated as --cow-size and --preallocate say. */
+export function parseCowFile(args: ParsedArgs, path: string): { path: string; sizeBytes?: number; preallocate?: boolean } {
+  const size = args.values['cow-size'] as string | undefined;
+  const preallocate = args.values.preallocate === true;
+  return { path, ...(size === undefined ? {} : { sizeBytes: parseByteSize(size, '--cow-size') }), ...(preallocate ? { preallocate } : {}) };
 }
 
 /** Takes a snapshot from the shared options of snapshot, backup and image, and says how long NAME was frozen. */
 export async function snapshotFromArgs(io: CliContext, origin: Origin, args: ParsedArgs, transient = false, tracking = false): Promise<Snapshot> {
   const snap = await origin.snapshot({
     ...snapshotArgs(args),
+    hooks: hooksFromArgs(io, args),
     persistent: !transient,
     name: (args.values['snapshot-name'] as string | undefined) ?? (tracking ? trackingName(origin) : undefined),
     tracking,

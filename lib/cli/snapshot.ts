@@ -1,14 +1,18 @@
 /**
- * `dmsnap snapshot`: take a snapshot of a prepared origin and print its device.
+ * `dmsnap snapshot`: take a snapshot of a prepared origin, or of several at one instant (a
+ * consistency group), and print their devices.
  */
-import { openOrigin } from '../snapshot';
-import { type Command, ExitCode, withOne, writeLine } from './command';
-import { lifecycle, requireCow, snapshotOptions, snapshotFromArgs } from './lifecycle-common';
+import { openOrigin, snapshotGroup, type GroupMember } from '../snapshot';
+import { MAX_FREEZE_MEMBERS } from '../dm/freeze';
+import { type CliContext, type Command, ExitCode, openDm, type ParsedArgs, positionals, UsageError, writeLine } from './command';
+import { signalExitCode } from './format';
+import { hookHelp, hookOptions, hooksFromArgs, info, lifecycle, parseCowFile } from './lifecycle-common';
+import { parseSizeOption } from './sizes';
 
 export const snapshotCommand: Command = {
   name: ['snapshot'],
-  summary: 'take a snapshot of a prepared origin (step 1); prints its device',
-  usage: 'NAME --cow DEVICE|--cow-file FILE [--cow-size SIZE] [--preallocate] [--chunk-size SIZE] [--transient] [--snapshot-name SNAP] [--force-wipe]',
+  summary: 'take a snapshot of a prepared origin, or of several at one instant (step 1); prints their devices',
+  usage: 'NAME... --cow DEVICE...|--cow-file FILE... [--cow-size SIZE] [--preallocate] [--chunk-size SIZE] [--transient] [--snapshot-name SNAP...] [--force-wipe] [--pre-freeze CMD] [--post-thaw CMD] [--hook-dir DIR|--no-hooks] [--hook-timeout SECONDS]',
   help: `The copied blocks go to a COW device (--cow) or to a COW file (--cow-file). The first
 chunk of a COW device is zeroed; a COW that holds a filesystem or other signature is
 refused unless --force-wipe. A COW file is created by dmsnap (FILE must not exist),
@@ -17,28 +21,122 @@ plus the exception store's metadata, so that the origin's writes alone can never
 It must be on another filesystem than NAME's, in a directory only root controls; drop
 deletes it. Prints the snapshot's device on stdout and the freeze time on stderr.
 
+With several NAMEs (up to ${MAX_FREEZE_MEMBERS}), one snapshot of each is taken at one instant (a
+consistency group): every origin is suspended before any is resumed, so the snapshots
+hold the state all the filesystems had together. Give one --cow (or one --cow-file) per
+NAME, paired in order, and --snapshot-name once per NAME or not at all; --cow-size and
+--preallocate apply to every COW file. A failure anywhere leaves every origin as it was.
+Prints one device per line, in the order of the NAMEs.
+
+Hooks run around the freeze: --pre-freeze and the hook directory's executables (each
+called with "pre-freeze", in name order) before anything is written, --post-thaw and the
+directory's (called with "post-thaw", in reverse order) after the freeze, also when the
+snapshot failed, also on SIGINT and SIGTERM (dmsnap finishes, then exits 130 or 143).
+Hooks see DMSNAP_HOOK_PHASE, DMSNAP_ORIGINS and DMSNAP_SNAPSHOTS; their output goes to
+stderr. A pre-freeze hook that fails or passes its time limit aborts the snapshot with
+nothing changed (exit 1); a post-thaw failure is reported (exit 1), the snapshots stay.
+
 Options:
-  --cow DEVICE            block device for the copied blocks
-  --cow-file FILE         or a new file for them, on another filesystem
+  --cow DEVICE            block device for the copied blocks (once per NAME)
+  --cow-file FILE         or a new file for them, on another filesystem (once per NAME)
   --cow-size SIZE         the COW file's size (a plain number counts sectors; 2G, 500M)
   --preallocate           reserve the COW file's space now (fallocate), not as it fills
   --chunk-size SIZE       sectors (32) or a size (16k, 64KiB, 1M); default 32 sectors
   --transient             a transient (N) snapshot instead of a persistent (P) one
   --snapshot-name SNAP    the snapshot's name (default NAME-snap)
   --force-wipe            overwrite a COW device that holds data
+${hookHelp}
 
 Example:
   dmsnap snapshot md2 --cow /dev/sdb6 --chunk-size 64k
-  dmsnap snapshot md2 --cow-file /var/tmp/md2.cow`,
-  options: { ...snapshotOptions, transient: { type: 'boolean' } },
+  dmsnap snapshot md2 --cow-file /var/tmp/md2.cow
+  dmsnap snapshot pgdata pgwal --cow /dev/sdc1 --cow /dev/sdc2 --pre-freeze 'psql -c CHECKPOINT'`,
+  options: {
+    cow: { type: 'string', multiple: true },
+    'cow-file': { type: 'string', multiple: true },
+    'cow-size': { type: 'string' },
+    preallocate: { type: 'boolean' },
+    'chunk-size': { type: 'string' },
+    'snapshot-name': { type: 'string', multiple: true },
+    'force-wipe': { type: 'boolean' },
+    transient: { type: 'boolean' },
+    ...hookOptions,
+  },
   allowPositionals: true,
-  run: (args, io) => {
-    requireCow(args); // usage errors before anything else
-    return withOne(args, io, 'NAME', async (name, dm) => {
-      const origin = await openOrigin(name, lifecycle(io, dm));
-      const snap = await snapshotFromArgs(io, origin, args, args.values.transient === true);
-      writeLine(io.stdout, snap.devicePath);
-      return ExitCode.ok;
-    });
+  run: async (args, io) => {
+    // Usage errors before anything else.
+    const plan = parseGroup(args, io);
+    using dm = await openDm(io);
+    const options = lifecycle(io, dm);
+    const members: GroupMember[] = [];
+    for (const [i, name] of plan.names.entries()) members.push({ origin: await openOrigin(name, options), ...plan.members[i] });
+    const trap = deferSignals();
+    try {
+      const snaps = await snapshotGroup(members, { hooks: plan.hooks });
+      for (const snap of snaps) writeLine(io.stdout, snap.devicePath);
+      const names = plan.names.join(', ');
+      info(io, `dmsnap: ${names} ${plan.names.length === 1 ? 'was' : 'were'} frozen for ${snaps[0].freezeMs!.toFixed(1)} ms`);
+    } finally {
+      trap.release();
+    }
+    return trap.signal ? signalExitCode(trap.signal) : ExitCode.ok;
   },
 };
+
+/** The origins and each one's snapshot options, checked before any device is touched. */
+function parseGroup(args: ParsedArgs, io: CliContext) {
+  const names = positionals(args, 1, MAX_FREEZE_MEMBERS, `NAME (at most ${MAX_FREEZE_MEMBERS})`);
+  const cows = (args.values.cow as string[] | undefined) ?? [];
+  const files = (args.values['cow-file'] as string[] | undefined) ?? [];
+  const snapNames = (args.values['snapshot-name'] as string[] | undefined) ?? [];
+  if (cows.length > 0 && files.length > 0) throw new UsageError('give --cow DEVICE or --cow-file FILE, not both');
+  if (cows.length === 0 && files.length === 0) {
+    throw new UsageError('--cow DEVICE or --cow-file FILE is required: the block device, or the file dmsnap creates, that receives the copied blocks');
+  }
+  const given = cows.length > 0 ? cows : files;
+  const option = cows.length > 0 ? '--cow' : '--cow-file';
+  if (given.length !== names.length) throw new UsageError(`give one ${option} per NAME, paired in order: ${names.length} NAME(s), ${given.length} ${option}`);
+  if (snapNames.length > 0 && snapNames.length !== names.length) throw new UsageError(`give --snapshot-name once per NAME or not at all: ${names.length} NAME(s), ${snapNames.length} --snapshot-name`);
+  if (new Set(names).size !== names.length) throw new UsageError('each NAME once: a group snapshot takes one snapshot of each origin');
+  if (new Set(given).size !== given.length) throw new UsageError(`each ${option} once: every snapshot needs a COW of its own`);
+  const chunk = args.values['chunk-size'] as string | undefined;
+  const chunkSectors = chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size');
+  const members = given.map((path, i) => ({
+    ...(cows.length > 0 ? { cow: checkedPath(path, '--cow') } : { cowFile: parseCowFile(args, checkedPath(path, '--cow-file')) }),
+    ...(chunkSectors === undefined ? {} : { chunkSectors }),
+    persistent: args.values.transient !== true,
+    forceWipe: args.values['force-wipe'] === true,
+    ...(snapNames[i] === undefined ? {} : { name: snapNames[i] }),
+  }));
+  if (cows.length > 0 && args.values['cow-size'] !== undefined) throw new UsageError('--cow-size sizes a COW file: use it with --cow-file');
+  if (cows.length > 0 && args.values.preallocate === true) throw new UsageError('--preallocate reserves a COW file: use it with --cow-file');
+  return { names, members, hooks: hooksFromArgs(io, args) };
+}
+
+function checkedPath(path: string, option: string): string {
+  if (path === '') throw new UsageError(`${option} needs a path`);
+  return path;
+}
+
+/**
+ * SIGINT and SIGTERM while the snapshot is taken: remembered, not obeyed at once, so that
+ * the snapshot (or its rollback) and the post-thaw hooks finish; the command then exits
+ * with the signal's code.
+ */
+function deferSignals(): { readonly signal: NodeJS.Signals | undefined; release(): void } {
+  let signal: NodeJS.Signals | undefined;
+  const remember = (received: NodeJS.Signals) => {
+    signal ??= received;
+  };
+  process.on('SIGINT', remember);
+  process.on('SIGTERM', remember);
+  return {
+    get signal() {
+      return signal;
+    },
+    release() {
+      process.off('SIGINT', remember);
+      process.off('SIGTERM', remember);
+    },
+  };
+}

@@ -16,7 +16,7 @@ import {
 } from '../native';
 import type { Sectors } from '../units';
 import { check, checkInteger, checkPath, checkString } from '../validate';
-import { runFreeze, type FreezeOptions, type FreezeOutcome } from './freeze';
+import { runFreeze, type FreezeOptions, type FreezeOutcome, type GroupFreezeMember, type GroupFreezeOutcome } from './freeze';
 import { checkDeviceName, checkDeviceUuid } from './names';
 import { checkedTable, suspendFlags, toDeviceInfo, toNativeRef, toTargetLine } from './convert';
 import type { TargetLine } from './table';
@@ -178,19 +178,20 @@ export class DeviceMapper {
     return toDeviceInfo(info, this.binding.constants);
   }
 
-  /**
-   * The freeze of a snapshot, in one native call on a thread of its own with memory
-   * locked: suspends `origin` (flushing and freezing its filesystem), resumes `snapshot`,
-   * resumes `origin`. Both resumes share `options.batch`'s udev cookie. If a step fails
-   * once the origin is suspended, the origin is resumed with its previous table before
-   * the call rejects; the error has `freezeStep` and `recovery` (see lib/dm/freeze.ts).
-   */
+  /** The freeze of one snapshot: freezeGroup with one member. */
   async freeze(origin: DeviceRef, snapshot: DeviceRef, options: FreezeOptions): Promise<FreezeOutcome<DeviceInfo>> {
-    const originRef = toNativeRef(origin);
-    const snapshotRef = toNativeRef(snapshot);
-    const flags = suspendFlags({ skipLockfs: options.skipLockfs }, this.binding.constants);
-    const done = await this.call(() => runFreeze(this.control, originRef, snapshotRef, flags, options));
-    return { ...done, snapshot: toDeviceInfo(done.snapshot, this.binding.constants), origin: toDeviceInfo(done.origin, this.binding.constants) };
+    const { freezeMs, memoryLock, members } = await this.freezeGroup([{ origin, snapshot, originTableLoaded: options.originTableLoaded === true }], options);
+    return { freezeMs, memoryLock, ...members[0] };
+  }
+
+  /**
+   * The freeze of 1 to 16 origins, each with a new snapshot, in one native call on a thread
+   * of its own with memory locked: suspends every origin in order (flushing and freezing
+   * its filesystem), resumes every snapshot, then every origin (see lib/dm/freeze.ts: the
+   * udev cookie, and what a failed step leaves: `freezeStep`, `freezeMember`, `freezeMembers`).
+   */
+  freezeGroup(members: readonly GroupFreezeMember<DeviceRef>[], options: FreezeOptions): Promise<GroupFreezeOutcome<DeviceInfo>> {
+    return this.call(() => runFreeze(this.control, this.binding.constants, members, options));
   }
 
   /**

@@ -3,6 +3,8 @@
  */
 export { prepare, release, openOrigin, listOrigins, withSnapshot, type PrepareOptions } from './open';
 export { Origin, type SnapshotOptions, type OriginStatus } from './origin';
+export { snapshotGroup, type GroupMember, type GroupSnapshotOptions } from './group';
+export { FreezeHooks, DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT_MS, type FreezeHookOptions, type HookCallback, type HookContext, type HookPhase } from '../system/hooks';
 export { Snapshot, type SnapshotStatusReport, type SnapshotState, type SnapshotMount, type WatchOptions, type SnapshotInfo, type DropOptions } from './snapshot';
 export { type CowFileOptions } from './cow-file';
 export { extentsOf, type ChangedExtent } from './changes';

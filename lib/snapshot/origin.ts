@@ -6,25 +6,22 @@
  */
 import type { DeviceMapper } from '../dm/device-mapper';
 import type { TargetLine } from '../dm/table';
-import { checkDeviceName } from '../dm/names';
 import { DmError, DmsnapError } from '../errors';
 import type { DevNumber } from '../system/stack';
 import type { LockOptions, OriginLock } from '../system/lock';
 import { System } from '../system/system';
-import { checkChunkSectors } from '../targets/snapshot';
 import { sectorsToBytes, type Bytes, type Sectors } from '../units';
-import { check, checkPath } from '../validate';
+import { check } from '../validate';
 import type { LifecycleOptions } from './context';
 import { scanGroups } from './discover';
 import { dropSnapshot } from './drop';
-import { planSnapshot, type SnapshotPlan } from './plan';
 import { cowLabel, Snapshot, type DropOptions, type SnapshotOwner, type SnapshotStatusReport } from './snapshot';
 import { snapshotInfoFromTable } from './snapshot-info';
-import { stepRunner, type StepHook } from './steps';
-import { takeSnapshot, type SnapshotSpec } from './take';
-import { formatTag, newSnapId } from './tags';
-import { checkCowFileOptions, detachCowLoop, discardCowFile, provideCowFile, recordedCowFile, type CowFileLease, type CowFileOptions } from './cow-file';
-import { CowRecords } from '../system/cow-records';
+import type { StepHook } from './steps';
+import { snapshotGroup } from './group';
+import type { FreezeHookOptions } from '../system/hooks';
+import { formatTag } from './tags';
+import { recordedCowFile, type CowFileOptions } from './cow-file';
 import { mergeState, type MergeState } from './merge';
 import { mappedCow } from './cow-mapping';
 import { detachOrigin, type DetachOptions, type DetachReport } from './detach';
@@ -53,6 +50,11 @@ export interface SnapshotOptions {
   tracking?: boolean;
   /** Overwrite a COW device that carries a filesystem or other signature. Default false. */
   forceWipe?: boolean;
+  /**
+   * The application's hooks around the freeze (see snapshotGroup): commands or callbacks
+   * run before the freeze and after the thaw, and a hook directory. Default: none.
+   */
+  hooks?: FreezeHookOptions;
   /** @internal Test hook called after each step. */
   onStep?: StepHook;
 }
@@ -186,41 +188,10 @@ export class Origin implements SnapshotOwner {
    * created are removed, and the error names the step.
    */
   async snapshot(options: SnapshotOptions): Promise<Snapshot> {
-    const { spec, cowFile } = checkSnapshotOptions(options, this.name);
-    const after = stepRunner(options.onStep);
-    const system = System.of(this.dm);
-    const lock = await system.lock(this.name, this.options);
-    // The guardian starts now and gets ready while the checks and the preparation run:
-    // it must be there before the freeze, and costs nothing inside it.
-    const guardian = system.startGuardian(this.dm.controlPath, this.originUuid, lock);
-    let plan: SnapshotPlan | undefined;
-    let lease: CowFileLease | undefined;
-    let taken = false;
-    try {
-      if (await mergeState(this.dm, this.name)) {
-        throw new DmsnapError(`${this.name} is merging a snapshot back (a rollback): a snapshot now would read a device half merged; "dmsnap rollback ${this.name} --wait" waits for it`, 'ERR_DMSNAP_MERGING');
-      }
-      if (cowFile) {
-        // After the spawn: the guardian must not inherit the loop device's descriptor.
-        await guardian.spawned;
-        const request = { snapId: spec.snapId, snapshotName: spec.name, chunkSectors: spec.chunkSectors, lockOptions: this.options };
-        lease = await provideCowFile(system, this, request, cowFile, after);
-      }
-      const cow = lease?.device ?? options.cow!;
-      plan = await planSnapshot(this, { cow, name: spec.name, chunkSectors: spec.chunkSectors, forceWipe: options.forceWipe === true, persistent: spec.persistent }, guardian.spawned);
-      await after('validate');
-      const snap = await takeSnapshot(this, plan, spec, after, guardian.ready);
-      taken = true;
-      return snap;
-    } finally {
-      plan?.device.close();
-      // The snapshot's table holds the loop device now; without a snapshot, it goes.
-      lease?.release();
-      if (lease && !taken) await discardLease(system, this.options, lease);
-      const finished = guardian.finish();
-      lock();
-      await finished;
-    }
+    check(typeof options === 'object' && options !== null, 'options', 'an object with { cow } or { cowFile }', options);
+    const { onStep, hooks, ...member } = options;
+    const [snap] = await snapshotGroup([{ origin: this, ...member }], { ...(onStep ? { onStep } : {}), ...(hooks ? { hooks } : {}) });
+    return snap;
   }
 
   /** Drops every snapshot of this origin, then removes NAME and NAME-real. EBUSY while mounted. */
@@ -300,30 +271,6 @@ export class Origin implements SnapshotOwner {
   finishMerge(): Promise<boolean> {
     return finishMergeLocked(this);
   }
-}
-
-/** Validates Origin.snapshot's options; the snapshot's name, chunk size and persistence, and its COW file. */
-function checkSnapshotOptions(options: SnapshotOptions, originName: string): { spec: SnapshotSpec; cowFile?: CowFileOptions } {
-  check(typeof options === 'object' && options !== null, 'options', 'an object with { cow } or { cowFile }', options);
-  check((options.cow === undefined) !== (options.cowFile === undefined), 'options', 'an object with either cow (a device) or cowFile (a file), not both', options);
-  const cowFile = options.cowFile === undefined ? undefined : checkCowFileOptions(options.cowFile);
-  if (!cowFile) checkPath(options.cow, 'cow');
-  const chunkSectors = checkChunkSectors(options.chunkSectors ?? 32);
-  const persistent = options.persistent ?? true;
-  check(typeof persistent === 'boolean', 'persistent', 'a boolean', persistent);
-  const name = options.name ?? `${originName}-snap`;
-  checkDeviceName(name, 'name');
-  const tracking = options.tracking ?? false;
-  check(typeof tracking === 'boolean', 'tracking', 'a boolean', tracking);
-  check(!tracking || persistent, 'tracking', 'false for a transient snapshot (its exceptions are not on the COW)', tracking);
-  const spec = { name, snapId: newSnapId(), cowFile: cowFile?.path ?? null, chunkSectors, persistent, trackingSince: tracking ? Math.floor(Date.now() / 1000) : null };
-  return cowFile ? { spec, cowFile } : { spec };
-}
-
-/** Removes the COW file of a snapshot that was not taken (its loop device detached, the file deleted). */
-async function discardLease(system: System, lockOptions: LockOptions, lease: CowFileLease): Promise<void> {
-  await detachCowLoop(system, lease.record);
-  discardCowFile(CowRecords.of(lockOptions), lease.record);
 }
 
 /**

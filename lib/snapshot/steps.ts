@@ -64,21 +64,26 @@ export type Step = SnapshotStep | DropStep | RollbackStep | DetachStep | UpdateS
  * Called after each step completes. Only for tests: a hook that throws simulates a
  * failure right after that step. The steps of the freeze (suspend-origin,
  * resume-snapshot, resume-origin) run in one native call, so their hooks are called once
- * it is over; the environment seams below act inside it.
+ * it is over; the environment seams below act inside it. In a group snapshot, `origin`
+ * names the origin whose step it is.
  */
-export type StepHook = (step: Step) => void | Promise<void>;
+export type StepHook = (step: Step, origin?: string) => void | Promise<void>;
 
 /**
  * The hook from the environment, read only when DMSNAP_TEST_SEAMS=1 (a test-only seam):
  * DMSNAP_TEST_FAIL_AFTER=STEP throws after STEP; DMSNAP_TEST_KILL_AFTER=STEP kills the
- * process with SIGKILL right after STEP, to prove what survives a crash.
+ * process with SIGKILL right after STEP, to prove what survives a crash. In a group
+ * snapshot, DMSNAP_TEST_SEAM_ORIGIN=NAME acts on NAME's step only (default: the first
+ * origin's).
  */
 export function environmentStepHook(): StepHook | undefined {
   if (devOverride('DMSNAP_TEST_SEAMS') !== '1') return undefined;
   const failAfter = process.env.DMSNAP_TEST_FAIL_AFTER;
   const killAfter = process.env.DMSNAP_TEST_KILL_AFTER;
+  const only = process.env.DMSNAP_TEST_SEAM_ORIGIN;
   if (!failAfter && !killAfter) return undefined;
-  return (step) => {
+  return (step, origin) => {
+    if (only && origin !== undefined && origin !== only) return;
     if (step === killAfter) process.kill(process.pid, 'SIGKILL');
     if (step === failAfter) throw new Error(`test seam: failing after step "${step}"`);
   };
@@ -89,19 +94,22 @@ export function environmentStepHook(): StepHook | undefined {
  * where no JavaScript runs: the native freeze itself fails or SIGKILLs the process
  * right after that step. Undefined unless DMSNAP_TEST_SEAMS=1 names one.
  */
-export function environmentFreezeSeam(): { step: 'suspend-origin' | 'resume-snapshot'; action: 'fail' | 'kill' } | undefined {
+export function environmentFreezeSeam(origins: readonly string[]): { step: 'suspend-origin' | 'resume-snapshot'; action: 'fail' | 'kill'; member: number } | undefined {
   if (devOverride('DMSNAP_TEST_SEAMS') !== '1') return undefined;
+  const only = process.env.DMSNAP_TEST_SEAM_ORIGIN;
+  const member = only ? origins.indexOf(only) : 0;
+  if (member < 0) return undefined;
   const inFreeze = (step: string | undefined) => (step === 'suspend-origin' || step === 'resume-snapshot' ? step : undefined);
   const kill = inFreeze(process.env.DMSNAP_TEST_KILL_AFTER);
-  if (kill) return { step: kill, action: 'kill' };
+  if (kill) return { step: kill, action: 'kill', member };
   const fail = inFreeze(process.env.DMSNAP_TEST_FAIL_AFTER);
-  return fail ? { step: fail, action: 'fail' } : undefined;
+  return fail ? { step: fail, action: 'fail', member } : undefined;
 }
 
-/** Runs the test hooks (the caller's and the environment's) after each step. */
-export function stepRunner(onStep: StepHook | undefined): (step: Step) => Promise<void> {
+/** Runs the test hooks (the caller's and the environment's) after each step; `origin` for a group snapshot's. */
+export function stepRunner(onStep: StepHook | undefined, origin?: string): (step: Step) => Promise<void> {
   const hooks = [onStep, environmentStepHook()].filter((h): h is StepHook => h !== undefined);
   return async (step) => {
-    for (const hook of hooks) await hook(step);
+    for (const hook of hooks) await hook(step, origin);
   };
 }

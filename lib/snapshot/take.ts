@@ -1,11 +1,13 @@
 /**
- * Taking a planned snapshot: zero the COW header, create the snapshot device, stage both
- * tables in inactive slots, then the freeze (suspend origin, resume snapshot, resume
- * origin) as one native call. Any failure rolls back to the origin's previous table with
- * the devices this call created removed, and names the step that failed.
+ * Taking planned snapshots, of one origin or of a group at one instant: zero each COW
+ * header, create each snapshot device, stage the tables in inactive slots, then the freeze
+ * (suspend every origin, resume every snapshot, resume every origin) as one native call.
+ * Any failure rolls back every origin to its previous table with the devices this call
+ * created removed, and names the step (and the origin) that failed.
  */
 import { DmsnapError } from '../errors';
 import { devKey, holdersOf, type DevNumber } from '../system/stack';
+import type { FreezeFailureFacts } from '../dm/freeze';
 import { snapshot as snapshotTarget } from '../targets/snapshot';
 import { snapshotOrigin } from '../targets/snapshot-origin';
 import { sectors, type Sectors } from '../units';
@@ -46,40 +48,79 @@ interface Progress {
 
 type After = (step: Step) => Promise<void>;
 
-/** Takes the snapshot `plan` was checked for; `guardianReady` must resolve before the freeze. */
-export async function takeSnapshot(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpec, after: After, guardianReady: Promise<void>): Promise<Snapshot> {
-  const progress: Progress = { step: 'validate', created: false, preloaded: false, cowMapped: false };
+/** One origin of a take: the snapshot `plan` was checked for, and its step hook. */
+export interface TakeMember {
+  origin: Origin;
+  plan: SnapshotPlan;
+  spec: SnapshotSpec;
+  after: After;
+}
+
+/**
+ * Takes the snapshots the members' plans were checked for, in one freeze: every COW made
+ * ready and every table staged first, then (once `guardiansReady` resolves) every origin
+ * suspended in the members' order, every snapshot resumed, every origin resumed. Any
+ * failure rolls back every member: each origin ends on its previous table, live, and the
+ * devices this call created are removed.
+ */
+export async function takeSnapshots(members: readonly TakeMember[], guardiansReady: Promise<void>): Promise<Snapshot[]> {
+  const progress: Progress[] = members.map(() => ({ step: 'validate', created: false, preloaded: false, cowMapped: false }));
+  const at = { member: 0 };
   try {
-    const cowInTable = await prepareCow(origin, plan, spec, after, progress);
-    await stageTables(origin, plan, spec, cowInTable, after, progress);
-    // If this process dies while the origin is suspended, the guardian resumes it.
-    await guardianReady;
-    const freezeMs = await freeze(origin, spec.name, after, progress);
-    const info = {
-      name: spec.name,
-      originName: origin.name,
-      origin: { major: plan.real.major, minor: plan.real.minor },
-      cow: cowInTable,
-      cowDevice: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path },
-      chunkSectors: spec.chunkSectors,
-      persistent: spec.persistent,
-      targetType: 'snapshot',
-      snapId: spec.snapId,
-      cowFile: spec.cowFile,
-      trackingSince: spec.trackingSince === null ? null : new Date(spec.trackingSince * 1000),
-    };
-    return new Snapshot(origin.dm, origin, info, freezeMs);
+    const cows: (DevNumber & { path: string | null })[] = [];
+    for (const [i, { origin, plan, spec, after }] of members.entries()) {
+      at.member = i;
+      cows.push(await prepareCow(origin, plan, spec, after, progress[i]));
+      await stageTables(origin, plan, spec, cows[i], after, progress[i]);
+    }
+    // If this process dies while an origin is suspended, its guardian resumes it.
+    await guardiansReady;
+    const freezeMs = await freeze(members, progress, at);
+    return members.map((member, i) => snapshotOf(member, cows[i], freezeMs));
   } catch (error) {
-    await rollBack(origin, spec, progress);
-    const reason = error instanceof Error ? error.message : String(error);
-    const code = error instanceof DmsnapError ? error.code : 'ERR_DMSNAP_SNAPSHOT_FAILED';
-    throw new DmsnapError(
-      `snapshot "${spec.name}" of ${origin.name} failed at step "${progress.step}": ${reason}. ` +
+    for (let i = members.length - 1; i >= 0; i--) await rollBack(members[i].origin, members[i].spec, progress[i]);
+    throw takeError(members, progress[at.member].step, at.member, error);
+  }
+}
+
+/** The Snapshot a member's take made. */
+function snapshotOf({ origin, plan, spec }: TakeMember, cow: DevNumber & { path: string | null }, freezeMs: number): Snapshot {
+  const info = {
+    name: spec.name,
+    originName: origin.name,
+    origin: { major: plan.real.major, minor: plan.real.minor },
+    cow,
+    cowDevice: { major: plan.cow.major, minor: plan.cow.minor, path: plan.cow.path },
+    chunkSectors: spec.chunkSectors,
+    persistent: spec.persistent,
+    targetType: 'snapshot',
+    snapId: spec.snapId,
+    cowFile: spec.cowFile,
+    trackingSince: spec.trackingSince === null ? null : new Date(spec.trackingSince * 1000),
+  };
+  return new Snapshot(origin.dm, origin, info, freezeMs);
+}
+
+/** The error of a failed take: which step of which member, and that everything was undone. */
+function takeError(members: readonly TakeMember[], step: Step, failing: number, error: unknown): DmsnapError {
+  const reason = error instanceof Error ? error.message : String(error);
+  const code = error instanceof DmsnapError ? error.code : 'ERR_DMSNAP_SNAPSHOT_FAILED';
+  const { origin, spec } = members[failing];
+  if (members.length === 1) {
+    return new DmsnapError(
+      `snapshot "${spec.name}" of ${origin.name} failed at step "${step}": ${reason}. ` +
         `${origin.name} is running with its previous table and the devices this call created were removed`,
       code,
       { cause: error },
     );
   }
+  const names = members.map((m) => m.origin.name).join(', ');
+  return new DmsnapError(
+    `group snapshot of ${names} failed at step "${step}" of ${origin.name} (snapshot "${spec.name}"): ${reason}. ` +
+      `${names} are running with their previous tables and the devices this call created were removed`,
+    code,
+    { cause: error },
+  );
 }
 
 /**
@@ -151,32 +192,38 @@ async function stageTables(origin: Origin, plan: SnapshotPlan, spec: SnapshotSpe
 /**
  * The freeze: one native call on a thread of its own with memory locked (see
  * lib/dm/freeze.ts), so that nothing in it waits for the thread pool, udev or JavaScript.
- * If a step fails, it resumes the origin with its previous table itself. Returns the
- * milliseconds the origin was suspended.
+ * If a step fails, it resumes every origin still suspended with its previous table itself.
+ * Returns the milliseconds from the first suspend to the last resume.
  */
-async function freeze(origin: Origin, name: string, after: After, progress: Progress): Promise<number> {
-  const { dm } = origin;
+async function freeze(members: readonly TakeMember[], progress: Progress[], at: { member: number }): Promise<number> {
+  const { dm } = members[0].origin;
   const batch = dm.udevBatch();
   let freezeMs: number;
   try {
-    progress.step = 'suspend-origin';
-    const seam = environmentFreezeSeam();
-    const options = { batch, snapshotUdevFlags: HIDDEN_LAYER, originTableLoaded: progress.preloaded, ...(seam ? { seam } : {}) };
-    freezeMs = (await dm.freeze(origin.name, name, options)).freezeMs;
-    progress.preloaded = false;
+    for (const p of progress) p.step = 'suspend-origin';
+    const seam = environmentFreezeSeam(members.map((m) => m.origin.name));
+    const group = members.map((m, i) => ({ origin: m.origin.name, snapshot: m.spec.name, originTableLoaded: progress[i].preloaded }));
+    freezeMs = (await dm.freezeGroup(group, { batch, snapshotUdevFlags: HIDDEN_LAYER, ...(seam ? { seam } : {}) })).freezeMs;
+    for (const p of progress) p.preloaded = false;
   } catch (error) {
-    // The step the native freeze failed at, and whether it dropped the new table.
-    const { freezeStep, recovery } = error as { freezeStep?: Step; recovery?: { cleared: boolean } };
-    if (freezeStep) progress.step = freezeStep;
-    if (recovery?.cleared) progress.preloaded = false;
+    // The step and member the native freeze failed at, and what it left of each origin.
+    const { freezeStep, freezeMember, freezeMembers } = error as Partial<FreezeFailureFacts>;
+    if (freezeMember !== undefined) at.member = freezeMember;
+    if (freezeStep) progress[at.member].step = freezeStep;
+    freezeMembers?.forEach((facts, i) => {
+      if (facts.swapped || facts.recovery?.cleared) progress[i].preloaded = false;
+    });
     throw error;
   } finally {
     await batch.finish();
   }
-  // Reported once the freeze is over: no JavaScript runs while the origin is suspended.
-  for (const done of ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const) {
-    progress.step = done;
-    await after(done);
+  // Reported once the freeze is over: no JavaScript runs while an origin is suspended.
+  for (const [i, { after }] of members.entries()) {
+    at.member = i;
+    for (const done of ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const) {
+      progress[i].step = done;
+      await after(done);
+    }
   }
   return freezeMs;
 }

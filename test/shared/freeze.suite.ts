@@ -1,6 +1,6 @@
 /**
- * DeviceMapper.freeze, the native freeze of a snapshot (suspend the origin, resume the
- * snapshot, resume the origin in one call): written once, run against the fake binding
+ * DeviceMapper.freeze and freezeGroup, the native freeze of one snapshot or a group (suspend
+ * the origins, resume the snapshots, resume the origins in one call): written once, run against the fake binding
  * and against the real addon and kernel (VM).
  */
 import { DeviceMapper, DmError, type NativeBinding } from '../../lib';
@@ -98,6 +98,74 @@ export function freezeSuite(env: FreezeEnvironment): void {
         expect(await dm.table(origin)).toEqual([{ start: 0, length: 64, type: 'zero', params: '' }]);
         expect((await dm.info(snap)).liveTable).toBe(step === 'resume-snapshot');
       }
+    });
+  });
+
+  describe('freezeGroup', () => {
+    const zero = [{ start: 0, length: 64, type: 'zero', params: '' }];
+    const error = [{ start: 0, length: 64, type: 'error', params: '' }];
+
+    it('suspends every origin, resumes every snapshot, then every origin with its new table', async () => {
+      const members = [await pair(), await pair(), await pair()];
+      const batch = dm.udevBatch();
+      const done = await dm.freezeGroup(members.map(({ origin, snap }) => ({ origin, snapshot: snap, originTableLoaded: true })), { batch });
+      await batch.finish();
+      expect(done.freezeMs).toBeGreaterThan(0);
+      expect(done.members.map((m) => [m.origin.name, m.snapshot.name])).toEqual(members.map(({ origin, snap }) => [origin, snap]));
+      for (const { origin, snap } of members) {
+        expect(await dm.info(origin)).toMatchObject({ suspended: false, inactiveTable: false });
+        expect(await dm.table(origin)).toEqual(error);
+        expect(await dm.info(snap)).toMatchObject({ suspended: false, liveTable: true });
+      }
+    });
+
+    it('on a failure at any member, resumes every origin still suspended with its previous table', async () => {
+      // A member whose snapshot is missing fails its resume; one whose origin is missing fails its suspend.
+      for (const [broken, step] of [[0, 'resume-snapshot'], [2, 'resume-snapshot'], [1, 'suspend-origin'], [2, 'suspend-origin']] as const) {
+        const members = [await pair(), await pair(), await pair()];
+        const group = members.map(({ origin, snap }) => ({ origin, snapshot: snap, originTableLoaded: true }));
+        const missing = fresh('missing');
+        group[broken] = step === 'suspend-origin' ? { ...group[broken], origin: missing } : { ...group[broken], snapshot: missing };
+        const batch = dm.udevBatch();
+        const failed = await dm.freezeGroup(group, { batch }).catch((e: unknown) => e);
+        await batch.finish();
+        expect(failed).toMatchObject({ code: 'ENXIO', device: missing, freezeStep: step, freezeMember: broken });
+        const facts = (failed as { freezeMembers: { swapped: boolean; recovery?: unknown }[] }).freezeMembers;
+        for (const [i, { origin }] of members.entries()) {
+          expect(await dm.info(origin)).toMatchObject({ suspended: false });
+          if (step === 'suspend-origin' && i === broken) continue;
+          // Suspended before the failure: recovered; after it (a later suspend): never touched.
+          const touched = i < broken || step === 'resume-snapshot';
+          expect(facts[i]).toEqual(touched ? { swapped: false, recovery: { cleared: true, resumed: true } } : { swapped: false });
+          expect(await dm.info(origin)).toMatchObject({ inactiveTable: !touched });
+          expect(await dm.table(origin)).toEqual(zero);
+        }
+      }
+    });
+
+    it('fails right after a step of any member when a test seam asks, and recovers every origin', async () => {
+      for (const step of ['suspend-origin', 'resume-snapshot'] as const) {
+        for (const member of [0, 1]) {
+          const members = [await pair(), await pair()];
+          const batch = dm.udevBatch();
+          const group = members.map(({ origin, snap }) => ({ origin, snapshot: snap, originTableLoaded: true }));
+          const failed = await dm.freezeGroup(group, { batch, seam: { step, member, action: 'fail' } }).catch((e: unknown) => e);
+          await batch.finish();
+          expect(failed).toMatchObject({ message: `test seam: failing after step "${step}" of member ${member}`, freezeStep: step, freezeMember: member });
+          for (const [i, { origin, snap }] of members.entries()) {
+            const suspended = step === 'resume-snapshot' || i <= member;
+            expect(await dm.info(origin)).toMatchObject({ suspended: false, inactiveTable: !suspended });
+            expect(await dm.table(origin)).toEqual(zero);
+            expect((await dm.info(snap)).liveTable).toBe(step === 'resume-snapshot' && i <= member);
+          }
+        }
+      }
+    });
+
+    it('takes 1 to 16 members', async () => {
+      const batch = dm.udevBatch();
+      await expect(dm.freezeGroup([], { batch })).rejects.toThrow(/1 to 16 origins; got 0/);
+      await batch.finish();
     });
   });
 }

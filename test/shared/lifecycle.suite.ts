@@ -5,6 +5,7 @@
  */
 import { invariantsSuite } from './invariants.suite';
 import { reattachSuite } from './reattach.suite';
+import { groupSuite } from './group.suite';
 import { DeviceMapper, DmsnapError, InvalidArgumentError, listOrigins, openOrigin, prepare, probeSignatures, recover, withSnapshot, type Origin, type Step } from '../../lib';
 import type { NativeBinding } from '../../lib/native';
 import { removeTestDevices } from './cleanup';
@@ -583,6 +584,7 @@ export function lifecycleSuite(env: LifecycleEnvironment): void {
 
   invariantsSuite({ env, dm: () => dm, prepared: () => prepared(), state });
   reattachSuite({ env, dm: () => dm, freshName, state });
+  groupSuite({ env, dm: () => dm, prepared: () => prepared(), state });
 }
 
 /**

@@ -1,10 +1,10 @@
 /**
- * The fake kernel's control.freeze: the native sequence of native/freeze.cc (suspend the
- * origin, resume the snapshot, resume the origin; on a failure once suspended, drop the
- * origin's new table and resume it), made of the fake control's own ioctls, with the
- * same result shape and the same test seams.
+ * The fake kernel's control.freeze: the native sequence of native/freeze.cc (suspend every
+ * origin in order, resume every snapshot, resume every origin; on a failure, drop the new
+ * table of every origin still suspended and resume it), made of the fake control's own
+ * ioctls, with the same result shape and the same test seams.
  */
-import type { NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeFreezeResult } from '../../../lib/native';
+import type { NativeControl, NativeDeviceInfo, NativeDeviceRef, NativeFreezeMember, NativeFreezeMemberResult, NativeFreezeResult } from '../../../lib/native';
 
 type Failure = NonNullable<NativeFreezeResult['failure']>;
 const STEPS = ['suspend-origin', 'resume-snapshot', 'resume-origin'] as const;
@@ -24,54 +24,68 @@ function errnoOf(error: unknown): number {
 
 /** control.freeze of the fake: its arguments are the binding's, in the binding's order. */
 export async function fakeFreeze(control: NativeControl, ...args: Parameters<NativeControl['freeze']>): Promise<NativeFreezeResult> {
-  const [origin, originSuspendFlags, snapshot, snapshotResumeFlags, snapshotEventNr, originResumeFlags, originEventNr, options] = args;
-  const result: NativeFreezeResult = { freezeMs: 0, memoryLock: 'locked' };
-  const fail = (step: number, errno: number): Failure => ({
+  const [members, options] = args;
+  const result: NativeFreezeResult = { freezeMs: 0, memoryLock: 'locked', members: members.map(() => ({})) };
+  const fail = (step: number, member: number, errno: number): Failure => ({
     step: STEPS[step],
+    member,
     errno,
     injected: errno === 0,
     ioctl: 'DM_DEV_SUSPEND',
     path: control.path,
-    device: describe(step === 1 ? snapshot : origin),
+    device: describe(step === 1 ? members[member][2] : members[member][0]),
   });
-  const seam = (step: number) => {
-    if (options.seamStep !== step) return false;
+  const seam = (step: number, member: number) => {
+    if (options.seamStep !== step || (options.seamMember ?? 0) !== member) return false;
     if (options.seamAction === 'kill') process.kill(process.pid, 'SIGKILL');
     return options.seamAction === 'fail';
   };
   const attempt = async (op: () => Promise<NativeDeviceInfo>): Promise<NativeDeviceInfo | number> => op().catch(errnoOf);
   const started = performance.now();
-  const suspended = await attempt(() => control.suspend(origin, originSuspendFlags));
-  if (typeof suspended === 'number') {
-    result.failure = fail(0, suspended);
-    result.freezeMs = performance.now() - started;
-    return result;
-  }
-  if (seam(0)) {
-    result.failure = fail(0, 0);
-  } else {
-    const snap = await attempt(() => control.resume(snapshot, snapshotResumeFlags, snapshotEventNr));
-    if (typeof snap === 'number') {
-      result.failure = fail(1, snap);
-    } else {
-      result.snapshot = snap;
-      if (seam(1)) {
-        result.failure = fail(1, 0);
-      } else {
-        const resumed = await attempt(() => control.resume(origin, originResumeFlags, originEventNr));
-        if (typeof resumed === 'number') result.failure = fail(2, resumed);
-        else result.origin = resumed;
-      }
+  let suspended = 0;
+  for (const [i, [origin, flags]] of members.entries()) {
+    const done = await attempt(() => control.suspend(origin, flags));
+    if (typeof done === 'number') {
+      result.failure = fail(0, i, done);
+      break;
+    }
+    suspended = i + 1;
+    if (seam(0, i)) {
+      result.failure = fail(0, i, 0);
+      break;
     }
   }
+  for (const [i, [, , snapshot, flags, eventNr]] of members.entries()) {
+    if (result.failure) break;
+    const snap = await attempt(() => control.resume(snapshot, flags, eventNr));
+    if (typeof snap === 'number') {
+      result.failure = fail(1, i, snap);
+    } else {
+      result.members[i].snapshot = snap;
+      if (seam(1, i)) result.failure = fail(1, i, 0);
+    }
+  }
+  for (const [i, [origin, , , , , flags, eventNr]] of members.entries()) {
+    if (result.failure) break;
+    const resumed = await attempt(() => control.resume(origin, flags, eventNr));
+    if (typeof resumed === 'number') result.failure = fail(2, i, resumed);
+    else result.members[i].origin = resumed;
+  }
   if (result.failure) {
-    const cleared = options.clearOnFailure ? await attempt(() => control.clear(origin)) : undefined;
-    const resumed = await attempt(() => control.resume(origin, originResumeFlags, originEventNr));
-    result.recovery = { cleared: cleared !== undefined && typeof cleared !== 'number', resumed: typeof resumed !== 'number' };
-    if (typeof cleared === 'number') result.recovery.clearErrno = cleared;
-    if (typeof resumed === 'number') result.recovery.resumeErrno = resumed;
-    else result.origin = resumed;
+    for (let i = 0; i < suspended; i++) if (!result.members[i].origin) await recover(control, members[i], result.members[i]);
   }
   result.freezeMs = performance.now() - started;
   return result;
+}
+
+/** An origin suspended when the freeze failed: its new table dropped, its previous one resumed. */
+async function recover(control: NativeControl, member: NativeFreezeMember, out: NativeFreezeMemberResult): Promise<void> {
+  const [origin, , , , , flags, eventNr, clearOnFailure] = member;
+  const attempt = async (op: () => Promise<NativeDeviceInfo>): Promise<NativeDeviceInfo | number> => op().catch(errnoOf);
+  const cleared = clearOnFailure ? await attempt(() => control.clear(origin)) : undefined;
+  const resumed = await attempt(() => control.resume(origin, flags, eventNr));
+  out.recovery = { cleared: cleared !== undefined && typeof cleared !== 'number', resumed: typeof resumed !== 'number' };
+  if (typeof cleared === 'number') out.recovery.clearErrno = cleared;
+  if (typeof resumed === 'number') out.recovery.resumeErrno = resumed;
+  else out.origin = resumed;
 }
