@@ -32,7 +32,11 @@ if (part !== undefined && part !== 'kernel' && part !== 'logic') throw new Error
 // DMSNAP_VM_BOOT=1 or 2: one boot of the tests across a reboot (test/vm/reboot/, which
 // scripts/test-vm.sh runs over two boots with the same disks); without it they are left out.
 const boot = process.env.DMSNAP_VM_BOOT || undefined;
-const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly] : part === 'kernel' ? primaryOnly : [];
+// 6.12 without udev leaves out the seed procedure (its cell with udev runs it) and the
+// incremental images (the exception store they read and the calls they make are the same
+// on every kernel: 6.1 and 5.10's older interface run them).
+const elsewhere = secondary && !withUdev && kernel === '6.12' ? ['seed-scenario', 'incremental'] : [];
+const ignored = secondary ? [...primaryOnly, ...withoutUdevOnly, ...elsewhere] : part === 'kernel' ? primaryOnly : [];
 const only = secondary && withUdev ? udevCell : !secondary && part === 'logic' ? primaryOnly : undefined;
 
 /** @type {import('jest').Config} */

@@ -62,18 +62,23 @@ export interface Command {
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | boolean[] | undefined>;
   positionals: string[];
+  /** How many positionals came before "--" (undefined without one): backup's NAMEs before its COMMAND. */
+  beforeTerminator?: number;
 }
 
 /** Parses a command's arguments with Node's own parser; mistakes become UsageErrors. */
 export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals, tokens } = parseArgs({
       args: argv,
       options: { ...command.options, help: { type: 'boolean', short: 'h' }, quiet: { type: 'boolean', short: 'q' } },
       allowPositionals: command.allowPositionals ?? false,
       strict: true,
+      tokens: true,
     });
-    return { values, positionals };
+    const terminator = tokens.findIndex((token) => token.kind === 'option-terminator');
+    if (terminator < 0) return { values, positionals };
+    return { values, positionals, beforeTerminator: tokens.slice(0, terminator).filter((token) => token.kind === 'positional').length };
   } catch (error) {
     throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
   }

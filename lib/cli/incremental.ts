@@ -17,7 +17,7 @@ import { sectorsToBytes } from '../units';
 import { type CliContext, type Command, ExitCode, jsonOption, one, openDm, type ParsedArgs, UsageError, writeLine } from './command';
 import { writeJson } from './format';
 import { guardOf } from './image';
-import { info, lifecycle, requireCow, snapshotArgs } from './lifecycle-common';
+import { hooksFromArgs, info, lifecycle, requireCow, snapshotArgs } from './lifecycle-common';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
 
@@ -51,7 +51,7 @@ function checkIncrementArgs(args: ParsedArgs): void {
 /** `dmsnap image NAME --update IMG` or `--delta FILE|-`. */
 export async function runIncrement(args: ParsedArgs, io: CliContext, name: string): Promise<number> {
   checkIncrementArgs(args);
-  const snapshot = snapshotArgs(args);
+  const snapshot = { ...snapshotArgs(args), hooks: hooksFromArgs(io, args) };
   using dm = await openDm(io);
   const origin = await openOrigin(name, lifecycle(io, dm));
   try {

@@ -29,16 +29,6 @@ export function info(io: CliContext, text: string): void {
   if (!io.quiet) writeLine(io.stderr, text);
 }
 
-export const snapshotOptions = {
-  cow: { type: 'string' as const },
-  'cow-file': { type: 'string' as const },
-  'cow-size': { type: 'string' as const },
-  preallocate: { type: 'boolean' as const },
-  'chunk-size': { type: 'string' as const },
-  'snapshot-name': { type: 'string' as const },
-  'force-wipe': { type: 'boolean' as const },
-};
-
 /** The application hooks around the freeze, for every command that takes a snapshot. */
 export const hookOptions = {
   'pre-freeze': { type: 'string' as const },
@@ -111,7 +101,10 @@ export function parseCowFile(args: ParsedArgs, path: string): { path: string; si
   return { path, ...(size === undefined ? {} : { sizeBytes: parseByteSize(size, '--cow-size') }), ...(preallocate ? { preallocate } : {}) };
 }
 
-/** Takes a snapshot from the shared options of snapshot, backup and image, and says how long NAME was frozen. */
+/**
+ * Takes a snapshot from the options of a one-origin image, and says how long NAME was
+ * frozen. After a post-thaw hook's failure, the snapshot is dropped before the error is thrown.
+ */
 export async function snapshotFromArgs(io: CliContext, origin: Origin, args: ParsedArgs, transient = false, tracking = false): Promise<Snapshot> {
   const snap = await origin.snapshot({
     ...snapshotArgs(args),
@@ -119,6 +112,14 @@ export async function snapshotFromArgs(io: CliContext, origin: Origin, args: Par
     persistent: !transient,
     name: (args.values['snapshot-name'] as string | undefined) ?? (tracking ? trackingName(origin) : undefined),
     tracking,
+  }).catch(async (error: unknown) => {
+    // Only the post-thaw hooks failed (ERR_DMSNAP_HOOK_FAILED): the snapshot stands, unused; it goes.
+    for (const taken of (error as { snapshots?: Snapshot[] }).snapshots ?? []) {
+      await taken.drop().catch((dropError: unknown) => {
+        (error as Error).message += `; and ${taken.name} could not be dropped: ${(dropError as Error).message}`;
+      });
+    }
+    throw error;
   });
   info(io, `dmsnap: ${origin.name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
   return snap;

@@ -2,12 +2,12 @@
  * `dmsnap snapshot`: take a snapshot of a prepared origin, or of several at one instant (a
  * consistency group), and print their devices.
  */
-import { openOrigin, snapshotGroup, type GroupMember } from '../snapshot';
+import { openOrigin, snapshotGroup, type GroupMember, type Snapshot } from '../snapshot';
 import { MAX_FREEZE_MEMBERS } from '../dm/freeze';
-import { type CliContext, type Command, ExitCode, openDm, type ParsedArgs, positionals, UsageError, writeLine } from './command';
+import { type Command, ExitCode, openDm, writeLine } from './command';
 import { signalExitCode } from './format';
-import { hookHelp, hookOptions, hooksFromArgs, info, lifecycle, parseCowFile } from './lifecycle-common';
-import { parseSizeOption } from './sizes';
+import { parseGroup } from './group-args';
+import { hookHelp, hookOptions, info, lifecycle } from './lifecycle-common';
 
 export const snapshotCommand: Command = {
   name: ['snapshot'],
@@ -72,7 +72,12 @@ Example:
     for (const [i, name] of plan.names.entries()) members.push({ origin: await openOrigin(name, options), ...plan.members[i] });
     const trap = deferSignals();
     try {
-      const snaps = await snapshotGroup(members, { hooks: plan.hooks });
+      const snaps = await snapshotGroup(members, { hooks: plan.hooks }).catch((error: unknown) => {
+        // Only the post-thaw hooks failed: the snapshots stand, and their devices are data.
+        const taken = (error as { snapshots?: Snapshot[] }).snapshots;
+        for (const snap of taken ?? []) writeLine(io.stdout, snap.devicePath);
+        throw error;
+      });
       for (const snap of snaps) writeLine(io.stdout, snap.devicePath);
       const names = plan.names.join(', ');
       info(io, `dmsnap: ${names} ${plan.names.length === 1 ? 'was' : 'were'} frozen for ${snaps[0].freezeMs!.toFixed(1)} ms`);
@@ -82,41 +87,6 @@ Example:
     return trap.signal ? signalExitCode(trap.signal) : ExitCode.ok;
   },
 };
-
-/** The origins and each one's snapshot options, checked before any device is touched. */
-function parseGroup(args: ParsedArgs, io: CliContext) {
-  const names = positionals(args, 1, MAX_FREEZE_MEMBERS, `NAME (at most ${MAX_FREEZE_MEMBERS})`);
-  const cows = (args.values.cow as string[] | undefined) ?? [];
-  const files = (args.values['cow-file'] as string[] | undefined) ?? [];
-  const snapNames = (args.values['snapshot-name'] as string[] | undefined) ?? [];
-  if (cows.length > 0 && files.length > 0) throw new UsageError('give --cow DEVICE or --cow-file FILE, not both');
-  if (cows.length === 0 && files.length === 0) {
-    throw new UsageError('--cow DEVICE or --cow-file FILE is required: the block device, or the file dmsnap creates, that receives the copied blocks');
-  }
-  const given = cows.length > 0 ? cows : files;
-  const option = cows.length > 0 ? '--cow' : '--cow-file';
-  if (given.length !== names.length) throw new UsageError(`give one ${option} per NAME, paired in order: ${names.length} NAME(s), ${given.length} ${option}`);
-  if (snapNames.length > 0 && snapNames.length !== names.length) throw new UsageError(`give --snapshot-name once per NAME or not at all: ${names.length} NAME(s), ${snapNames.length} --snapshot-name`);
-  if (new Set(names).size !== names.length) throw new UsageError('each NAME once: a group snapshot takes one snapshot of each origin');
-  if (new Set(given).size !== given.length) throw new UsageError(`each ${option} once: every snapshot needs a COW of its own`);
-  const chunk = args.values['chunk-size'] as string | undefined;
-  const chunkSectors = chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size');
-  const members = given.map((path, i) => ({
-    ...(cows.length > 0 ? { cow: checkedPath(path, '--cow') } : { cowFile: parseCowFile(args, checkedPath(path, '--cow-file')) }),
-    ...(chunkSectors === undefined ? {} : { chunkSectors }),
-    persistent: args.values.transient !== true,
-    forceWipe: args.values['force-wipe'] === true,
-    ...(snapNames[i] === undefined ? {} : { name: snapNames[i] }),
-  }));
-  if (cows.length > 0 && args.values['cow-size'] !== undefined) throw new UsageError('--cow-size sizes a COW file: use it with --cow-file');
-  if (cows.length > 0 && args.values.preallocate === true) throw new UsageError('--preallocate reserves a COW file: use it with --cow-file');
-  return { names, members, hooks: hooksFromArgs(io, args) };
-}
-
-function checkedPath(path: string, option: string): string {
-  if (path === '') throw new UsageError(`${option} needs a path`);
-  return path;
-}
 
 /**
  * SIGINT and SIGTERM while the snapshot is taken: remembered, not obeyed at once, so that

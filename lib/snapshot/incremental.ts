@@ -55,9 +55,13 @@ export function trackingName(origin: Origin): string {
 }
 
 /** Takes a new tracking snapshot; with no chunk size given, that of the chain (`from`). */
-export function takeTracking(origin: Origin, options: IncrementSnapshotOptions, from?: Snapshot): Promise<Snapshot> {
+export async function takeTracking(origin: Origin, options: IncrementSnapshotOptions, from?: Snapshot): Promise<Snapshot> {
   const chunkSectors = options.chunkSectors ?? from?.info.chunkSectors;
-  return origin.snapshot({ ...options, ...(chunkSectors === undefined ? {} : { chunkSectors }), tracking: true, name: trackingName(origin) });
+  return origin.snapshot({ ...options, ...(chunkSectors === undefined ? {} : { chunkSectors }), tracking: true, name: trackingName(origin) }).catch(async (error: unknown) => {
+    // Only the post-thaw hooks failed: the update stops, and the snapshot it took goes.
+    for (const snap of (error as { snapshots?: Snapshot[] }).snapshots ?? []) await snap.drop().catch(() => undefined);
+    throw error;
+  });
 }
 
 export function identityOf(origin: Origin, snap: Snapshot, state: ImageIdentity['state'] = 'complete'): ImageIdentity {

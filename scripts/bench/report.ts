@@ -3,6 +3,7 @@
  * the raw numbers scripts/bench/run.ts collects in the VM.
  */
 import type { CowKind, FioResult } from './cow-kinds';
+import type { GroupResult } from './group';
 import type { IncrementalResult } from './incremental';
 
 /** One contender's samples, in ms. */
@@ -33,6 +34,7 @@ export type Results = {
   nodeStartupMs?: number[];
   cowKinds?: { fio: Record<CowKind, FioResult[]>; fioArgs: string[] };
   incremental?: IncrementalResult;
+  groups?: GroupResult;
 };
 
 /** The markdown report, with ratios and the targets of the benchmark. */
@@ -94,8 +96,15 @@ export function report(r: Results): string {
       check(r.incremental.imageMatches, 'the updated image equals the new tracking snapshot (sha256)'),
     );
   }
+  if (r.groups) {
+    const g = r.groups;
+    for (const n of [2, 4] as const) {
+      lines.push(check(median(g[n].stall) <= 1.3 * median(g[1].stall), `writer stall of a group of ${n} ≤ 1.3 × one origin's (${ratio(median(g[n].stall), median(g[1].stall))})`));
+    }
+  }
   lines.push('');
   if (r.cowKinds) lines.push(...cowKindsTable(r.cowKinds, f, ratio), '');
+  if (r.groups) lines.push(...groupTable(r.groups, f, ratio), '');
   if (r.incremental) lines.push(...incrementalTable(r.incremental, f), '');
   return lines.join('\n');
 }
@@ -131,5 +140,16 @@ function incrementalTable(r: IncrementalResult, f: Format): string[] {
     '| --- | ---: | ---: |',
     `| full, with --track | ${f(r.full.bytesRead / MiB)} | ${f(r.full.ms)} |`,
     `| incremental --update (${r.incremental.extents} extents, ${f(r.incremental.bytesCopied / MiB)} MiB copied) | ${f(r.incremental.bytesRead / MiB)} | ${f(r.incremental.ms)} |`,
+  ];
+}
+
+/** Group snapshots of 1, 2 and 4 origins, each origin with its own writer. */
+function groupTable(g: GroupResult, f: Format, ratio: Ratio): string[] {
+  return [
+    `Group snapshots: 4 XFS origins with a writer each, all writing; a group's stall is its worst member's; ${g[1].take.length} rounds.`,
+    '',
+    '| origins in the group | take median (ms) | freeze median (ms) | writer stall median (ms) | stall p90 | stall ÷ one origin |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...([1, 2, 4] as const).map((n) => `| ${n} | ${f(median(g[n].take))} | ${f(median(g[n].freezeMs))} | ${f(median(g[n].stall))} | ${f(quantile(g[n].stall, 0.9))} | ${ratio(median(g[n].stall), median(g[1].stall))} |`),
   ];
 }

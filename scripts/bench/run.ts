@@ -3,9 +3,9 @@
  * a snapshot of a mounted XFS, in alternation on the same loop devices, each watched by
  * an independent writer; then image throughput, CLI memory, listing and status rates.
  * Then origin write throughput under a snapshot with a COW device and with a COW file
- * (fio), and an incremental image against a full one. Prints a markdown table (scripts/bench/report.ts) and writes the raw numbers as JSON.
+ * (fio), an incremental image against a full one, and the writer stall of group snapshots. Prints a markdown table (scripts/bench/report.ts) and writes the raw numbers as JSON.
  */
-import { execFile, fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -16,6 +16,8 @@ import { copyDevice } from '../../lib/snapshot/image';
 import { measureCowKinds } from './cow-kinds';
 import { measureIncremental } from './incremental';
 import { report, type Samples } from './report';
+import { StallWriter } from './stall-client';
+import { measureGroups } from './group';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -37,37 +39,6 @@ function loop(dir: string, name: string, sizeBytes: number): string {
   writeFileSync(file, '');
   truncateSync(file, sizeBytes);
   return sh('losetup', ['--find', '--show', file]).trim();
-}
-
-/** The independent writer on one filesystem (scripts/bench/stall-writer). */
-class StallWriter {
-  private next = 0;
-  private readonly waiting = new Map<number, (stall: number) => void>();
-  private constructor(private readonly child: ChildProcess) {
-    child.on('message', (m: { id?: number; stallMs?: number }) => {
-      if (m.id !== undefined) this.waiting.get(m.id)?.(m.stallMs!);
-    });
-  }
-
-  static async start(file: string): Promise<StallWriter> {
-    const child = fork(join(__dirname, 'stall-writer.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    await new Promise<void>((resolve) => child.once('message', () => resolve()));
-    // Let it reach its steady pace before anything is measured.
-    await new Promise((r) => setTimeout(r, 1500));
-    return new StallWriter(child);
-  }
-
-  stall(from: number, to: number): Promise<number> {
-    const id = this.next++;
-    return new Promise((resolve) => {
-      this.waiting.set(id, resolve);
-      this.child.send({ id, from, to });
-    });
-  }
-
-  stop(): void {
-    this.child.kill('SIGKILL');
-  }
 }
 
 interface Contender {
@@ -261,6 +232,9 @@ global { locking_dir = "/run/lock/lvm" }
     // Incremental against full image, on a 1 GiB origin of its own.
     const incremental = await measureIncremental(dm, work, loop);
 
+    // The writer stall of a group snapshot of 2 and of 4 origins, against one origin.
+    const groups = await measureGroups(dm, work, loop, Math.max(4, Math.ceil(ROUNDS / 2)));
+
     // Peak memory of the CLI, as the kernel counts it for a child (getrusage).
     const peakRss = (args: string[]) =>
       Number(
@@ -297,6 +271,7 @@ global { locking_dir = "/run/lock/lvm" }
       nodeStartupMs,
       cowKinds,
       incremental,
+      groups,
     };
     if (process.env.DMSNAP_VM_SHARE) writeFileSync(join(process.env.DMSNAP_VM_SHARE, 'bench.json'), JSON.stringify(results, null, 2));
     process.stdout.write(report(results));

@@ -68,4 +68,11 @@ describe('benchmark report', () => {
     expect(text).toContain('- MISSED: incremental image takes ≥ 10× less time than a full one (8.00×)');
     expect(text).toContain('| incremental --update (160 extents, 10.0 MiB copied) | 12.0 | 2500.0 |');
   });
+  it('compares the writer stall of group snapshots with one origin\'s', () => {
+    const g = (stall: number) => ({ take: [stall * 4, stall * 4], stall: [stall, stall + 2], freezeMs: [stall / 2, stall / 2] });
+    const text = report({ ...results, groups: { 1: g(40), 2: g(50), 4: g(60) } });
+    expect(text).toContain('- met: writer stall of a group of 2 ≤ 1.3 × one origin\'s (1.24)');
+    expect(text).toContain('- MISSED: writer stall of a group of 4 ≤ 1.3 × one origin\'s (1.49)');
+    expect(text).toContain('| 4 | 240.0 | 30.0 | 61.0 | 61.8 | 1.49 |');
+  });
 });

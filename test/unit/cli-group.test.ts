@@ -97,5 +97,9 @@ describe('dmsnap snapshot with several origins (fake kernel)', () => {
     expect(broken).toMatchObject({ status: 1, stdout: '', stderr: expect.stringMatching(/failed at step "resume-origin" of fa/) });
     expect(existsSync(marker)).toBe(true);
     expect(tables()).toEqual(before);
+    // Only the post-thaw failed: the snapshots stand, their devices on stdout, exit 1.
+    const thawFailed = await cli(['snapshot', 'fa', 'fb', '--cow', cowA, '--cow', cowB, '--no-hooks', '--post-thaw', 'exit 5']);
+    expect(thawFailed).toMatchObject({ status: 1, stdout: `${fx.devDir}/fa-snap\n${fx.devDir}/fb-snap\n`, stderr: expect.stringMatching(/taken, but .*status 5/) });
+    expect(tables()['fa']).toMatch(/^snapshot-origin /);
   });
 });

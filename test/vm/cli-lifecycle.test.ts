@@ -59,6 +59,7 @@ describe('prepare, snapshot, status, ls, drop, release', () => {
           sizeBytes: 32 * MiB,
           suspended: false,
           merge: null,
+          rollbackAtBoot: null,
           snapshots: [expect.objectContaining({ name: `${name}-snap`, persistent: true, chunkSectors: 32, state: 'active' })],
         },
       ],

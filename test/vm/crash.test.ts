@@ -2,8 +2,8 @@
  * Crashes at every step of snapshot and drop: the process is SIGKILLed right after the
  * step (a test-only seam), and then the origin must take writes within a second (the
  * guardian resumes it), `dmsnap recover` must leave a clean state, no data may be lost,
- * and the next snapshot cycle must work. Then random SIGKILLs over rapid cycles (20 in the
- * primary cell, 10 in the others, which leave the per-step kills to the feeding test).
+ * and the next snapshot cycle must work. Then random SIGKILLs over rapid cycles (10 in the
+ * primary cell, 5 in the others, which leave the per-step kills to the feeding test).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -14,7 +14,7 @@ import { cellRole, cli, createLoopDevice, dmsetup, run } from './support/system'
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist/dmsnap.js');
 const primary = cellRole === 'primary';
-const CYCLES = primary ? 20 : 5;
+const CYCLES = primary ? 10 : 5;
 // The secondary cells run the per-step kills through the feeding test (the same kills, with
 // the copy-on-write checked), and random kills here.
 const everyStep = primary ? it.each : it.skip.each;

@@ -1,16 +1,18 @@
 /**
  * Group snapshots on the kernel: two XFS filesystems on two origins, and a writer that
- * appends record n to a log on the first, then to a log on the second, in lockstep. Every
- * group snapshot must hold a state that existed at one instant: records(second) ≤
- * records(first) ≤ records(second) + 1. Separate snapshots taken back to back are
- * measured against the same condition, to show what the group is for. Then SIGKILL inside
- * the freeze of a group: every origin's guardian resumes it.
+ * writes record n to a log on the first, then to a log on the second, in lockstep
+ * (support/lockstep.ts). Every group snapshot must hold a state that existed at one
+ * instant: records(second) ≤ records(first) ≤ records(second) + 1. Separate snapshots
+ * taken back to back are measured against the same condition, to show what the group is
+ * for. The logs are read from each snapshot device at the extents XFS gave them (read once
+ * through a mount too, to prove the two agree), so that 20 groups cost no mounts. Then the
+ * hooks, and SIGKILL inside the freeze of a group: every origin's guardian resumes it.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, openOrigin, prepare, snapshotGroup, type Origin, type Snapshot } from '../../lib';
-import { checkLog } from './support/writer';
+import { checkLog, RECORD_BYTES } from './support/writer';
 import { cellRole, cli, createLoopDevice, dmsetup, run } from './support/system';
 
 const MiB = 1024 * 1024;
@@ -18,6 +20,29 @@ const CLI = join(process.cwd(), 'dist/dmsnap.js');
 const primary = cellRole === 'primary';
 const GROUPS = primary ? 20 : 5;
 const SEPARATE = primary ? 5 : 2;
+const SLOTS = 64;
+
+/** The extents of a file, in 512-byte sectors of its device: [file offset, device offset, length]. */
+function extentsOf(file: string): [number, number, number][] {
+  const extents: [number, number, number][] = [];
+  for (const line of run('xfs_bmap', [file]).split('\n')) {
+    const match = /^\s*\d+: \[(\d+)\.\.(\d+)\]: (\d+)\.\.(\d+)$/.exec(line);
+    if (match) extents.push([Number(match[1]), Number(match[3]), Number(match[2]) - Number(match[1]) + 1]);
+  }
+  return extents;
+}
+
+/** The bytes of a file as a block device holds them, read at its extents. */
+function readExtents(device: string, extents: [number, number, number][]): Buffer {
+  const content = Buffer.alloc(SLOTS * RECORD_BYTES);
+  const fd = openSync(device, 'r');
+  try {
+    for (const [at, from, length] of extents) readSync(fd, content, at * 512, Math.min(length * 512, content.length - at * 512), from * 512);
+  } finally {
+    closeSync(fd);
+  }
+  return content;
+}
 
 describe('group snapshots of two XFS filesystems under a lockstep writer', () => {
   const names = [`grpa${process.pid}`, `grpb${process.pid}`];
@@ -26,6 +51,7 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
   let origins: Origin[];
   let dm: DeviceMapper;
   let writer: ChildProcess;
+  let extents: [number, number, number][][];
 
   beforeAll(async () => {
     dm = await DeviceMapper.open();
@@ -39,7 +65,12 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
       dirs.push(dir);
       cows.push(createLoopDevice(64 * MiB));
     }
-    writer = spawn(process.execPath, [join(__dirname, 'support/lockstep.js'), join(dirs[0], 'log'), join(dirs[1], 'log')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    writer = spawn(process.execPath, [join(__dirname, 'support/lockstep.js'), join(dirs[0], 'log'), join(dirs[1], 'log'), String(SLOTS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      writer.stdout!.once('data', () => resolve());
+      writer.once('exit', (code) => reject(new Error(`the lockstep writer exited (${code})`)));
+    });
+    extents = dirs.map((dir) => extentsOf(join(dir, 'log')));
   });
 
   afterAll(async () => {
@@ -59,19 +90,9 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
     dm.close();
   });
 
-  /** How many records each snapshot's log holds (mounted read-only, checked whole), then the snapshots dropped. */
+  /** How many records each snapshot's log holds (read at the log's extents, checked whole), then the snapshots dropped. */
   async function recordsIn(snaps: Snapshot[]): Promise<number[]> {
-    const counts: number[] = [];
-    for (const snap of snaps) {
-      const dir = mkdtempSync('/tmp/dmsnap-grp-snap-');
-      await snap.mount(dir);
-      try {
-        counts.push(checkLog(readFileSync(join(dir, 'log'))));
-      } finally {
-        await snap.unmount();
-        rmdirSync(dir);
-      }
-    }
+    const counts = snaps.map((snap, i) => checkLog(readExtents(snap.devicePath, extents[i]), SLOTS));
     for (const snap of snaps) await snap.drop();
     return counts;
   }
@@ -83,12 +104,26 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
     for (let i = 0; i < GROUPS; i++) {
       const snaps = await snapshotGroup(origins.map((origin, j) => ({ origin, cow: cows[j] })));
       expect(snaps.map((s) => s.freezeMs)).toEqual([snaps[0].freezeMs, snaps[0].freezeMs]);
+      if (i === 0) {
+        // The log read at its extents is the log the snapshot's filesystem holds.
+        for (const [j, snap] of snaps.entries()) {
+          const dir = mkdtempSync('/tmp/dmsnap-grp-snap-');
+          await snap.mount(dir);
+          try {
+            expect(readFileSync(join(dir, 'log')).equals(readExtents(snap.devicePath, extents[j]))).toBe(true);
+          } finally {
+            await snap.unmount();
+            rmdirSync(dir);
+          }
+        }
+      }
       const counts = await recordsIn(snaps);
       seen.push(counts);
       if (!oneInstant(counts)) throw new Error(`group snapshot ${i} holds ${counts[0]} records on the first filesystem and ${counts[1]} on the second: not one instant`);
     }
-    // The writer ran all along: the snapshots saw its log grow.
+    // The writer ran all along: the snapshots saw its log grow; and the log's blocks never moved.
     expect(seen[seen.length - 1][0]).toBeGreaterThan(seen[0][0]);
+    expect(dirs.map((dir) => extentsOf(join(dir, 'log')))).toEqual(extents);
 
     let broken = 0;
     for (let i = 0; i < SEPARATE; i++) {
@@ -104,7 +139,7 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
 
   it.each(killSteps)('repairs a SIGKILL inside the freeze, right after "%s" of origin %d: every origin resumed on its previous table', async (step, member) => {
     const sorted = [...names].sort();
-    const writes = () => readFileSync(join(dirs[0], 'log')).length;
+    const writes = () => checkLog(readFileSync(join(dirs[0], 'log')), SLOTS);
     const result = spawnSync(process.execPath, [CLI, 'snapshot', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks'], { env: seam(step, sorted[member]), encoding: 'utf8' });
     expect(result.signal).toBe('SIGKILL');
     // Every origin takes writes again at once: the writer goes on, on both.
@@ -123,5 +158,26 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
     expect(writes()).toBeGreaterThan(before);
     // The next group snapshot works.
     expect(oneInstant(await recordsIn(await snapshotGroup(origins.map((origin, j) => ({ origin, cow: cows[j] })))))).toBe(true);
+  });
+  it('runs the hooks around the freeze: pre-freeze with every origin live and untouched, post-thaw with every snapshot in place; a hanging hook is killed at its time limit', () => {
+    const log = join(mkdtempSync('/tmp/dmsnap-grp-hooks-'), 'log');
+    const state = () => names.map((name) => `${dmsetup('info', '-c', '--noheadings', '-o', 'suspended', name).trim()} ${dmsetup('table', name).split(' ')[2]}`).join(', ');
+    const before = state();
+    const probe = (phase: string) => `echo "${phase} $(for n in ${names.join(' ')}; do printf '%s ' "$(dmsetup info -c --noheadings -o suspended $n) $(dmsetup table $n | cut -d' ' -f3)"; done)" >> ${log}`;
+    const taken = cli(['snapshot', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks', '--pre-freeze', probe('pre'), '--post-thaw', probe('post')]);
+    expect(taken).toMatchObject({ status: 0, stdout: names.map((n) => `/dev/mapper/${n}-snap`).join('\n') + '\n' });
+    const lines = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.trimEnd());
+    expect(lines[0]).toBe(`pre ${names.map(() => 'Active linear').join(' ')}`);
+    expect(lines[1]).toBe(`post ${names.map(() => 'Active snapshot-origin').join(' ')}`);
+    expect(cli(['drop', names[0], '-q']).status).toBe(0);
+    expect(cli(['drop', names[1], '-q']).status).toBe(0);
+
+    // A pre-freeze hook that hangs: killed at its time limit, the snapshot refused, nothing changed.
+    const started = Date.now();
+    const hung = cli(['snapshot', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks', '--hook-timeout', '1', '--pre-freeze', `echo $$ > ${log}.pid; exec sleep 60`]);
+    expect(hung).toMatchObject({ status: 1, stdout: '', stderr: expect.stringMatching(/timed out after 1 s/) });
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(() => process.kill(Number(readFileSync(`${log}.pid`, 'utf8')), 0)).toThrow();
+    expect(state()).toBe(before);
   });
 });

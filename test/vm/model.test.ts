@@ -6,8 +6,8 @@
  * exactly as the origin was at its freeze.
  *
  * Seeded and replayable: each VM cell has a default seed, DMSNAP_MODEL_SEED=N replays a
- * run (the seed is printed on failure) and DMSNAP_MODEL_SEED=random explores, DMSNAP_MODEL_COMMANDS=N sets its length (default 40 in the primary VM cell, 25 in the
- * others: 300 in a CI run of the five cells).
+ * run (the seed is printed on failure) and DMSNAP_MODEL_SEED=random explores, DMSNAP_MODEL_COMMANDS=N sets its length (default 30 in the primary VM cell, 15 in the
+ * others: 60 in a CI run, in its three kernel cells).
  */
 import * as fc from 'fast-check';
 import { createHash } from 'node:crypto';
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { cellRole } from './support/system';
 import { DROP_STEPS, ModelSystem, ROLLBACK_STEPS, SNAPSHOT_STEPS, deviceSha, freshSeed, runCli, type CliResult } from './support/model';
 
-const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? (cellRole === 'primary' ? 40 : 25));
+const COMMANDS = Number(process.env.DMSNAP_MODEL_COMMANDS ?? (cellRole === 'primary' ? 30 : 15));
 /**
  * Each cell's default seed, so that CI replays runs that are known to pass; a fresh random
  * one with DMSNAP_MODEL_SEED=random (what longer runs use to explore).
