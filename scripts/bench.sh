@@ -2,13 +2,15 @@
 # npm run bench: the benchmark (scripts/bench/run.ts) in one VM session. Prints the
 # markdown table and keeps the raw numbers in bench/results.json.
 # Options are those of scripts/vm/run.sh (--kernel, --udev); DMSNAP_BENCH_ROUNDS sets the
-# cycles per contender (default 12).
+# cycles per contender (default 12); DMSNAP_BENCH_ONLY=groups runs the group snapshots alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -f dist/scripts/bench/run.js ]] || { echo "bench.sh: run 'npm run build:ts' first" >&2; exit 1; }
 share=$(mktemp -d /tmp/dmsnap-bench.XXXXXX)
 trap 'rm -rf "$share"' EXIT
 scripts/vm/run.sh --share "$share" "$@" -- node dist/scripts/bench/run.js
+# DMSNAP_BENCH_ONLY runs a part alone and keeps no results file.
+[[ -f $share/bench.json ]] || exit 0
 mkdir -p bench
 cp "$share/bench.json" bench/results.json
 echo "bench.sh: raw numbers in bench/results.json" >&2

@@ -10,6 +10,7 @@ import { MAX_FREEZE_MEMBERS } from '../dm/freeze';
 import { type CliContext, type ParsedArgs, positionals, UsageError } from './command';
 import { hooksFromArgs, info, parseCowFile } from './lifecycle-common';
 import { parseSizeOption } from './sizes';
+import { takeDeferringSignals } from './signals';
 
 /** The snapshot options of backup and image: --cow, --cow-file and --snapshot-name once per NAME. */
 export const groupSnapshotOptions = {
@@ -123,10 +124,10 @@ export function groupOutputs(args: ParsedArgs, names: string[]): string[] {
 export async function takeGroup(io: CliContext, plan: GroupPlan, origins: readonly Origin[], taken: Snapshot[]): Promise<Snapshot[]> {
   let snaps: Snapshot[];
   try {
-    snaps = await snapshotGroup(
+    snaps = await takeDeferringSignals(() => snapshotGroup(
       origins.map((origin, i) => ({ origin, ...plan.members[i] })),
       { hooks: plan.hooks },
-    );
+    ));
   } catch (error) {
     taken.push(...((error as { snapshots?: Snapshot[] }).snapshots ?? []));
     throw error;

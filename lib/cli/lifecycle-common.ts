@@ -11,6 +11,7 @@ import { formatBytes, parseByteSize, parseSizeOption } from './sizes';
 import { guardCowFile, type HostSpace } from '../snapshot/cow-guard';
 import { trackingName, type IncrementSnapshotOptions } from '../snapshot/incremental';
 import type { FreezeHookOptions } from '../system/hooks';
+import { takeDeferringSignals } from './signals';
 
 /** Lifecycle options; DMSNAP_LOCK_DIR and DMSNAP_LOCK_TIMEOUT (seconds) override the lock defaults. */
 export function lifecycle(io: CliContext, dm: DeviceMapper) {
@@ -106,7 +107,14 @@ export function parseCowFile(args: ParsedArgs, path: string): { path: string; si
  * frozen. After a post-thaw hook's failure, the snapshot is dropped before the error is thrown.
  */
 export async function snapshotFromArgs(io: CliContext, origin: Origin, args: ParsedArgs, transient = false, tracking = false): Promise<Snapshot> {
-  const snap = await origin.snapshot({
+  const [snap] = await takeDeferringSignals(async () => [await snapshotWithHooks(io, origin, args, transient, tracking)]);
+  info(io, `dmsnap: ${origin.name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
+  return snap;
+}
+
+/** The snapshot itself; after a post-thaw failure, the snapshot it took is dropped. */
+async function snapshotWithHooks(io: CliContext, origin: Origin, args: ParsedArgs, transient: boolean, tracking: boolean): Promise<Snapshot> {
+  return origin.snapshot({
     ...snapshotArgs(args),
     hooks: hooksFromArgs(io, args),
     persistent: !transient,
@@ -121,8 +129,6 @@ export async function snapshotFromArgs(io: CliContext, origin: Origin, args: Par
     }
     throw error;
   });
-  info(io, `dmsnap: ${origin.name} was frozen for ${snap.freezeMs!.toFixed(1)} ms`);
-  return snap;
 }
 
 /** The COW and chunk size options of a snapshot, as given on the command line. */

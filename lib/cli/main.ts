@@ -7,6 +7,8 @@ import { DmsnapError, InvalidArgumentError } from '../errors';
 import { VERSION } from '../version';
 import { type CliContext, type Command, ExitCode, parseCommandArgs, UsageError, writeLine } from './command';
 import { dmCommands } from './dm';
+import { InterruptedError } from './signals';
+import { signalExitCode } from './format';
 import { lifecycleCommands } from './lifecycle';
 
 const commands: Command[] = [...lifecycleCommands, ...dmCommands];
@@ -99,6 +101,10 @@ export async function main(argv: string[], io: CliContext): Promise<number> {
     }
     return await command.run(args, { ...io, quiet: io.quiet || args.values.quiet === true });
   } catch (error) {
+    if (error instanceof InterruptedError) {
+      writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
+      return signalExitCode(error.signal);
+    }
     if (error instanceof UsageError || error instanceof InvalidArgumentError) {
       writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
       writeLine(io.stderr, `Usage: ${usageLine(command)}  (see --help)`);

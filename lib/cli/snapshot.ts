@@ -5,7 +5,7 @@
 import { openOrigin, snapshotGroup, type GroupMember, type Snapshot } from '../snapshot';
 import { MAX_FREEZE_MEMBERS } from '../dm/freeze';
 import { type Command, ExitCode, openDm, writeLine } from './command';
-import { signalExitCode } from './format';
+import { takeDeferringSignals } from './signals';
 import { parseGroup } from './group-args';
 import { hookHelp, hookOptions, info, lifecycle } from './lifecycle-common';
 
@@ -31,7 +31,8 @@ Prints one device per line, in the order of the NAMEs.
 Hooks run around the freeze: --pre-freeze and the hook directory's executables (each
 called with "pre-freeze", in name order) before anything is written, --post-thaw and the
 directory's (called with "post-thaw", in reverse order) after the freeze, also when the
-snapshot failed, also on SIGINT and SIGTERM (dmsnap finishes, then exits 130 or 143).
+snapshot failed, also on SIGINT and SIGTERM (dmsnap finishes the snapshot and the hooks,
+drops the snapshots and exits 130 or 143).
 Hooks see DMSNAP_HOOK_PHASE, DMSNAP_ORIGINS and DMSNAP_SNAPSHOTS; their output goes to
 stderr. A pre-freeze hook that fails or passes its time limit aborts the snapshot with
 nothing changed (exit 1); a post-thaw failure is reported (exit 1), the snapshots stay.
@@ -70,43 +71,14 @@ Example:
     const options = lifecycle(io, dm);
     const members: GroupMember[] = [];
     for (const [i, name] of plan.names.entries()) members.push({ origin: await openOrigin(name, options), ...plan.members[i] });
-    const trap = deferSignals();
-    try {
-      const snaps = await snapshotGroup(members, { hooks: plan.hooks }).catch((error: unknown) => {
-        // Only the post-thaw hooks failed: the snapshots stand, and their devices are data.
-        const taken = (error as { snapshots?: Snapshot[] }).snapshots;
-        for (const snap of taken ?? []) writeLine(io.stdout, snap.devicePath);
-        throw error;
-      });
-      for (const snap of snaps) writeLine(io.stdout, snap.devicePath);
-      const names = plan.names.join(', ');
-      info(io, `dmsnap: ${names} ${plan.names.length === 1 ? 'was' : 'were'} frozen for ${snaps[0].freezeMs!.toFixed(1)} ms`);
-    } finally {
-      trap.release();
-    }
-    return trap.signal ? signalExitCode(trap.signal) : ExitCode.ok;
+    const snaps = await takeDeferringSignals(() => snapshotGroup(members, { hooks: plan.hooks })).catch((error: unknown) => {
+      // Only the post-thaw hooks failed: the snapshots stand, and their devices are data.
+      const taken = (error as { snapshots?: Snapshot[] }).snapshots;
+      for (const snap of taken ?? []) writeLine(io.stdout, snap.devicePath);
+      throw error;
+    });
+    for (const snap of snaps) writeLine(io.stdout, snap.devicePath);
+    info(io, `dmsnap: ${plan.names.join(', ')} ${plan.names.length === 1 ? 'was' : 'were'} frozen for ${snaps[0].freezeMs!.toFixed(1)} ms`);
+    return ExitCode.ok;
   },
 };
-
-/**
- * SIGINT and SIGTERM while the snapshot is taken: remembered, not obeyed at once, so that
- * the snapshot (or its rollback) and the post-thaw hooks finish; the command then exits
- * with the signal's code.
- */
-function deferSignals(): { readonly signal: NodeJS.Signals | undefined; release(): void } {
-  let signal: NodeJS.Signals | undefined;
-  const remember = (received: NodeJS.Signals) => {
-    signal ??= received;
-  };
-  process.on('SIGINT', remember);
-  process.on('SIGTERM', remember);
-  return {
-    get signal() {
-      return signal;
-    },
-    release() {
-      process.off('SIGINT', remember);
-      process.off('SIGTERM', remember);
-    },
-  };
-}

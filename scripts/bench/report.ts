@@ -153,3 +153,10 @@ function groupTable(g: GroupResult, f: Format, ratio: Ratio): string[] {
     ...([1, 2, 4] as const).map((n) => `| ${n} | ${f(median(g[n].take))} | ${f(median(g[n].freezeMs))} | ${f(median(g[n].stall))} | ${f(quantile(g[n].stall, 0.9))} | ${ratio(median(g[n].stall), median(g[1].stall))} |`),
   ];
 }
+
+/** The group snapshots' table and targets alone (DMSNAP_BENCH_ONLY=groups). */
+export function groupReport(g: GroupResult): string {
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
+  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : '—');
+  return [...groupTable(g, f, ratio), ''].join('\n');
+}

@@ -15,7 +15,7 @@ import { DeviceMapper, prepare, type Origin, type Snapshot } from '../../lib';
 import { copyDevice } from '../../lib/snapshot/image';
 import { measureCowKinds } from './cow-kinds';
 import { measureIncremental } from './incremental';
-import { report, type Samples } from './report';
+import { groupReport, report, type Samples } from './report';
 import { StallWriter } from './stall-client';
 import { measureGroups } from './group';
 
@@ -55,6 +55,11 @@ async function main(): Promise<void> {
   const dm = await DeviceMapper.open();
   const cleanups: (() => Promise<void> | void)[] = [];
   try {
+    // DMSNAP_BENCH_ONLY=groups: the group snapshots alone (their table, no results file).
+    if (process.env.DMSNAP_BENCH_ONLY === 'groups') {
+      process.stdout.write(groupReport(await measureGroups(dm, work, loop, ROUNDS)));
+      return;
+    }
     // dmsnap's origin (also used by the seed script and the floor): XFS on 512 MiB.
     const originDisk = loop(work, 'origin.img', 512 * MiB);
     const cow = loop(work, 'cow.img', 128 * MiB);

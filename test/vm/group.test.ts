@@ -172,6 +172,13 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
     expect(cli(['drop', names[0], '-q']).status).toBe(0);
     expect(cli(['drop', names[1], '-q']).status).toBe(0);
 
+    // SIGINT to dmsnap during the pre-freeze hook: the snapshot and the post-thaw hook
+    // finish, then the snapshots are dropped and dmsnap exits 130.
+    const interrupted = cli(['snapshot', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks', '--pre-freeze', 'kill -INT $PPID', '--post-thaw', `echo thawed > ${log}`]);
+    expect(interrupted).toMatchObject({ status: 130, stdout: '', stderr: expect.stringMatching(/stopped by SIGINT; the snapshots it took were dropped/) });
+    expect(readFileSync(log, 'utf8')).toBe('thawed\n');
+    expect(state()).toBe(before);
+
     // A pre-freeze hook that hangs: killed at its time limit, the snapshot refused, nothing changed.
     const started = Date.now();
     const hung = cli(['snapshot', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks', '--hook-timeout', '1', '--pre-freeze', `echo $$ > ${log}.pid; exec sleep 60`]);
