@@ -11,12 +11,41 @@ function subject(failure: SyscallFailure): string {
   return `${failure.syscall} ${target}`;
 }
 
+const LOAD_DM_MOD = 'run "modprobe dm-mod" as root';
+
+/** Advice when the device-mapper driver itself is missing: its control node absent, or present without a driver behind it. */
+function driverAdvice(failure: SyscallFailure, code: string): string | undefined {
+  const onControl = failure.path !== undefined && CONTROL_NODE.test(failure.path) && !failure.ioctl;
+  if (!onControl) return undefined;
+  if (code === 'ENOENT') {
+    return `the device-mapper driver is not loaded: ${LOAD_DM_MOD} (loading it makes the kernel, or udev, create ${failure.path})`;
+  }
+  if (code === 'ENODEV' || code === 'ENXIO') {
+    return `the device-mapper driver is not loaded (${failure.path} exists, but no driver answers it): ${LOAD_DM_MOD}`;
+  }
+  return undefined;
+}
+
+/** Advice for "no such device" (ENODEV, ENXIO): what is missing, and how to bring it. */
+function missingDeviceAdvice(failure: SyscallFailure, code: string): string | undefined {
+  if (code === 'ENXIO' && failure.device) {
+    return `no device-mapper device ${failure.device.startsWith('uuid ') ? 'with ' : 'named '}${failure.device.startsWith('uuid ') ? failure.device : `"${failure.device}"`} exists`;
+  }
+  if (code === 'ENXIO' && failure.path !== undefined && !failure.ioctl) {
+    return `no device is behind ${failure.path} (gone, or its driver not loaded): check it with lsblk`;
+  }
+  if (code !== 'ENODEV') return undefined;
+  if (failure.syscall === 'mount') return 'the kernel has no driver for this filesystem type: load its module (e.g. "modprobe xfs") as root';
+  // A device the table names is missing: the table loader says which table.
+  if (failure.ioctl === 'DM_TABLE_LOAD') return undefined;
+  if (failure.ioctl?.startsWith('DM_')) return `the device-mapper driver or a target module is missing: ${LOAD_DM_MOD}, and "modprobe dm-snapshot" for snapshots`;
+  return 'the driver of this device is not loaded, or the device is gone: check dmesg';
+}
+
 /** Advice for the user, keyed by what failed; undefined when there is nothing useful to add. */
 function advice(failure: SyscallFailure, code: string): string | undefined {
-  const onControl = failure.path !== undefined && CONTROL_NODE.test(failure.path) && !failure.ioctl;
-  if (onControl && code === 'ENOENT') {
-    return 'the device-mapper driver is not loaded: run "modprobe dm-mod" as root';
-  }
+  const driver = driverAdvice(failure, code);
+  if (driver) return driver;
   if (code === 'EACCES' || code === 'EPERM') {
     return 'device-mapper and block-device queries need root (CAP_SYS_ADMIN): run as root';
   }
@@ -25,7 +54,8 @@ function advice(failure: SyscallFailure, code: string): string | undefined {
   }
   if (code === 'ENOTBLK') return 'name a block device such as /dev/sdb1, /dev/md2 or /dev/loop0';
   if (code === 'ENOENT' && !failure.ioctl) return 'check the path';
-  if (code === 'ENXIO' && failure.device) return `no device-mapper device ${failure.device.startsWith('uuid ') ? 'with ' : 'named '}${failure.device.startsWith('uuid ') ? failure.device : `"${failure.device}"`} exists`;
+  const missing = missingDeviceAdvice(failure, code);
+  if (missing) return missing;
   if (code === 'EBUSY') {
     switch (failure.ioctl) {
       case 'DM_DEV_REMOVE':

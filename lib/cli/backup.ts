@@ -33,6 +33,7 @@ function parsePlan(args: ParsedArgs, io: CliContext): BackupPlan {
   const limitText = args.values['usage-limit'] as string | undefined;
   const limit = limitText === undefined ? undefined : Number(limitText);
   if (limit !== undefined && !(limit > 0 && limit <= 100)) throw new UsageError(`--usage-limit must be a percentage above 0 and at most 100; got "${limitText}"`);
+  if (args.values['mount-dir'] === '') throw new UsageError('--mount-dir needs a directory');
   const group = parseGroup(args, io, names);
   return { names, group, program: command[0], programArgs: command.slice(1), limit, guard: cowFileGuardFromArgs(args) };
 }

@@ -4,7 +4,9 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DeviceMapper } from '../dm/device-mapper';
+import { checkDeviceName } from '../dm/names';
 import type { NativeBinding } from '../native';
+import { parseErrorMessage } from './parse-errors';
 
 /** Exit codes, documented in `dmsnap --help` and the README. */
 export const ExitCode = {
@@ -66,12 +68,20 @@ export interface ParsedArgs {
   beforeTerminator?: number;
 }
 
-/** Parses a command's arguments with Node's own parser; mistakes become UsageErrors. */
+/** The options every command takes besides its own: -h/--help, -q/--quiet and --version. */
+export const GLOBAL_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  quiet: { type: 'boolean', short: 'q' },
+  version: { type: 'boolean' },
+} as const;
+
+/** Parses a command's arguments with Node's own parser; mistakes become UsageErrors in dmsnap's words. */
 export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
+  const options = { ...command.options, ...GLOBAL_OPTIONS };
   try {
     const { values, positionals, tokens } = parseArgs({
       args: argv,
-      options: { ...command.options, help: { type: 'boolean', short: 'h' }, quiet: { type: 'boolean', short: 'q' } },
+      options,
       allowPositionals: command.allowPositionals ?? false,
       strict: true,
       tokens: true,
@@ -80,7 +90,7 @@ export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
     if (terminator < 0) return { values, positionals };
     return { values, positionals, beforeTerminator: tokens.slice(0, terminator).filter((token) => token.kind === 'positional').length };
   } catch (error) {
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
+    throw new UsageError(parseErrorMessage(error, argv, options));
   }
 }
 
@@ -101,6 +111,17 @@ export function one(args: ParsedArgs, what: string): string {
   return positionals(args, 1, 1, what)[0];
 }
 
+/** `name` checked as a device-mapper name (1 to 127 bytes, no '/', …) before anything is touched; `what` names it in the message. */
+export function checkName(name: string, what = 'NAME'): string {
+  checkDeviceName(name, what);
+  return name;
+}
+
+/** The one positional argument, a device-mapper name, checked. */
+export function oneName(args: ParsedArgs, what = 'NAME'): string {
+  return checkName(one(args, what), what);
+}
+
 /** A device-mapper client on the command's binding; close it with `using`. */
 export async function openDm(io: CliContext): Promise<DeviceMapper> {
   return DeviceMapper.open({ binding: io.binding, ...(io.devDir === undefined ? {} : { devDir: io.devDir }), ...(io.udev === undefined ? {} : { udev: io.udev }) });
@@ -109,9 +130,13 @@ export async function openDm(io: CliContext): Promise<DeviceMapper> {
 /** The --json option of the commands that can print JSON. */
 export const jsonOption = { json: { type: 'boolean' as const } };
 
-/** Runs `fn` with the one positional argument (`what` names it when missing) and a device-mapper client, closed afterwards. */
-export async function withOne<T>(args: ParsedArgs, io: CliContext, what: string, fn: (name: string, dm: DeviceMapper) => Promise<T>): Promise<T> {
-  const name = one(args, what);
+/**
+ * Runs `fn` with the one positional argument (`what` names it when missing) and a
+ * device-mapper client, closed afterwards. The argument is checked as a device-mapper
+ * name unless `isName` is false (a device path), before the client is opened.
+ */
+export async function withOne<T>(args: ParsedArgs, io: CliContext, what: string, fn: (name: string, dm: DeviceMapper) => Promise<T>, isName = true): Promise<T> {
+  const name = isName ? oneName(args, what) : one(args, what);
   using dm = await openDm(io);
   return await fn(name, dm);
 }

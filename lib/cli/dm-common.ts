@@ -3,22 +3,51 @@
  * command that print what they read (as JSON with --json, else as lines): a report on the
  * driver or all of its devices, and a report per device, of one device or of every one.
  */
+import { checkedTable } from '../dm/convert';
+import { parseTable } from '../dm/table';
+import { DmError } from '../errors';
+import { appendHint } from '../explain';
 import type { DeviceMapper } from '../dm/device-mapper';
-import { type CliContext, type Command, jsonOption, openDm, type ParsedArgs, positionals, UsageError, withOne, writeLine } from './command';
+import { checkName, type CliContext, type Command, jsonOption, openDm, type ParsedArgs, positionals, UsageError, withOne, writeLine } from './command';
 import { writeJson } from './format';
 
 /** What dmsetup prints when there is no device to report on. */
 export const NO_DEVICES = 'No devices found';
 
-/** Table text from --table options (each a line) or, as dmsetup does, from stdin. */
+/** Table text from --table options (each a line) or, as dmsetup does, from stdin; checked as the kernel will read it. */
 export async function readTable(args: ParsedArgs, io: CliContext): Promise<string> {
   const lines = args.values.table as string[] | undefined;
-  if (lines && lines.length > 0) return lines.join('\n');
-  const chunks: Buffer[] = [];
-  for await (const chunk of io.stdin) chunks.push(Buffer.from(chunk as Buffer));
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (text.trim() === '') throw new UsageError('no table given: use --table LINE or pipe the table on stdin');
+  let text: string;
+  if (lines && lines.length > 0) {
+    text = lines.join('\n');
+  } else {
+    const chunks: Buffer[] = [];
+    for await (const chunk of io.stdin) chunks.push(Buffer.from(chunk as Buffer));
+    text = Buffer.concat(chunks).toString('utf8');
+    if (text.trim() === '') throw new UsageError('no table given: use --table LINE or pipe the table on stdin');
+  }
+  checkedTable(text);
   return text;
+}
+
+/**
+ * Runs `op`, which loads `table`; when the kernel rejects it (EINVAL), names the target
+ * types the kernel has not loaded, and the modprobe that would load them.
+ */
+export async function withTargetHint<T>(dm: DeviceMapper, table: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (error) {
+    if (error instanceof DmError && error.code === 'EINVAL' && error.ioctl === 'DM_TABLE_LOAD') {
+      const loaded = new Set((await dm.targets().catch(() => [])).map((t) => t.name));
+      const missing = [...new Set(parseTable(table).map((line) => line.type))].filter((type) => !loaded.has(type));
+      if (loaded.size > 0 && missing.length > 0) {
+        const modules = missing.map((type) => `dm-${type}`).join(' ');
+        appendHint(error, `the kernel has no ${missing.map((type) => `"${type}"`).join(', ')} target loaded: run "modprobe -a ${modules}" as root, if there is such a module`);
+      }
+    }
+    throw error;
+  }
 }
 
 /** Prints `json()` with --json, else `lines()`. */
@@ -90,6 +119,7 @@ export function perDeviceCommand<T>(
     allowPositionals: true,
     async run(args, io) {
       const [name] = positionals(args, 0, 1, 'NAME');
+      if (name !== undefined) checkName(name);
       using dm = await openDm(io);
       const names = name !== undefined ? [name] : (await dm.list()).map((d) => d.name);
       const results: DeviceResult<T>[] = [];

@@ -3,7 +3,8 @@
  * device, or waiting for it.
  */
 import type { DeviceInfo, DeviceRef } from '../dm/device-mapper';
-import { type Command, jsonOption, one, openDm, positionals, UsageError, writeLine } from './command';
+import { checkDeviceUuid } from '../dm/names';
+import { checkName, type Command, jsonOption, oneName, openDm, positionals, UsageError, writeLine } from './command';
 import { deviceActionCommand } from './dm-common';
 import { writeJson } from './format';
 
@@ -36,6 +37,7 @@ export const removeCommand: Command = {
   allowPositionals: true,
   async run(args, io) {
     const names = positionals(args, 1, Infinity, 'NAME');
+    for (const name of names) checkName(name);
     using dm = await openDm(io);
     for (const name of names) {
       await dm.remove(name, { deferred: args.values.deferred === true, retry: args.values.retry === true });
@@ -52,11 +54,17 @@ export const renameCommand: Command = {
   options: { setuuid: { type: 'string' } },
   allowPositionals: true,
   async run(args, io) {
-    using dm = await openDm(io);
-    if (args.values.setuuid !== undefined) {
-      await dm.setUuid(one(args, 'NAME'), args.values.setuuid as string);
+    const uuid = args.values.setuuid as string | undefined;
+    if (uuid !== undefined) {
+      const name = oneName(args);
+      checkDeviceUuid(uuid, '--setuuid');
+      using dm = await openDm(io);
+      await dm.setUuid(name, uuid);
     } else {
       const [from, to] = positionals(args, 2, 2, 'OLD and NEW');
+      checkName(from, 'OLD');
+      checkName(to, 'NEW');
+      using dm = await openDm(io);
       await dm.rename(from, to);
     }
     return 0;
@@ -72,7 +80,9 @@ export const messageCommand: Command = {
   allowPositionals: true,
   async run(args, io) {
     const [name, sectorText, ...words] = positionals(args, 3, Infinity, 'NAME, SECTOR and MESSAGE');
-    if (!/^\d+$/.test(sectorText)) throw new UsageError(`SECTOR must be a whole number of sectors; got "${sectorText}"`);
+    checkName(name);
+    if (!/^\d+$/.test(sectorText) || !Number.isSafeInteger(Number(sectorText))) throw new UsageError(`SECTOR must be a whole number of sectors; got "${sectorText}"`);
+    if (words.join(' ').trim() === '') throw new UsageError('MESSAGE is empty');
     using dm = await openDm(io);
     const reply = await dm.message(name, Number(sectorText), words.join(' '));
     if (reply) writeLine(io.stdout, reply);
@@ -89,7 +99,8 @@ export const waitCommand: Command = {
   allowPositionals: true,
   async run(args, io) {
     const [name, eventText] = positionals(args, 1, 2, 'NAME');
-    if (eventText !== undefined && !/^\d+$/.test(eventText)) throw new UsageError(`EVENT_NR must be a whole number; got "${eventText}"`);
+    checkName(name);
+    if (eventText !== undefined && !(/^\d+$/.test(eventText) && Number(eventText) <= 0xffffffff)) throw new UsageError(`EVENT_NR must be a whole number from 0 to 4294967295; got "${eventText}"`);
     const timeoutText = args.values.timeout as string | undefined;
     if (timeoutText !== undefined && !/^\d+(\.\d+)?$/.test(timeoutText)) throw new UsageError(`--timeout must be a number of seconds; got "${timeoutText}"`);
     using dm = await openDm(io);

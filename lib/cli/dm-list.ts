@@ -4,8 +4,8 @@
 import { readFileSync } from 'node:fs';
 import type { DeviceInfo } from '../dm/device-mapper';
 import { VERSION } from '../version';
-import { jsonOption } from './command';
-import { NO_DEVICES, perDeviceCommand, reportCommand } from './dm-common';
+import { type CliContext, type Command, ExitCode, jsonOption, openDm, writeLine } from './command';
+import { NO_DEVICES, perDeviceCommand, printOutput, reportCommand } from './dm-common';
 
 /** Read-ahead in sectors, as dmsetup info shows it (from sysfs; undefined if unknown). */
 function readAheadSectors(info: DeviceInfo): number | undefined {
@@ -37,19 +37,38 @@ function formatInfo(info: DeviceInfo): string {
   return `${lines.join('\n')}\n`;
 }
 
-export const versionCommand = reportCommand(
-  {
-    name: ['dm', 'version'],
-    summary: 'print the dmsnap and device-mapper driver versions',
-    usage: '[--json]',
-    help: 'Options:\n  --json   print {"dmsnap": "…", "driver": "…"}\n\nExample:\n  dmsnap dm version',
+/** The driver's version, or why it cannot be read (no driver, no permission): `dm version` needs neither. */
+async function driverVersion(io: CliContext): Promise<{ text: string } | { error: Error }> {
+  try {
+    using dm = await openDm(io);
+    return await dm.version();
+  } catch (error) {
+    return { error: error as Error };
+  }
+}
+
+export const versionCommand: Command = {
+  name: ['dm', 'version'],
+  summary: 'print the dmsnap and device-mapper driver versions',
+  usage: '[--json]',
+  help: `Prints dmsnap's version, and the driver's as dmsetup does ("Driver version:"). Without a
+readable driver (not loaded, or not root) it says why on stderr, prints dmsnap's
+version alone and still exits 0.
+
+Options:
+  --json   print {"dmsnap": "…", "driver": "…" or null}
+
+Example:
+  dmsnap dm version`,
+  options: jsonOption,
+  async run(args, io) {
+    const driver = await driverVersion(io);
+    const text = 'text' in driver ? driver.text : null;
+    if (!('text' in driver) && !io.quiet) writeLine(io.stderr, `dmsnap dm version: cannot read the driver version: ${driver.error.message}`);
+    printOutput(io, args, () => ({ dmsnap: VERSION, driver: text }), () => [`dmsnap version:    ${VERSION}`, ...(text === null ? [] : [`Driver version:    ${text}`])]);
+    return ExitCode.ok;
   },
-  (dm) => dm.version(),
-  {
-    json: (driver) => ({ dmsnap: VERSION, driver: driver.text }),
-    lines: (driver) => [`dmsnap version:    ${VERSION}`, `Driver version:    ${driver.text}`],
-  },
-);
+};
 
 export const lsCommand = reportCommand(
   {

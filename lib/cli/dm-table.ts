@@ -6,8 +6,9 @@
 import { formatTargetLine, type TargetLine } from '../dm/table';
 import { maskTableKeys } from '../targets/keys';
 import type { DeviceMapper } from '../dm/device-mapper';
-import { type Command, jsonOption, one, openDm, type ParsedArgs, UsageError, withOne } from './command';
-import { deviceActionCommand, perDeviceCommand, printOutput, readTable } from './dm-common';
+import { checkDeviceUuid } from '../dm/names';
+import { type Command, jsonOption, oneName, openDm, type ParsedArgs, UsageError, withOne } from './command';
+import { deviceActionCommand, perDeviceCommand, printOutput, readTable, withTargetHint } from './dm-common';
 
 export const createCommand: Command = {
   name: ['dm', 'create'],
@@ -31,15 +32,13 @@ Example:
   },
   allowPositionals: true,
   async run(args, io) {
-    const name = one(args, 'NAME');
+    const name = oneName(args);
+    if (args.values.uuid !== undefined) checkDeviceUuid(args.values.uuid, '--uuid');
     if (args.values.notable && args.values.table) throw new UsageError('--notable and --table exclude each other');
     const table = args.values.notable ? undefined : await readTable(args, io);
     using dm = await openDm(io);
-    await dm.create(name, {
-      uuid: args.values.uuid as string | undefined,
-      table,
-      readOnly: args.values.readonly === true,
-    });
+    const create = () => dm.create(name, { uuid: args.values.uuid as string | undefined, table, readOnly: args.values.readonly === true });
+    await (table === undefined ? create() : withTargetHint(dm, table, create));
     return 0;
   },
 };
@@ -52,10 +51,10 @@ export const loadCommand: Command = {
   options: { readonly: { type: 'boolean' }, table: { type: 'string', multiple: true } },
   allowPositionals: true,
   async run(args, io) {
-    const name = one(args, 'NAME');
+    const name = oneName(args);
     const table = await readTable(args, io);
     using dm = await openDm(io);
-    await dm.load(name, table, { readOnly: args.values.readonly === true });
+    await withTargetHint(dm, table, () => dm.load(name, table, { readOnly: args.values.readonly === true }));
     return 0;
   },
 };

@@ -3,7 +3,7 @@
  */
 import { DmsnapError } from '../errors';
 import { openOrigin } from '../snapshot';
-import { type Command, ExitCode, withOne } from './command';
+import { checkName, type Command, ExitCode, withOne } from './command';
 import { info, lifecycle } from './lifecycle-common';
 
 export const dropCommand: Command = {
@@ -15,10 +15,11 @@ export const dropCommand: Command = {
     'Options:\n  --snapshot-name SNAP   drop only this snapshot\n  --keep-cow-file        keep the COW file (a later --cow-file may reuse it)\n\nExample:\n  dmsnap drop md2',
   options: { 'snapshot-name': { type: 'string' }, 'keep-cow-file': { type: 'boolean' } },
   allowPositionals: true,
-  run: (args, io) =>
-    withOne(args, io, 'NAME', async (name, dm) => {
+  run: async (args, io) => {
+    const only = args.values['snapshot-name'] as string | undefined;
+    if (only !== undefined) checkName(only, '--snapshot-name');
+    return withOne(args, io, 'NAME', async (name, dm) => {
       const origin = await openOrigin(name, lifecycle(io, dm));
-      const only = args.values['snapshot-name'] as string | undefined;
       const snaps = (await origin.snapshots()).filter((s) => only === undefined || s.name === only);
       if (only !== undefined && snaps.length === 0) {
         throw new DmsnapError(`${name} has no snapshot named "${only}"; see "dmsnap status ${name}"`, 'ENXIO');
@@ -26,5 +27,6 @@ export const dropCommand: Command = {
       for (const snap of snaps) await snap.drop({ keepCowFile: args.values['keep-cow-file'] === true });
       if (snaps.length === 0) info(io, `dmsnap: ${name} has no snapshots`);
       return ExitCode.ok;
-    }),
+    });
+  },
 };

@@ -7,9 +7,9 @@ import { resolve } from 'node:path';
 import { snapshotGroup, type Origin } from '../snapshot';
 import type { Snapshot } from '../snapshot/snapshot';
 import { MAX_FREEZE_MEMBERS } from '../dm/freeze';
-import { type CliContext, type ParsedArgs, positionals, UsageError } from './command';
+import { checkName, type CliContext, type ParsedArgs, positionals, UsageError } from './command';
 import { hooksFromArgs, info, parseCowFile } from './lifecycle-common';
-import { parseSizeOption } from './sizes';
+import { parseChunkSize } from './sizes';
 import { takeDeferringSignals } from './signals';
 
 /** The snapshot options of backup and image: --cow, --cow-file and --snapshot-name once per NAME. */
@@ -45,8 +45,10 @@ export function parseGroup(args: ParsedArgs, io: CliContext, names = positionals
   if (snapNames.length > 0 && snapNames.length !== names.length) throw new UsageError(`give --snapshot-name once per NAME or not at all: ${names.length} NAME(s), ${snapNames.length} --snapshot-name`);
   if (new Set(names).size !== names.length) throw new UsageError('each NAME once: a group snapshot takes one snapshot of each origin');
   if (new Set(paths).size !== paths.length) throw new UsageError(`each ${option} once: every snapshot needs a COW of its own`);
+  for (const name of names) checkName(name);
+  for (const snapName of snapNames) checkName(snapName, '--snapshot-name');
   const chunk = args.values['chunk-size'] as string | undefined;
-  const chunkSectors = chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size');
+  const chunkSectors = chunk === undefined ? undefined : parseChunkSize(chunk);
   const members = paths.map((path, i) => ({
     ...(cows.length > 0 ? { cow: checkedPath(path, '--cow') } : { cowFile: parseCowFile(args, checkedPath(path, '--cow-file')) }),
     ...(chunkSectors === undefined ? {} : { chunkSectors }),

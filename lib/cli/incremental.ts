@@ -14,7 +14,7 @@ import { updateImage, writeDelta } from '../snapshot/incremental';
 import type { Snapshot } from '../snapshot/snapshot';
 import { blockDeviceInfo } from '../system/block-device';
 import { sectorsToBytes } from '../units';
-import { type CliContext, type Command, ExitCode, jsonOption, one, openDm, type ParsedArgs, UsageError, writeLine } from './command';
+import { checkName, type CliContext, type Command, ExitCode, jsonOption, oneName, openDm, type ParsedArgs, UsageError, writeLine } from './command';
 import { writeJson } from './format';
 import { guardOf } from './image';
 import { hooksFromArgs, info, lifecycle, requireCow, snapshotArgs } from './lifecycle-common';
@@ -50,6 +50,7 @@ function checkIncrementArgs(args: ParsedArgs): void {
 
 /** `dmsnap image NAME --update IMG` or `--delta FILE|-`. */
 export async function runIncrement(args: ParsedArgs, io: CliContext, name: string): Promise<number> {
+  checkName(name);
   checkIncrementArgs(args);
   const snapshot = { ...snapshotArgs(args), hooks: hooksFromArgs(io, args) };
   using dm = await openDm(io);
@@ -139,7 +140,7 @@ Example:
   options: jsonOption,
   allowPositionals: true,
   async run(args, io) {
-    const name = one(args, 'NAME');
+    const name = oneName(args);
     using dm = await openDm(io);
     const origin = await openOrigin(name, lifecycle(io, dm));
     const snap = await origin.trackingSnapshot();

@@ -7,7 +7,7 @@ import type { Origin } from '../snapshot';
 import { cowLabel, type Snapshot, type SnapshotStatusReport } from '../snapshot/snapshot';
 import { type CliContext, type ParsedArgs, UsageError, writeLine } from './command';
 import { sectorsToBytes } from '../units';
-import { formatBytes, parseByteSize, parseSizeOption } from './sizes';
+import { formatBytes, parseByteSize, parseChunkSize } from './sizes';
 import { guardCowFile, type HostSpace } from '../snapshot/cow-guard';
 import { trackingName, type IncrementSnapshotOptions } from '../snapshot/incremental';
 import type { FreezeHookOptions } from '../system/hooks';
@@ -136,7 +136,7 @@ export function snapshotArgs(args: ParsedArgs): IncrementSnapshotOptions {
   const chunk = args.values['chunk-size'] as string | undefined;
   return {
     ...requireCow(args),
-    chunkSectors: chunk === undefined ? undefined : parseSizeOption(chunk, '--chunk-size'),
+    chunkSectors: chunk === undefined ? undefined : parseChunkSize(chunk),
     forceWipe: args.values['force-wipe'] === true,
   };
 }

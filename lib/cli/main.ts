@@ -5,63 +5,53 @@
  */
 import { DmsnapError, InvalidArgumentError } from '../errors';
 import { VERSION } from '../version';
-import { type CliContext, type Command, ExitCode, parseCommandArgs, UsageError, writeLine } from './command';
+import { type CliContext, type Command, ExitCode, GLOBAL_OPTIONS, parseCommandArgs, UsageError, writeLine } from './command';
 import { dmCommands } from './dm';
+import { commandHelp, commandName, findCommand, groupHelp, groupOf, helpCommand, mainHelp, unknownCommand, usageLine } from './help';
 import { InterruptedError } from './signals';
 import { signalExitCode } from './format';
 import { lifecycleCommands } from './lifecycle';
+import { closest } from './parse-errors';
 
-const commands: Command[] = [...lifecycleCommands, ...dmCommands];
+/** Every command, in the order `dmsnap --help` lists them. */
+export const commands: readonly Command[] = [...lifecycleCommands, ...dmCommands, helpCommand(() => commands)];
 
-const EXIT_CODES_HELP = `Exit codes:
-  0  success
-  1  failure
-  2  usage error
-  3  snapshot invalidated (its COW device filled up)
-  4  busy (lock held or device in use)
-  (backup: COMMAND's own status; 127 if it cannot run; 130/143 after SIGINT/SIGTERM)`;
+const MAIN_USAGE = 'Usage: dmsnap [-q] COMMAND [ARGS...]  (see "dmsnap help")';
 
-function commandName(command: Command): string {
-  return command.name.join(' ');
+/** What the global options before the command asked for, and the words from the command on. */
+interface Leading {
+  quiet: boolean;
+  help: boolean;
+  version: boolean;
+  words: string[];
+  /** An option before the command that is not a global one. */
+  unknown?: string;
 }
 
-function usageLine(command: Command): string {
-  return `dmsnap ${commandName(command)}${command.usage ? ` ${command.usage}` : ''}`;
-}
-
-function mainHelp(): string {
-  const width = Math.max(...commands.map((c) => commandName(c).length));
-  const list = commands.map((c) => `  ${commandName(c).padEnd(width)}  ${c.summary}`).join('\n');
-  return `dmsnap ${VERSION}: consistent block-level snapshots of live filesystems with device-mapper
-
-Usage: dmsnap COMMAND [ARGS...]
-       dmsnap COMMAND --help
-
-Commands:
-${list}
-
-Global options:
-  -h, --help     show help (also after a command)
-  -q, --quiet    no informational messages on stderr
-      --version  print the dmsnap version
-
-Data goes to stdout, messages to stderr.
-
-${EXIT_CODES_HELP}`;
-}
-
-function commandHelp(command: Command): string {
-  return `Usage: ${usageLine(command)}\n\n${command.summary}\n\n${command.help}`;
-}
-
-/** Finds the command named by the longest matching prefix of argv. */
-function findCommand(argv: string[]): { command?: Command; rest: string[] } {
-  let best: Command | undefined;
-  for (const command of commands) {
-    const matches = command.name.every((word, i) => argv[i] === word);
-    if (matches && (!best || command.name.length > best.name.length)) best = command;
+/** Reads -q, -h, --version (also bundled, as -qh) before the command, up to the first other word or "--". */
+function leadingOptions(argv: string[]): Leading {
+  const lead: Leading = { quiet: false, help: false, version: false, words: [] };
+  let i = 0;
+  for (; i < argv.length && argv[i].startsWith('-') && argv[i] !== '-'; i++) {
+    const word = argv[i];
+    if (word === '--') {
+      i++;
+      break;
+    }
+    const flags = word.startsWith('--') ? [word.slice(2)] : [...word.slice(1)].map((c) => (c === 'q' ? 'quiet' : c === 'h' ? 'help' : `-${c}`));
+    for (const flag of flags) {
+      if (flag === 'quiet' || flag === 'help' || flag === 'version') lead[flag] = true;
+      else lead.unknown ??= flag.startsWith('-') ? flag : `--${flag}`;
+    }
   }
-  return { command: best, rest: best ? argv.slice(best.name.length) : argv };
+  lead.words = argv.slice(i);
+  return lead;
+}
+
+/** Whether -h or --help is among `argv` before a "--". */
+function helpAsked(argv: string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).some((word) => word === '-h' || word === '--help');
 }
 
 /** An error of Node's own system calls (fs, streams): errno code and syscall. */
@@ -70,58 +60,99 @@ function isSystemError(error: unknown): error is NodeJS.ErrnoException {
   return typeof (error as Error)?.message === 'string' && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof syscall === 'string';
 }
 
-/**
- * Runs one dmsnap command line (argv without node and the script) and resolves its exit
- * code (see ExitCode). Failures are reported on stderr, not thrown.
- */
-export async function main(argv: string[], io: CliContext): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    writeLine(argv.length === 0 ? io.stderr : io.stdout, mainHelp());
-    return argv.length === 0 ? ExitCode.usage : ExitCode.ok;
+/** Reports what a command threw on stderr; resolves the exit code. */
+function report(command: Command, error: unknown, io: CliContext): number {
+  const prefix = `dmsnap ${commandName(command)}`;
+  if (error instanceof InterruptedError) {
+    writeLine(io.stderr, `${prefix}: ${error.message}`);
+    return signalExitCode(error.signal);
   }
-  if (argv[0] === '--version') {
-    writeLine(io.stdout, VERSION);
-    return ExitCode.ok;
-  }
-  const { command, rest } = findCommand(argv);
-  if (!command) {
-    const group = commands.filter((c) => c.name.length > 1 && c.name[0] === argv[0]);
-    if (group.length > 0 && (argv.length === 1 || argv[1] === '--help' || argv[1] === '-h')) {
-      writeLine(io.stdout, group.map((c) => `  ${usageLine(c)}\n      ${c.summary}`).join('\n'));
-      return argv.length === 1 ? ExitCode.usage : ExitCode.ok;
-    }
-    writeLine(io.stderr, `dmsnap: unknown command "${argv.slice(0, 2).join(' ')}"; run "dmsnap --help" for the list`);
+  if (error instanceof UsageError || error instanceof InvalidArgumentError) {
+    writeLine(io.stderr, `${prefix}: ${error.message}`);
+    writeLine(io.stderr, `Usage: ${usageLine(command)}  (see --help)`);
     return ExitCode.usage;
   }
+  if (error instanceof DmsnapError) {
+    writeLine(io.stderr, `${prefix}: ${error.message}`);
+    return error.code === 'EBUSY' || error.code === 'ERR_DMSNAP_LOCKED' || error.code === 'ERR_DMSNAP_MERGING' ? ExitCode.busy : ExitCode.failure;
+  }
+  if (isSystemError(error)) {
+    // A failed system call outside dmsnap's own checks (a full disk, an I/O error): its message, no stack.
+    writeLine(io.stderr, `${prefix}: ${error.message}`);
+    return ExitCode.failure;
+  }
+  writeLine(io.stderr, `${prefix}: unexpected error: ${(error as Error)?.stack ?? String(error)}`);
+  return ExitCode.failure;
+}
+
+/** Runs `command` on its arguments: its help or the version when asked, else the command itself. */
+async function runCommand(command: Command, rest: string[], io: CliContext): Promise<number> {
   try {
-    const args = parseCommandArgs(command, rest);
-    if (args.values.help) {
+    if (helpAsked(rest)) {
       writeLine(io.stdout, commandHelp(command));
+      return ExitCode.ok;
+    }
+    const args = parseCommandArgs(command, rest);
+    if (args.values.help || args.values.version) {
+      writeLine(io.stdout, args.values.help ? commandHelp(command) : VERSION);
       return ExitCode.ok;
     }
     return await command.run(args, { ...io, quiet: io.quiet || args.values.quiet === true });
   } catch (error) {
-    if (error instanceof InterruptedError) {
-      writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
-      return signalExitCode(error.signal);
-    }
-    if (error instanceof UsageError || error instanceof InvalidArgumentError) {
-      writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
-      writeLine(io.stderr, `Usage: ${usageLine(command)}  (see --help)`);
-      return ExitCode.usage;
-    }
-    if (error instanceof DmsnapError) {
-      writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
-      return error.code === 'EBUSY' || error.code === 'ERR_DMSNAP_LOCKED' || error.code === 'ERR_DMSNAP_MERGING' ? ExitCode.busy : ExitCode.failure;
-    }
-    if (isSystemError(error)) {
-      // A failed system call outside dmsnap's own checks (a full disk, an I/O error): its message, no stack.
-      writeLine(io.stderr, `dmsnap ${commandName(command)}: ${error.message}`);
-      return ExitCode.failure;
-    }
-    writeLine(io.stderr, `dmsnap ${commandName(command)}: unexpected error: ${(error as Error)?.stack ?? String(error)}`);
-    return ExitCode.failure;
+    return report(command, error, io);
   }
+}
+
+/** `dmsnap dm` alone lists the group on stderr (exit 2); with --help, on stdout. */
+function runGroup(group: Command[], words: string[], help: boolean, io: CliContext): number {
+  const asked = help || helpAsked(words.slice(1));
+  const usage = `Usage: dmsnap ${words[0]} COMMAND [ARGS...]  (see "dmsnap help ${words[0]}")`;
+  if (!asked && words.length > 1 && !words[1].startsWith('-')) {
+    writeLine(io.stderr, `dmsnap: ${unknownCommand(commands, words)}`);
+    writeLine(io.stderr, usage);
+    return ExitCode.usage;
+  }
+  if (asked) {
+    writeLine(io.stdout, groupHelp(group));
+    return ExitCode.ok;
+  }
+  writeLine(io.stderr, `dmsnap ${words[0]}: missing the command; one of:`);
+  writeLine(io.stderr, groupHelp(group));
+  writeLine(io.stderr, usage);
+  return ExitCode.usage;
+}
+
+/**
+ * Runs one dmsnap command line (argv without node and the script) and resolves its exit
+ * code (see ExitCode). Failures are reported on stderr, not thrown. The global options
+ * (-q, -h, --version) may come before the command or among its arguments.
+ */
+export async function main(argv: string[], io: CliContext): Promise<number> {
+  const lead = leadingOptions(argv);
+  if (lead.unknown !== undefined) {
+    const guess = lead.unknown.startsWith('--') ? closest(lead.unknown.slice(2), Object.keys(GLOBAL_OPTIONS)) : undefined;
+    writeLine(io.stderr, `dmsnap: unknown option ${lead.unknown} before the command${guess ? ` (did you mean --${guess}?)` : ''}`);
+    writeLine(io.stderr, MAIN_USAGE);
+    return ExitCode.usage;
+  }
+  if (lead.version) {
+    writeLine(io.stdout, VERSION);
+    return ExitCode.ok;
+  }
+  const context = { ...io, quiet: io.quiet || lead.quiet };
+  if (lead.words.length === 0) {
+    writeLine(lead.help ? io.stdout : io.stderr, mainHelp(commands));
+    return lead.help ? ExitCode.ok : ExitCode.usage;
+  }
+  const { command, rest } = findCommand(commands, lead.words);
+  if (!command) {
+    const group = groupOf(commands, lead.words[0]);
+    if (group.length > 0) return runGroup(group, lead.words, lead.help, context);
+    writeLine(io.stderr, `dmsnap: ${unknownCommand(commands, lead.words)}`);
+    writeLine(io.stderr, MAIN_USAGE);
+    return ExitCode.usage;
+  }
+  return runCommand(command, lead.help ? ['--help', ...rest] : rest, context);
 }
 
 if (require.main === module) {

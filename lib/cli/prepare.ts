@@ -2,10 +2,11 @@
  * `dmsnap prepare`, `dmsnap detach` and `dmsnap release`: wrap a block device for
  * snapshots (bringing back the ones a detach left), and undo it.
  */
+import { basename } from 'node:path';
 import { DmsnapError } from '../errors';
 import { listOrigins, openOrigin, prepare, type AttachResult, type Origin } from '../snapshot';
 import { System } from '../system/system';
-import { type Command, ExitCode, withOne, writeLine } from './command';
+import { checkName, type Command, ExitCode, one, type ParsedArgs, UsageError, withOne, writeLine } from './command';
 import { info, lifecycle } from './lifecycle-common';
 
 const ATTACHED = { attached: 'attached', merging: 'resumed the rollback to', 'rollback-started': 'started the rollback recorded with --at-boot to', refused: 'refused' } as const;
@@ -29,9 +30,9 @@ Examples:
   dmsnap prepare /dev/md2 --attach /dev/sdc1      # at boot, after "dmsnap detach md2"`,
   options: { name: { type: 'string' }, attach: { type: 'string', multiple: true } },
   allowPositionals: true,
-  run: (args, io) =>
-    withOne(args, io, 'DEVICE', async (device, dm) => {
-      const attach = (args.values.attach as string[] | undefined) ?? [];
+  run: async (args, io) => {
+    const attach = checkPrepareArgs(args);
+    return withOne(args, io, 'DEVICE', async (device, dm) => {
       const onAttach = (result: AttachResult) => {
         if (result.outcome === 'refused') writeLine(io.stderr, `dmsnap prepare: refused the COW ${result.cow}: ${result.reason}; it was left as it is`);
         else info(io, `dmsnap prepare: ${ATTACHED[result.outcome]} snapshot ${result.snapshot} from ${result.cow}`);
@@ -40,8 +41,23 @@ Examples:
       const origin = await prepare(device, { ...lifecycle(io, dm), name: args.values.name as string | undefined, attach, onAttach });
       writeLine(io.stdout, origin.devicePath);
       return ExitCode.ok;
-    }),
+    }, false);
+  },
 };
+
+/** Checks DEVICE, the wrapper's name (and NAME-real, NAME-snap) and the --attach COWs; returns those. */
+function checkPrepareArgs(args: ParsedArgs): string[] {
+  const device = one(args, 'DEVICE');
+  if (device === '') throw new UsageError('DEVICE must be a path such as /dev/md2; got ""');
+  const name = (args.values.name as string | undefined) ?? basename(device);
+  const what = args.values.name === undefined ? 'the base name of DEVICE (choose a name with --name)' : '--name';
+  checkName(name, what);
+  checkName(`${name}-real`, `${what}, with "-real" appended,`);
+  checkName(`${name}-snap`, `${what}, with "-snap" appended,`);
+  const attach = (args.values.attach as string[] | undefined) ?? [];
+  if (attach.includes('')) throw new UsageError('--attach needs a COW device');
+  return attach;
+}
 
 export const detachCommand: Command = {
   name: ['detach'],
@@ -58,8 +74,10 @@ Example:
   umount /srv && dmsnap detach md2`,
   options: {},
   allowPositionals: true,
-  run: (args, io) =>
-    withOne(args, io, 'NAME', async (nameOrDevice, dm) => {
+  run: async (args, io) => {
+    const target = one(args, 'NAME');
+    if (!target.startsWith('/')) checkName(target);
+    return withOne(args, io, 'NAME', async (nameOrDevice, dm) => {
       const options = lifecycle(io, dm);
       const origin = nameOrDevice.startsWith('/') ? await originOfDevice(nameOrDevice, options) : await openOrigin(nameOrDevice, options);
       const report = await origin.detach();
@@ -67,7 +85,8 @@ Example:
       for (const dropped of report.dropped) info(io, `dmsnap detach: dropped ${dropped} (transient or on a COW file: it cannot outlive the detach)`);
       if (report.rollbackAtBoot) info(io, `dmsnap detach: the next "dmsnap prepare --attach" rolls ${report.origin} back to ${report.rollbackAtBoot} (recorded with --at-boot)`);
       return ExitCode.ok;
-    }),
+    }, false);
+  },
 };
 
 /** The origin whose backing device is `device` (a path under /dev); ENXIO when none is. */

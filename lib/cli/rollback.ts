@@ -5,7 +5,7 @@
 import { openOrigin, type Origin } from '../snapshot';
 import type { MergeProgress } from '../snapshot/rollback';
 import { sectorsToBytes } from '../units';
-import { type CliContext, type Command, ExitCode, UsageError, withOne, writeLine } from './command';
+import { checkName, type CliContext, type Command, ExitCode, UsageError, withOne, writeLine } from './command';
 import { info, lifecycle } from './lifecycle-common';
 import { ProgressBar } from './progress';
 import { formatBytes } from './sizes';
@@ -39,14 +39,15 @@ Examples:
   dmsnap rollback md2 --at-boot && systemctl reboot`,
   options: { 'snapshot-name': { type: 'string' }, wait: { type: 'boolean' }, 'at-boot': { type: 'boolean' }, cancel: { type: 'boolean' } },
   allowPositionals: true,
-  run: (args, io) =>
-    withOne(args, io, 'NAME', async (name, dm) => {
-      const only = args.values['snapshot-name'] as string | undefined;
-      const wait = args.values.wait === true;
-      const atBoot = args.values['at-boot'] === true;
-      const cancel = args.values.cancel === true;
-      if ([wait, atBoot, cancel].filter(Boolean).length > 1) throw new UsageError('--wait, --at-boot and --cancel exclude each other');
-      if (cancel && only !== undefined) throw new UsageError('--cancel takes no --snapshot-name: it cancels the rollback recorded for NAME');
+  run: async (args, io) => {
+    const only = args.values['snapshot-name'] as string | undefined;
+    const wait = args.values.wait === true;
+    const atBoot = args.values['at-boot'] === true;
+    const cancel = args.values.cancel === true;
+    if ([wait, atBoot, cancel].filter(Boolean).length > 1) throw new UsageError('--wait, --at-boot and --cancel exclude each other');
+    if (cancel && only !== undefined) throw new UsageError('--cancel takes no --snapshot-name: it cancels the rollback recorded for NAME');
+    if (only !== undefined) checkName(only, '--snapshot-name');
+    return withOne(args, io, 'NAME', async (name, dm) => {
       if (cancel) return cancelAtBoot(io, await openOrigin(name, lifecycle(io, dm)));
       // Looked at before the open, which finishes a merge that is done.
       const merging = only === undefined && wait && (await dm.table(name).catch(() => []))[0]?.type === 'snapshot-merge';
@@ -76,7 +77,8 @@ Examples:
         info(io, `dmsnap: ${name} reads as ${snap.name} now; the kernel merges it back in the background${size}: "dmsnap rollback ${name} --wait" finishes it`);
       }
       return ExitCode.ok;
-    }),
+    });
+  },
 };
 
 /** --cancel: the rollback recorded for the next boot, cancelled; exit 1 when there was none. */

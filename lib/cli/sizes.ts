@@ -2,6 +2,7 @@
  * Sizes on the command line: a plain number counts 512-byte sectors (as dmsetup and
  * lvcreate's chunk sizes do); a unit makes it bytes, in powers of 1024 as LVM reads them.
  */
+import { isChunkSize, MAX_CHUNK_SECTORS, MIN_CHUNK_SECTORS } from '../targets/snapshot';
 import { SECTOR_BYTES } from '../units';
 import { UsageError } from './command';
 
@@ -43,6 +44,16 @@ export function formatBytes(bytes: number): string {
     i++;
   }
   return i === 0 ? `${value} B` : `${value.toFixed(1)} ${units[i]}`;
+}
+
+/** --chunk-size in sectors: a power of two the kernel accepts, from 8 sectors (4 KiB) to 2^21 (1 GiB). */
+export function parseChunkSize(text: string, option = '--chunk-size'): number {
+  const sectors = parseSizeOption(text, option);
+  if (!isChunkSize(sectors)) {
+    const range = `${formatBytes(MIN_CHUNK_SECTORS * SECTOR_BYTES)} to ${formatBytes(MAX_CHUNK_SECTORS * SECTOR_BYTES)}`;
+    throw new UsageError(`${option} must be a power of two from ${MIN_CHUNK_SECTORS} to ${MAX_CHUNK_SECTORS} sectors (${range}); got "${text}" (${sectors} sectors)`);
+  }
+  return sectors;
 }
 
 /** A size option in bytes, read as parseSizeOption reads it (a plain number counts sectors). */

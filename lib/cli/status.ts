@@ -3,7 +3,7 @@
  * COW usage (status) or as a table of devices (ls).
  */
 import { listOrigins, openOrigin, type OriginStatus } from '../snapshot';
-import { type Command, ExitCode, jsonOption, one, openDm, writeLine } from './command';
+import { type Command, ExitCode, jsonOption, oneName, openDm, writeLine } from './command';
 import { type OriginFields, originFields, originJson, type SnapshotFields, snapshotFields, snapshotJson, writeJson } from './format';
 import { info, lifecycle } from './lifecycle-common';
 import { formatBytes } from './sizes';
@@ -79,7 +79,7 @@ Example:
   options: jsonOption,
   allowPositionals: true,
   async run(args, io) {
-    const name = args.positionals.length > 0 ? one(args, 'NAME') : undefined;
+    const name = args.positionals.length > 0 ? oneName(args) : undefined;
     using dm = await openDm(io);
     const options = lifecycle(io, dm);
     const origins = name ? [await openOrigin(name, options)] : await listOrigins(options);

@@ -45,7 +45,8 @@ describe('makeSyscallError', () => {
 describe('explainFailure', () => {
   it('tells to load dm-mod when the control node is missing', () => {
     expect(explainFailure({ errno: 2, syscall: 'open', path: '/dev/mapper/control' })).toBe(
-      'open /dev/mapper/control failed: no such file or directory (ENOENT); the device-mapper driver is not loaded: run "modprobe dm-mod" as root',
+      'open /dev/mapper/control failed: no such file or directory (ENOENT); the device-mapper driver is not loaded: run "modprobe dm-mod" as root ' +
+        '(loading it makes the kernel, or udev, create /dev/mapper/control)',
     );
   });
 

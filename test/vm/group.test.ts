@@ -9,7 +9,7 @@
  * hooks, and SIGKILL inside the freeze of a group: every origin's guardian resumes it.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper, openOrigin, prepare, snapshotGroup, type Origin, type Snapshot } from '../../lib';
 import { checkLog, RECORD_BYTES } from './support/writer';
@@ -186,5 +186,27 @@ describe('group snapshots of two XFS filesystems under a lockstep writer', () =>
     expect(Date.now() - started).toBeLessThan(30_000);
     expect(() => process.kill(Number(readFileSync(`${log}.pid`, 'utf8')), 0)).toThrow();
     expect(state()).toBe(before);
+  });
+  it('backs up a group: each snapshot mounted on MOUNTDIR/NAME for one COMMAND; and images a group, one output each', () => {
+    const out = mkdtempSync('/tmp/dmsnap-grp-out-');
+    const script = `for n in $DMSNAP_ORIGINS; do wc -c < "$n/log"; done > ${out}/sizes; pwd > ${out}/cwd`;
+    const backup = cli(['backup', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks', '-q', '--', 'sh', '-c', script]);
+    expect(backup).toMatchObject({ status: 0, stderr: '' });
+    expect(readFileSync(join(out, 'sizes'), 'utf8')).toBe(`${SLOTS * RECORD_BYTES}\n${SLOTS * RECORD_BYTES}\n`);
+    for (const name of names) expect(dmsetup('ls').includes(`${name}-snap`)).toBe(false);
+    const images = names.map((name) => join(out, `${name}.img`));
+    const image = cli(['image', ...names, '--cow', cows[0], '--cow', cows[1], '--no-hooks', '-q', ...images.flatMap((file) => ['--output', file])]);
+    expect(image).toMatchObject({ status: 0, stderr: '' });
+    // Each image is its origin's XFS, whole, and the pair holds one instant.
+    for (const [i, file] of images.entries()) {
+      expect(statSync(file).size).toBe(origins[i].sizeBytes);
+      const magic = Buffer.alloc(4);
+      const fd = openSync(file, 'r');
+      readSync(fd, magic, 0, 4, 0);
+      closeSync(fd);
+      expect(magic.toString('latin1')).toBe('XFSB');
+    }
+    expect(oneInstant(images.map((file, i) => checkLog(readExtents(file, extents[i]), SLOTS)))).toBe(true);
+    run('rm', ['-rf', out]);
   });
 });
