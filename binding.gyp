@@ -15,6 +15,7 @@
         "native/file_space.cc",
         "native/freeze.cc",
         "native/freeze_binding.cc",
+        "native/freeze_suspend.cc",
         "native/guardian.cc",
         "native/libblkid.cc",
         "native/loop.cc",

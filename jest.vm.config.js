@@ -8,7 +8,7 @@ const udev = process.env.DMSNAP_VM_UDEV === '1' ? 'udev' : 'no udev';
 // scripts/test-vm.sh) run what depends on the kernel and udev; what tests dmsnap's own
 // logic on any kernel (paths, CLI conventions, output files, concurrency, soak) runs in
 // the primary cell only, so that the five cells fit in CI's time.
-const primaryOnly = ['bad-input', 'cli-dm', 'cli-image', 'cli-lifecycle', 'concurrency', 'hostile-paths', 'incremental-faults', 'monitor', 'soak', 'threads'];
+const primaryOnly = ['bad-input', 'cli-dm', 'cli-image', 'cli-lifecycle', 'concurrency', 'hostile-paths', 'incremental-faults', 'monitor', 'package', 'soak', 'threads'];
 // The secondary cells with udev run what a running udev changes: device nodes and
 // cookies, dmsetup reading dmsnap's devices, the ioctls and the lifecycle (udev probes
 // every new device and may hold it open), loop devices and COW files, rollback (udev

@@ -1,5 +1,7 @@
 #include "freeze.h"
 
+#include "freeze_suspend.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -171,7 +173,7 @@ struct Requests {
 // What the critical section records, on the stack too; copied into the outcome afterwards.
 struct Progress {
   int failed_step = -1, failed_member = -1, failed_errno = 0;
-  int suspended = 0;  // origins 0..suspended-1 were suspended
+  bool suspended[kMaxFreezeMembers] = {};
   bool snapshot_resumed[kMaxFreezeMembers] = {};
   bool origin_resumed[kMaxFreezeMembers] = {};
   int recovery_clear[kMaxFreezeMembers];
@@ -186,7 +188,7 @@ struct Seam {
 
 // The critical section: only ioctls, clock reads and (for the test seams) kill; no
 // allocation, no lock, no heap: nothing that could wait for a suspended device.
-void Critical(int fd, int n, const bool* clear_on_failure, Seam seam_at, Requests& r, Progress& p) {
+void Critical(int fd, int n, const bool* clear_on_failure, Seam seam_at, SuspendCrew* crew, Requests& r, Progress& p) {
   auto seam = [&](int step, int member) {
     if (seam_at.step != step || seam_at.member != member) return false;
     if (seam_at.action == SeamAction::kKill) ::kill(::getpid(), SIGKILL);
@@ -200,14 +202,25 @@ void Critical(int fd, int n, const bool* clear_on_failure, Seam seam_at, Request
   for (int i = 0; i < n; i++) p.recovery_clear[i] = p.recovery_resume[i] = -1;
   const double started = Now();
   bool failed = false;
-  // Every origin suspended, in order (the kernel undoes a suspend that fails: that origin
-  // runs as it did).
-  for (int i = 0; i < n && !failed; i++) {
+  // Every origin suspended: at once by the crew, or in order without one (the kernel
+  // undoes a suspend that fails: that origin runs as it did).
+  if (crew) {
+    int errnos[kMaxFreezeMembers];
+    crew->SuspendAll(errnos);
+    for (int i = 0; i < n; i++) {
+      p.suspended[i] = errnos[i] == 0;
+      if (!failed && errnos[i] != 0) fail(kSuspendOrigin, i, errnos[i]), failed = true;
+    }
+    for (int i = 0; i < n && !failed; i++) {
+      if (seam(kSuspendOrigin, i)) fail(kSuspendOrigin, i, 0), failed = true;
+    }
+  }
+  for (int i = 0; i < n && !failed && !crew; i++) {
     if (::ioctl(fd, DM_DEV_SUSPEND, &r.suspend[i]) < 0) {
       fail(kSuspendOrigin, i, errno);
       failed = true;
     } else {
-      p.suspended = i + 1;
+      p.suspended[i] = true;
       if (seam(kSuspendOrigin, i)) fail(kSuspendOrigin, i, 0), failed = true;
     }
   }
@@ -229,8 +242,8 @@ void Critical(int fd, int n, const bool* clear_on_failure, Seam seam_at, Request
     }
   }
   // Never leave an origin suspended: drop its new table, resume the previous one.
-  for (int i = 0; failed && i < p.suspended; i++) {
-    if (p.origin_resumed[i]) continue;
+  for (int i = 0; failed && i < n; i++) {
+    if (!p.suspended[i] || p.origin_resumed[i]) continue;
     if (clear_on_failure[i]) p.recovery_clear[i] = ::ioctl(fd, DM_TABLE_CLEAR, &r.clear[i]) < 0 ? errno : 0;
     p.recovery_resume[i] = ::ioctl(fd, DM_DEV_SUSPEND, &r.recover[i]) < 0 ? errno : 0;
     p.origin_resumed[i] = p.recovery_resume[i] == 0;
@@ -263,10 +276,18 @@ FreezeOutcome RunFreeze(const DmControl& control, const FreezePlan& plan) {
     clear_on_failure[i] = m.clear_on_failure;
   }
 
+  // A group's origins are suspended at once, by a crew of threads started now (outside the
+  // freeze: starting a thread allocates).
+  struct dm_ioctl* suspends[kMaxFreezeMembers];
+  for (int i = 0; i < n; i++) suspends[i] = &r.suspend[i].header;
+  SuspendCrew crew;
+  const bool together = n > 1 && crew.Start(control.fd(), suspends, n);
+
   StackLock stack;
-  LockMemory(outcome, stack, {{&r, sizeof(r)}, {&p, sizeof(p)}, {clear_on_failure, sizeof(clear_on_failure)}});
-  Critical(control.fd(), n, clear_on_failure, Seam{plan.seam_step, plan.seam_member, plan.seam_action}, r, p);
+  LockMemory(outcome, stack, {{&r, sizeof(r)}, {&p, sizeof(p)}, {clear_on_failure, sizeof(clear_on_failure)}, {&crew, sizeof(crew)}});
+  Critical(control.fd(), n, clear_on_failure, Seam{plan.seam_step, plan.seam_member, plan.seam_action}, together ? &crew : nullptr, r, p);
   UnlockMemory(stack);
+  crew.Join();
 
   outcome.failed_step = p.failed_step;
   outcome.failed_member = p.failed_member;

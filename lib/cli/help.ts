@@ -7,13 +7,23 @@ import { VERSION } from '../version';
 import { type Command, ExitCode, UsageError, writeLine } from './command';
 import { closest } from './parse-errors';
 
-const EXIT_CODES_HELP = `Exit codes:
+/** What dmsnap is, in the main help's first line and the manual page's NAME. */
+export const TAGLINE = 'consistent block-level snapshots of live filesystems with device-mapper';
+
+/** The exit codes (ExitCode), in the main help and the manual page's EXIT STATUS. */
+export const EXIT_CODES_HELP = `Exit codes:
   0  success
   1  failure
   2  usage error
   3  snapshot invalidated (its COW device filled up)
   4  busy (lock held or device in use)
-  (backup: COMMAND's own status; 127 if it cannot run; 130/143 after SIGINT/SIGTERM)`;
+  (backup: COMMAND's status, 128+N if signal N ends it; 127 if it cannot run; 130/143 after SIGINT/SIGTERM)`;
+
+/** The options every command takes (GLOBAL_OPTIONS), in the main help and the manual page's OPTIONS. */
+export const GLOBAL_OPTIONS_HELP = `Global options (before or after the command):
+  -h, --help     show help (of the command, when one is given)
+  -q, --quiet    no informational messages on stderr
+      --version  print the dmsnap version`;
 
 export function commandName(command: Command): string {
   return command.name.join(' ');
@@ -34,7 +44,7 @@ export function usageLine(command: Command): string {
 export function mainHelp(commands: readonly Command[]): string {
   const width = Math.max(...commands.map((c) => commandName(c).length));
   const list = commands.map((c) => `  ${commandName(c).padEnd(width)}  ${c.summary}`).join('\n');
-  return `dmsnap ${VERSION}: consistent block-level snapshots of live filesystems with device-mapper
+  return `dmsnap ${VERSION}: ${TAGLINE}
 
 Usage: dmsnap COMMAND [ARGS...]
        dmsnap COMMAND --help
@@ -43,10 +53,7 @@ Usage: dmsnap COMMAND [ARGS...]
 Commands:
 ${list}
 
-Global options (before or after the command):
-  -h, --help     show help (of the command, when one is given)
-  -q, --quiet    no informational messages on stderr
-      --version  print the dmsnap version
+${GLOBAL_OPTIONS_HELP}
 
 Data goes to stdout, messages to stderr.
 

@@ -6,6 +6,7 @@
 import { DmsnapError, InvalidArgumentError } from '../errors';
 import { VERSION } from '../version';
 import { type CliContext, type Command, ExitCode, GLOBAL_OPTIONS, parseCommandArgs, UsageError, writeLine } from './command';
+import { completionCommand } from './completion';
 import { dmCommands } from './dm';
 import { commandHelp, commandName, findCommand, groupHelp, groupOf, helpCommand, mainHelp, unknownCommand, usageLine } from './help';
 import { InterruptedError } from './signals';
@@ -14,7 +15,7 @@ import { lifecycleCommands } from './lifecycle';
 import { closest } from './parse-errors';
 
 /** Every command, in the order `dmsnap --help` lists them. */
-export const commands: readonly Command[] = [...lifecycleCommands, ...dmCommands, helpCommand(() => commands)];
+export const commands: readonly Command[] = [...lifecycleCommands, ...dmCommands, helpCommand(() => commands), completionCommand(() => commands)];
 
 const MAIN_USAGE = 'Usage: dmsnap [-q] COMMAND [ARGS...]  (see "dmsnap help")';
 

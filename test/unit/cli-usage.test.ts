@@ -69,6 +69,7 @@ const VALID: Record<string, string[]> = {
   'dm message': ['md2', '0', 'hello'],
   'dm wait': ['md2', '--timeout', '1'],
   help: ['snapshot'],
+  completion: ['bash'],
 };
 
 /** What VALID does without device-mapper when it is not "fail with the modprobe hint". */
@@ -76,6 +77,7 @@ const VALID_OUTCOME: Record<string, { status: number; stderr: RegExp }> = {
   apply: { status: 1, stderr: /ENOENT/ },
   'dm version': { status: 0, stderr: /cannot read the driver version: .*modprobe dm-mod/ },
   help: { status: 0, stderr: /^$/ },
+  completion: { status: 0, stderr: /^$/ },
 };
 
 /** `extra` added to `argv`, before a "--" if it has one (after it they would be backup's COMMAND). */
@@ -244,6 +246,9 @@ const MALFORMED: [string, string[], RegExp][] = [
   ['help', ['snapshto'], /did you mean "snapshot"\?/],
   ['help', ['dm', 'tabel'], /unknown command "dm tabel" \(did you mean "dm table"\?\)/],
   ['help', ['snapshot', 'md2'], /unexpected argument "md2"/],
+  ['completion', [], /missing the shell: bash or zsh/],
+  ['completion', ['fish'], /unknown shell "fish": bash or zsh/],
+  ['completion', ['bash', 'zsh'], /unexpected argument "zsh"/],
 ];
 
 describe('hand-written mistakes, without device-mapper', () => {

@@ -1,6 +1,6 @@
 /**
  * The fake kernel's control.freeze: the native sequence of native/freeze.cc (suspend every
- * origin in order, resume every snapshot, resume every origin; on a failure, drop the new
+ * origin — the native side does a group's at once — resume every snapshot, resume every origin; on a failure, drop the new
  * table of every origin still suspended and resume it), made of the fake control's own
  * ioctls, with the same result shape and the same test seams.
  */
@@ -42,19 +42,15 @@ export async function fakeFreeze(control: NativeControl, ...args: Parameters<Nat
   };
   const attempt = async (op: () => Promise<NativeDeviceInfo>): Promise<NativeDeviceInfo | number> => op().catch(errnoOf);
   const started = performance.now();
-  let suspended = 0;
+  // Every origin suspended (the native side suspends a group's origins at once: each is
+  // tried, whatever happens to the others), then the first failure counts.
+  const suspended = members.map(() => false);
   for (const [i, [origin, flags]] of members.entries()) {
     const done = await attempt(() => control.suspend(origin, flags));
-    if (typeof done === 'number') {
-      result.failure = fail(0, i, done);
-      break;
-    }
-    suspended = i + 1;
-    if (seam(0, i)) {
-      result.failure = fail(0, i, 0);
-      break;
-    }
+    if (typeof done === 'number') result.failure ??= fail(0, i, done);
+    else suspended[i] = true;
   }
+  for (const i of members.keys()) if (!result.failure && seam(0, i)) result.failure = fail(0, i, 0);
   for (const [i, [, , snapshot, flags, eventNr]] of members.entries()) {
     if (result.failure) break;
     const snap = await attempt(() => control.resume(snapshot, flags, eventNr));
@@ -72,7 +68,7 @@ export async function fakeFreeze(control: NativeControl, ...args: Parameters<Nat
     else result.members[i].origin = resumed;
   }
   if (result.failure) {
-    for (let i = 0; i < suspended; i++) if (!result.members[i].origin) await recover(control, members[i], result.members[i]);
+    for (const i of members.keys()) if (suspended[i] && !result.members[i].origin) await recover(control, members[i], result.members[i]);
   }
   result.freezeMs = performance.now() - started;
   return result;
