@@ -4,7 +4,7 @@
  */
 import type { NativeBlockDevice } from './native-types';
 
-/** What loopAttach did: the loop device's number, its lo_flags, and the device held open. */
+/** What loopAttach did: the loop device's number, its lo_flags, and the device held open. @hidden */
 export interface NativeLoopAttachment {
   /** N of /dev/loopN. */
   number: number;
@@ -14,7 +14,7 @@ export interface NativeLoopAttachment {
   device: NativeBlockDevice;
 }
 
-/** LOOP_GET_STATUS64 of a loop device. */
+/** LOOP_GET_STATUS64 of a loop device. @hidden */
 export interface NativeLoopStatus {
   number: number;
   flags: number;

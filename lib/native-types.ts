@@ -9,6 +9,7 @@ export type { NativeLoopAttachment, NativeLoopStatus } from './native-loop-types
 /**
  * Which device a call is about. Exactly one of name, uuid or major+minor is used, in
  * that order of preference, as the kernel's struct dm_ioctl allows.
+ * @hidden
  */
 export interface NativeDeviceRef {
   name?: string;
@@ -20,6 +21,7 @@ export interface NativeDeviceRef {
 /**
  * The header of a struct dm_ioctl as the kernel returned it. `flags` is the raw flag
  * word (DM_SUSPEND_FLAG, DM_READONLY_FLAG, DM_ACTIVE_PRESENT_FLAG, …: see `constants`).
+ * @hidden
  */
 export interface NativeDeviceInfo {
   name: string;
@@ -33,7 +35,7 @@ export interface NativeDeviceInfo {
   flags: number;
 }
 
-/** One line of a table: sectors, target type and its parameters (or status) text. */
+/** One line of a table: sectors, target type and its parameters (or status) text. @hidden */
 export interface NativeTarget {
   /** First sector mapped, in 512-byte sectors. */
   start: number;
@@ -43,7 +45,7 @@ export interface NativeTarget {
   params: string;
 }
 
-/** One device from DM_LIST_DEVICES. eventNr and uuid are absent where the kernel does not report them. */
+/** One device from DM_LIST_DEVICES. eventNr and uuid are absent where the kernel does not report them. @hidden */
 export interface NativeListEntry {
   name: string;
   major: number;
@@ -53,7 +55,7 @@ export interface NativeListEntry {
   uuid?: string | null;
 }
 
-/** One target type from DM_LIST_VERSIONS. */
+/** One target type from DM_LIST_VERSIONS. @hidden */
 export interface NativeTargetVersion {
   name: string;
   version: [number, number, number];
@@ -64,6 +66,7 @@ export interface NativeTargetVersion {
  * flags, snapshot, its resume flags and udev cookie, the origin's resume flags and udev
  * cookie, and whether the origin's new table waits in its inactive slot (a failed freeze
  * drops it, DM_TABLE_CLEAR, before resuming).
+ * @hidden
  */
 export type NativeFreezeMember = [
   origin: NativeDeviceRef,
@@ -76,7 +79,7 @@ export type NativeFreezeMember = [
   clearOnFailure: boolean,
 ];
 
-/** Options of NativeControl.freeze. */
+/** Options of NativeControl.freeze. @hidden */
 export interface NativeFreezeOptions {
   /** Test seam (only with DMSNAP_TEST_SEAMS=1): right after step 0 (suspend) or 1 (snapshot resume)… */
   seamStep?: 0 | 1;
@@ -86,7 +89,7 @@ export interface NativeFreezeOptions {
   seamAction?: 'fail' | 'kill';
 }
 
-/** What became of one member of a freeze. */
+/** What became of one member of a freeze. @hidden */
 export interface NativeFreezeMemberResult {
   /** The snapshot's resume, when it succeeded. */
   snapshot?: NativeDeviceInfo;
@@ -96,7 +99,7 @@ export interface NativeFreezeMemberResult {
   recovery?: { cleared: boolean; clearErrno?: number; resumed: boolean; resumeErrno?: number };
 }
 
-/** What NativeControl.freeze did. It resolves even when a step failed: see `failure` and each member's `recovery`. */
+/** What NativeControl.freeze did. It resolves even when a step failed: see `failure` and each member's `recovery`. @hidden */
 export interface NativeFreezeResult {
   /** From just before the first suspend to the end of the last origin's resume (CLOCK_MONOTONIC). */
   freezeMs: number;
@@ -118,6 +121,7 @@ export interface NativeFreezeResult {
  * arguments are positional and unchecked: lib/dm validates them first.
  * `flags` arguments are OR-ed into the request's flag word; `eventNr` is the request's
  * event_nr field, which carries the udev cookie for RESUME, REMOVE and RENAME.
+ * @hidden
  */
 export interface NativeControl {
   /** The control node this descriptor was opened on. */
@@ -180,7 +184,7 @@ export interface NativeControl {
   close(): void;
 }
 
-/** What queryBlockDevice reads: the size, sector sizes, read-only flag and device number. */
+/** What queryBlockDevice reads: the size, sector sizes, read-only flag and device number. @hidden */
 export interface NativeBlockDeviceInfo {
   /** BLKGETSIZE64, in bytes. */
   sizeBytes: number;
@@ -197,6 +201,7 @@ export interface NativeBlockDeviceInfo {
 /**
  * One signature libblkid recognises on a device: a filesystem, RAID or LVM member, LUKS
  * header or partition table. Backup copies (GPT, LUKS2, FAT) are separate entries.
+ * @hidden
  */
 export interface NativeSignature {
   /** blkid's TYPE or PTTYPE: 'ext4', 'xfs', 'swap', 'crypto_LUKS', 'LVM2_member', 'dos', 'gpt', … */
@@ -211,7 +216,7 @@ export interface NativeSignature {
   offset: number;
 }
 
-/** A SysV semaphore for the udev cookie protocol of libdevmapper and 95-dm-notify.rules. */
+/** A SysV semaphore for the udev cookie protocol of libdevmapper and 95-dm-notify.rules. @hidden */
 export interface NativeUdevCookie {
   /** The cookie's low 16 bits plus the DM_COOKIE_MAGIC key; put (flags << 16) | base in event_nr. */
   base: number;
@@ -223,6 +228,7 @@ export interface NativeUdevCookie {
  * An open block device (openBlockDevice): every call reaches the device the path named
  * when it was opened, whatever becomes of the path. close() releases it (and its O_EXCL
  * claim) once no call is running.
+ * @hidden
  */
 export interface NativeBlockDevice {
   /** The path it was opened by (names it in errors). */
@@ -245,7 +251,7 @@ export interface NativeBlockDevice {
   close(): void;
 }
 
-/** The addon's functions. loadBinding() returns the real one; tests inject a fake. */
+/** The addon's functions. loadBinding() returns the real one; tests inject a fake. @hidden */
 export interface NativeBinding {
   /** Numbers from <linux/dm-ioctl.h>: DM_*_FLAG, DM_NAME_LEN, DM_UUID_LEN, DM_MAX_TYPE_NAME, … */
   readonly constants: Readonly<Record<string, number>>;

@@ -5,9 +5,10 @@ export { prepare, release, openOrigin, listOrigins, withSnapshot, type PrepareOp
 export { Origin, type SnapshotOptions, type OriginStatus } from './origin';
 export { snapshotGroup, type GroupMember, type GroupSnapshotOptions } from './group';
 export { FreezeHooks, DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT_MS, type FreezeHookOptions, type HookCallback, type HookContext, type HookPhase } from '../system/hooks';
-export { Snapshot, type SnapshotStatusReport, type SnapshotState, type SnapshotMount, type WatchOptions, type SnapshotInfo, type DropOptions } from './snapshot';
+export { Snapshot, type SnapshotStatusReport, type SnapshotState, type StateWithUsage, type CowUsage, type NoCowUsage, type SnapshotMount, type WatchOptions, type SnapshotInfo, type DropOptions, type SnapshotOwner } from './snapshot';
 export { type CowFileOptions } from './cow-file';
 export { extentsOf, type ChangedExtent } from './changes';
+export { type StoreException } from '../targets/exception-store';
 export { updateImage, writeDelta, type UpdateOptions, type UpdateResult, type DeltaResult, type IncrementSnapshotOptions } from './incremental';
 export { applyDelta } from './apply';
 export { readDelta, DELTA_MAGIC, type DeltaHeader } from './delta';
@@ -24,4 +25,5 @@ export { type RollbackOptions, type MergeProgress } from './rollback';
 export { type RollbackAtBoot } from './rollback-at-boot';
 export { type MergeState } from './merge';
 export { type DetachReport, type DetachOptions } from './detach';
+export { type LabelState } from '../targets/cow-label';
 export { type AttachResult } from './reattach';
