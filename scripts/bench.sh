@@ -2,7 +2,9 @@
 # npm run bench: the benchmark (scripts/bench/run.ts) in one VM session. Prints the
 # markdown table and keeps the raw numbers in bench/results.json.
 # Options are those of scripts/vm/run.sh (--kernel, --udev); DMSNAP_BENCH_ROUNDS sets the
-# cycles per contender (default 12); DMSNAP_BENCH_ONLY=groups runs the group snapshots alone.
+# cycles per contender (default 12); DMSNAP_BENCH_ONLY=groups, fio or monitor runs the group
+# snapshots, the origin writes under snapshots (DMSNAP_BENCH_FIO_ROUNDS runs per kind, default
+# 3) or the monitor's idle cost alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -f dist/scripts/bench/run.js ]] || { echo "bench.sh: run 'npm run build:ts' first" >&2; exit 1; }

@@ -2,9 +2,10 @@
  * The benchmark's markdown report (npm run bench): medians, ratios and the targets, from
  * the raw numbers scripts/bench/run.ts collects in the VM.
  */
-import type { CowKind, FioResult } from './cow-kinds';
+import type { CowKind, CowKindsResult, FioResult } from './cow-kinds';
 import type { GroupResult } from './group';
 import type { IncrementalResult } from './incremental';
+import type { MonitorIdleResult } from './monitor-idle';
 
 /** One contender's samples, in ms. */
 export interface Samples {
@@ -32,9 +33,10 @@ export type Results = {
   cliPeakRssMiB: Record<string, number>;
   list1000Ms: number[];
   nodeStartupMs?: number[];
-  cowKinds?: { fio: Record<CowKind, FioResult[]>; fioArgs: string[] };
+  cowKinds?: CowKindsResult;
   incremental?: IncrementalResult;
   groups?: GroupResult;
+  monitorIdle?: MonitorIdleResult;
 };
 
 /** The markdown report, with ratios and the targets of the benchmark. */
@@ -102,32 +104,100 @@ export function report(r: Results): string {
       lines.push(check(median(g[n].stall) <= 1.3 * median(g[1].stall), `writer stall of a group of ${n} ≤ 1.3 × one origin's (${ratio(median(g[n].stall), median(g[1].stall))})`));
     }
   }
+  if (r.cowKinds) lines.push(...cowKindsTargets(r.cowKinds, ratio));
+  if (r.monitorIdle) lines.push(...monitorTargets(r.monitorIdle, f));
   lines.push('');
   if (r.cowKinds) lines.push(...cowKindsTable(r.cowKinds, f, ratio), '');
   if (r.groups) lines.push(...groupTable(r.groups, f, ratio), '');
   if (r.incremental) lines.push(...incrementalTable(r.incremental, f), '');
+  if (r.monitorIdle) lines.push(...monitorTable(r.monitorIdle, f), '');
   return lines.join('\n');
 }
 
 type Format = (x: number) => string;
 type Ratio = (x: number, y: number) => string;
+const fmt: Format = (x) => (Number.isFinite(x) ? x.toFixed(1) : '—');
+const ratioOf: Ratio = (x, y) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : '—');
 
-/** Origin write throughput under a snapshot, by kind of COW. */
-function cowKindsTable(k: NonNullable<Results['cowKinds']>, f: Format, ratio: Ratio): string[] {
-  const rows: [CowKind, string][] = [
-    ['none', 'no snapshot'],
-    ['cow-device', 'snapshot, COW device (loop over a file)'],
-    ['cow-file', 'snapshot, sparse COW file on ext4 (dmsnap\'s loop)'],
-    ['cow-file-preallocated', 'snapshot, preallocated COW file on ext4'],
-  ];
-  const med = (kind: CowKind, key: keyof FioResult) => median((k.fio[kind] ?? []).map((x) => x[key]));
+const fioMedian = (k: CowKindsResult, kind: CowKind, key: keyof FioResult) => median((k.fio[kind] ?? []).map((x) => x[key]));
+
+/** Each dmsnap kind: its stack, its number of snapshots, its COW, and LVM's kind with as many snapshots. */
+const FIO_ROWS: [CowKind, 'dmsnap' | 'LVM', number, string, CowKind | null][] = [
+  ['none', 'dmsnap', 0, '—', 'lvm-none'],
+  ['cow-device', 'dmsnap', 1, 'COW device (loop over a file)', 'lvm-1'],
+  ['cow-device-2', 'dmsnap', 2, 'COW devices (loops over files)', 'lvm-2'],
+  ['cow-file', 'dmsnap', 1, "sparse COW file on ext4 (dmsnap's loop)", 'lvm-1'],
+  ['cow-file-preallocated', 'dmsnap', 1, 'preallocated COW file on ext4', 'lvm-1'],
+  ['lvm-none', 'LVM', 0, '—', null],
+  ['lvm-1', 'LVM', 1, 'snapshot LV in the VG', null],
+  ['lvm-2', 'LVM', 2, 'snapshot LVs in the VG', null],
+];
+
+/** Origin writes under 0, 1 and 2 snapshots, dmsnap's and LVM's, by kind of COW. */
+function cowKindsTable(k: CowKindsResult, f: Format, ratio: Ratio): string[] {
+  const med = (kind: CowKind, key: keyof FioResult) => fioMedian(k, kind, key);
+  const chunk = k.chunkKiB ? `${k.chunkKiB} KiB chunks for both (dmsnap's default chunk size, 32 sectors, given explicitly; \`lvcreate -s -L 128M -c ${k.chunkKiB}k\`)` : 'chunks of 16 KiB';
+  const rows = FIO_ROWS.filter(([kind]) => k.fio[kind] !== undefined);
   return [
-    `Origin writes under a snapshot: fio ${k.fioArgs.join(' ')} on the origin's XFS, median of ${k.fio.none.length} runs per kind.`,
+    `Origin writes under live snapshots: fio ${k.fioArgs.join(' ')} on a file of the origin's XFS, dmsnap's origin and LVM's equivalent LV (512 MiB each, the file laid out in full before the snapshots), ${chunk}, 128 MiB of COW per snapshot; median of ${k.fio.none?.length ?? 0} run${k.fio.none?.length === 1 ? '' : 's'} per kind, the kinds in rotation.`,
     '',
-    '| origin writes | IOPS | MiB/s | p99 latency (ms) | IOPS ÷ no snapshot |',
-    '| --- | ---: | ---: | ---: | ---: |',
-    ...rows.map(([kind, label]) => `| ${label} | ${f(med(kind, 'iops'))} | ${f(med(kind, 'MiBps'))} | ${f(med(kind, 'p99Ms'))} | ${ratio(med(kind, 'iops'), med('none', 'iops'))} |`),
+    '| stack | snapshots | COW | IOPS | MiB/s | p99 latency (ms) | IOPS ÷ no snapshot (same stack) | dmsnap ÷ LVM (IOPS, same snapshots) |',
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(([kind, stack, n, cow, lvm]) => {
+      const bare: CowKind = stack === 'dmsnap' ? 'none' : 'lvm-none';
+      return `| ${stack} | ${n} | ${cow} | ${f(med(kind, 'iops'))} | ${f(med(kind, 'MiBps'))} | ${med(kind, 'p99Ms').toFixed(2)} | ${ratio(med(kind, 'iops'), med(bare, 'iops'))} | ${lvm ? ratio(med(kind, 'iops'), med(lvm, 'iops')) : '—'} |`;
+    }),
+    '',
+    `COW file against COW device, IOPS with 1 snapshot: sparse ${ratio(med('cow-file', 'iops'), med('cow-device', 'iops'))} ×, preallocated ${ratio(med('cow-file-preallocated', 'iops'), med('cow-device', 'iops'))} ×.`,
   ];
+}
+
+/** The anchor of the fio rows: LVM with as many snapshots. */
+function cowKindsTargets(k: CowKindsResult, ratio: Ratio): string[] {
+  const med = (kind: CowKind) => fioMedian(k, kind, 'iops');
+  if (k.fio['lvm-1'] === undefined) return [];
+  return ([['cow-device', 'lvm-1', 1], ['cow-device-2', 'lvm-2', 2]] as const).map(
+    ([kind, lvm, n]) =>
+      `- ${med(kind) >= med(lvm) ? 'met' : 'MISSED'}: origin writes under ${n} dmsnap snapshot${n > 1 ? 's' : ''} (COW device${n > 1 ? 's' : ''}) ≥ under ${n} LVM snapshot${n > 1 ? 's' : ''}, IOPS (${ratio(med(kind), med(lvm))}; ${ratio(med(kind), med('none'))} against ${ratio(med(lvm), med('lvm-none'))} of their stacks' speed without a snapshot)`,
+  );
+}
+
+/** The fio table and its anchor alone (DMSNAP_BENCH_ONLY=fio). */
+export function cowKindsReport(k: CowKindsResult): string {
+  return [...cowKindsTable(k, fmt, ratioOf), '', ...cowKindsTargets(k, ratioOf), ''].join('\n');
+}
+
+const MONITOR_CPU_PERCENT = 1;
+const MONITOR_RSS_MiB = 60;
+
+function monitorTargets(m: MonitorIdleResult, f: Format): string[] {
+  const rss = Math.max(...m.rssMiB);
+  return [
+    `- ${m.cpuPercent < MONITOR_CPU_PERCENT ? 'met' : 'MISSED'}: dmsnap monitor idle with ${m.snapshots} snapshots < ${MONITOR_CPU_PERCENT} % of a core (${m.cpuPercent.toFixed(2)} %)`,
+    `- ${rss < MONITOR_RSS_MiB ? 'met' : 'MISSED'}: dmsnap monitor idle with ${m.snapshots} snapshots < ${MONITOR_RSS_MiB} MiB RSS (${f(rss)} MiB at most)`,
+    `- ${m.exitCode === 0 ? 'met' : 'MISSED'}: SIGTERM ends dmsnap monitor with exit status 0 (${m.exitCode ?? `signal ${m.exitSignal}`})`,
+  ];
+}
+
+/** `dmsnap monitor` idle with 10 snapshots: CPU and memory. */
+function monitorTable(m: MonitorIdleResult, f: Format): string[] {
+  return [
+    `\`dmsnap monitor\` idle: ${m.snapshots} snapshots (as many origins of 32 MiB, half on COW devices, half on COW files), the monitor with its defaults (a pass every ${m.intervalS} s), left ${m.settleS} s after it reported every snapshot, then sampled for ${m.sampleS} s (/proc/PID/stat utime + stime, /proc/PID/status). Anchor: LVM's dmeventd is not comparable under this VM (it is not running); the idle target is < ${MONITOR_CPU_PERCENT} % of a core, < ${MONITOR_RSS_MiB} MiB RSS.`,
+    '',
+    '| monitor, idle | value |',
+    '| --- | ---: |',
+    `| CPU, user + system | ${m.cpuPercent.toFixed(2)} % of a core (${m.cpuSeconds.toFixed(2)} s in ${m.sampleS} s) |`,
+    `| RSS (VmRSS), median / max over the window | ${f(median(m.rssMiB))} / ${f(Math.max(...m.rssMiB))} MiB |`,
+    `| peak RSS since start (VmHWM) | ${f(m.hwmMiB)} MiB |`,
+    `| snapshots it reported watching | ${m.watched} of ${m.snapshots} |`,
+    `| SIGTERM → exit | ${m.exitCode !== null ? `status ${m.exitCode}` : `signal ${m.exitSignal}`} after ${f(m.exitMs)} ms |`,
+    ...(m.otherMessages.length ? ['', `Its other messages: ${m.otherMessages.map((line) => `\`${line}\``).join('; ')}`] : []),
+  ];
+}
+
+/** The monitor's table and target alone (DMSNAP_BENCH_ONLY=monitor). */
+export function monitorReport(m: MonitorIdleResult): string {
+  return [...monitorTable(m, fmt), '', ...monitorTargets(m, fmt), ''].join('\n');
 }
 
 /** Full against incremental image of a 1 GiB origin with 1 % changed. */
@@ -156,7 +226,5 @@ function groupTable(g: GroupResult, f: Format, ratio: Ratio): string[] {
 
 /** The group snapshots' table and targets alone (DMSNAP_BENCH_ONLY=groups). */
 export function groupReport(g: GroupResult): string {
-  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
-  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : '—');
-  return [...groupTable(g, f, ratio), ''].join('\n');
+  return [...groupTable(g, fmt, ratioOf), ''].join('\n');
 }

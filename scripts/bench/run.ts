@@ -2,20 +2,25 @@
  * The benchmark, run as root inside the VM test bed (npm run bench): six ways of taking
  * a snapshot of a mounted XFS, in alternation on the same loop devices, each watched by
  * an independent writer; then image throughput, CLI memory, listing and status rates.
- * Then origin write throughput under a snapshot with a COW device and with a COW file
- * (fio), an incremental image against a full one, and the writer stall of group snapshots. Prints a markdown table (scripts/bench/report.ts) and writes the raw numbers as JSON.
+ * Then origin write throughput under 0, 1 and 2 snapshots, dmsnap's (COW devices, COW
+ * files) against LVM's (fio), an incremental image against a full one, the writer stall
+ * of group snapshots, and `dmsnap monitor`'s CPU and memory while idle with 10 snapshots.
+ * Prints markdown tables (scripts/bench/report.ts) and writes the raw numbers as JSON.
+ * DMSNAP_BENCH_ONLY=groups, fio or monitor runs that part alone and writes no JSON.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { DeviceMapper, prepare, type Origin, type Snapshot } from '../../lib';
+import { DeviceMapper, type Snapshot } from '../../lib';
 import { copyDevice } from '../../lib/snapshot/image';
 import { measureCowKinds } from './cow-kinds';
 import { measureIncremental } from './incremental';
-import { groupReport, report, type Samples } from './report';
+import { measureMonitorIdle } from './monitor-idle';
+import { cowKindsReport, groupReport, monitorReport, report, type Samples } from './report';
+import { loop, setupStacks, sh } from './setup';
 import { StallWriter } from './stall-client';
 import { measureGroups } from './group';
 
@@ -26,20 +31,8 @@ const now = () => performance.timeOrigin + performance.now();
 const project = join(__dirname, '../../..');
 const CLI = join(project, 'dist/dmsnap.js');
 const ROUNDS = Number(process.env.DMSNAP_BENCH_ROUNDS ?? 12);
+const FIO_ROUNDS = Number(process.env.DMSNAP_BENCH_FIO_ROUNDS ?? 3);
 const udev = process.env.DMSNAP_VM_UDEV === '1';
-
-function sh(program: string, args: string[], env?: NodeJS.ProcessEnv): string {
-  const result = spawnSync(program, args, { encoding: 'utf8', env: { ...process.env, ...env } });
-  if (result.status !== 0) throw new Error(`${program} ${args.join(' ')}: ${result.stderr || result.error}`);
-  return result.stdout;
-}
-
-function loop(dir: string, name: string, sizeBytes: number): string {
-  const file = join(dir, name);
-  writeFileSync(file, '');
-  truncateSync(file, sizeBytes);
-  return sh('losetup', ['--find', '--show', file]).trim();
-}
 
 interface Contender {
   name: string;
@@ -60,54 +53,18 @@ async function main(): Promise<void> {
       process.stdout.write(groupReport(await measureGroups(dm, work, loop, ROUNDS)));
       return;
     }
-    // dmsnap's origin (also used by the seed script and the floor): XFS on 512 MiB.
-    const originDisk = loop(work, 'origin.img', 512 * MiB);
-    const cow = loop(work, 'cow.img', 128 * MiB);
-    const origin: Origin = await prepare(originDisk, { dm, name: 'bench' });
-    sh('mkfs.xfs', ['-q', '-f', origin.devicePath]);
-    const dmDir = join(work, 'dm');
-    mkdirSync(dmDir);
-    sh('mount', [origin.devicePath, dmDir]);
-    cleanups.push(async () => {
-      sh('umount', [dmDir]);
-      await origin.release();
-    });
-
-    // LVM's equivalent: a 512 MiB LV with XFS, snapshots of 128 MiB.
-    const lvmDisk = loop(work, 'lvm.img', 700 * MiB);
-    const lvmConf = join(work, 'lvm');
-    mkdirSync(lvmConf);
-    writeFileSync(
-      join(lvmConf, 'lvm.conf'),
-      `devices { filter = [ "a|^${lvmDisk}$|", "r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }
-activation { udev_sync = ${udev ? 1 : 0} udev_rules = ${udev ? 1 : 0} monitoring = 0 }
-backup { backup = 0 archive = 0 }
-global { locking_dir = "/run/lock/lvm" }
-`,
-    );
-    const lvmEnv = { LVM_SYSTEM_DIR: lvmConf, LVM_SUPPRESS_FD_WARNINGS: '1' };
-    const lvm = (...args: string[]) => sh('lvm', args, lvmEnv);
-    lvm('pvcreate', '-q', lvmDisk);
-    lvm('vgcreate', '-q', 'benchvg', lvmDisk);
-    lvm('lvcreate', '-q', '-y', '-Zn', '-L', '512M', '-n', 'lv', 'benchvg');
-    if (!udev) sh('dmsetup', ['mknodes']);
-    sh('mkfs.xfs', ['-q', '-f', '/dev/mapper/benchvg-lv']);
-    const lvmDir = join(work, 'lvm-mnt');
-    mkdirSync(lvmDir);
-    sh('mount', ['/dev/mapper/benchvg-lv', lvmDir]);
-    cleanups.push(() => {
-      sh('umount', [lvmDir]);
-      lvm('vgremove', '-q', '-f', 'benchvg');
-      lvm('pvremove', '-q', lvmDisk);
-    });
-
-    // The filesystem that holds COW files: ext4 on a loop device of its own.
-    const hostDisk = loop(work, 'cow-host.img', 384 * MiB);
-    sh('mkfs.ext4', ['-q', '-F', hostDisk]);
-    const hostDir = join(work, 'cow-host');
-    mkdirSync(hostDir);
-    sh('mount', [hostDisk, hostDir]);
-    cleanups.push(() => void sh('umount', [hostDir]));
+    // DMSNAP_BENCH_ONLY=monitor: the monitor's idle cost alone (its table, no results file).
+    if (process.env.DMSNAP_BENCH_ONLY === 'monitor') {
+      process.stdout.write(monitorReport(await measureMonitorIdle(dm, work, loop, CLI)));
+      return;
+    }
+    const stacks = await setupStacks(dm, work, udev, cleanups);
+    const { origin, dmDir, cow, lvmDir, lvmEnv, hostDir } = stacks;
+    // DMSNAP_BENCH_ONLY=fio: origin writes under snapshots alone (their table, no results file).
+    if (process.env.DMSNAP_BENCH_ONLY === 'fio') {
+      process.stdout.write(cowKindsReport(await measureCowKinds(stacks, FIO_ROUNDS)));
+      return;
+    }
 
     const dmWriter = await StallWriter.start(join(dmDir, 'stall'));
     const lvmWriter = await StallWriter.start(join(lvmDir, 'stall'));
@@ -231,8 +188,13 @@ global { locking_dir = "/run/lock/lvm" }
     const statusPerSecond = calls / 2;
     await snap.drop();
 
-    // Origin write throughput under a snapshot: COW device against COW file (fio).
-    const cowKinds = await measureCowKinds(origin, dmDir, cow, hostDir, Number(process.env.DMSNAP_BENCH_FIO_ROUNDS ?? 3));
+    // Origin writes under snapshots (fio), dmsnap against LVM, COW device against COW
+    // file; the independent writers paused meanwhile, as when this part runs alone.
+    dmWriter.pause();
+    lvmWriter.pause();
+    const cowKinds = await measureCowKinds(stacks, FIO_ROUNDS);
+    dmWriter.resume();
+    lvmWriter.resume();
 
     // Incremental against full image, on a 1 GiB origin of its own.
     const incremental = await measureIncremental(dm, work, loop);
@@ -263,6 +225,9 @@ global { locking_dir = "/run/lock/lvm" }
     }
     for (const name of names) await dm.remove(name);
 
+    // The monitor's CPU and memory while idle with 10 snapshots.
+    const monitorIdle = await measureMonitorIdle(dm, work, loop, CLI);
+
     const results = {
       date: new Date().toISOString(),
       machine: { kernel: sh('uname', ['-r']).trim(), udev, cpus: sh('nproc', []).trim(), emulation: 'QEMU TCG (-accel tcg -cpu max)' },
@@ -277,6 +242,7 @@ global { locking_dir = "/run/lock/lvm" }
       cowKinds,
       incremental,
       groups,
+      monitorIdle,
     };
     if (process.env.DMSNAP_VM_SHARE) writeFileSync(join(process.env.DMSNAP_VM_SHARE, 'bench.json'), JSON.stringify(results, null, 2));
     process.stdout.write(report(results));

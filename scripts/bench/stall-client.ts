@@ -31,6 +31,15 @@ export class StallWriter {
     });
   }
 
+  /** Stops its writes for a while (SIGSTOP), so that a measurement runs without them; resume() goes on. */
+  pause(): void {
+    this.child.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.child.kill('SIGCONT');
+  }
+
   stop(): void {
     this.child.kill('SIGKILL');
   }
