@@ -56,7 +56,10 @@ function findAddon(): { path: string; prebuilt: boolean } | { missing: string } 
   if (override) return { path: resolve(override), prebuilt: false };
   const root = packageRoot();
   // A source build (node-gyp's build/Release, found by `bindings`) wins: a developer's
-  // fresh build must not lose to a stale prebuild.
+  // fresh build must not lose to a stale prebuild. node-gyp's usual place is looked at
+  // first: `bindings` tries a dozen paths, each a stat, before it gets there.
+  const release = root ? join(root, 'build', 'Release', 'dmsnap.node') : undefined;
+  if (release && existsSync(release)) return { path: release, prebuilt: false };
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const found = require('bindings')({ bindings: 'dmsnap', path: true, ...(root ? { module_root: root } : {}) }) as string;

@@ -3,7 +3,7 @@
  * mount each read-only, run COMMAND once while watching the COWs, then unmount and drop,
  * also on failure, SIGINT or SIGTERM.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MAX_FREEZE_MEMBERS } from '../dm/freeze';
@@ -16,6 +16,10 @@ import { signalExitCode } from './format';
 import { dropAll, type GroupPlan, groupSnapshotOptions, parseGroup, splitCommand, takeGroup } from './group-args';
 import { cowFileGuardFromArgs, cowFileGuardOptions, hookHelp, hookOptions, info, invalidMessage, lifecycle, lowSpaceMessage, startCowFileGuard } from './lifecycle-common';
 import { DEFAULT_MIN_FREE_PERCENT, type CowFileGuardOptions, type HostSpace } from '../snapshot/cow-guard';
+
+/** node:child_process, loaded when a backup runs its command: the other commands' start-up does not pay for it. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const childProcess = () => require('node:child_process') as typeof import('node:child_process');
 
 /** What backup runs: on which origins, which program, and the COW usage at which it stops. */
 interface BackupPlan {
@@ -92,7 +96,7 @@ function startCommand(plan: BackupPlan, dir: string, snaps: Snapshot[]): { child
     delete env.DMSNAP_DEVICE;
     delete env.DMSNAP_ORIGIN;
   }
-  const child = spawn(plan.program, plan.programArgs, {
+  const child = childProcess().spawn(plan.program, plan.programArgs, {
     cwd: dir,
     stdio: 'inherit',
     // A process group of its own, so that it can be stopped with all it started.

@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * The dmsnap command line. Data goes to stdout, messages to stderr; exit codes are in
  * ExitCode (command.ts).
@@ -157,7 +156,7 @@ export async function main(argv: string[], io: CliContext): Promise<number> {
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }).then(
+  main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, get stdin() { return process.stdin; } }).then(
     (code) => {
       process.exitCode = code;
     },

@@ -8,7 +8,7 @@
  * in lib/safety/paths.ts. Each hook process gets a process group of its own, so that a hook
  * that hangs is killed with everything it started.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, lstatSync, readdirSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { DmsnapError, InvalidArgumentError } from '../errors';
@@ -19,6 +19,10 @@ import { check, checkInteger } from '../validate';
 export const DEFAULT_HOOK_DIR = '/etc/dmsnap/hooks.d';
 /** How long a hook may run by default, in milliseconds. */
 export const DEFAULT_HOOK_TIMEOUT_MS = 30_000;
+/** node:child_process, loaded with the first hook: most runs have none, and a cold start pays for it. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const childProcess = () => require('node:child_process') as typeof import('node:child_process');
+
 const MAX_HOOK_TIMEOUT_MS = 3_600_000;
 const KILL_GRACE_MS = 2000; // from SIGTERM to SIGKILL of a hook that timed out
 const REAP_GRACE_MS = 2000; // after SIGKILL, for a hook that does not end (stuck in the kernel)
@@ -180,7 +184,7 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals | 0): boolean {
  */
 function runProcess(file: string, args: string[], env: NodeJS.ProcessEnv, { timeoutMs, output }: Settings): Promise<string | undefined> {
   return new Promise((resolveEnd) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
+    const child = childProcess().spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
     const streams = [child.stdout, child.stderr].filter(Boolean); // none when the spawn failed early (EMFILE)
     for (const stream of streams) stream.pipe(output, { end: false });
     const timers = new Set<NodeJS.Timeout>();

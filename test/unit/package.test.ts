@@ -28,7 +28,7 @@ const packageTest = process.env.DMSNAP_PACKAGE_TEST === '1';
 /** What may be in the tarball: anything else fails the test. */
 const ALLOWED = [
   /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|binding\.gyp|CMakeLists\.txt|scripts\/install\.js)$/,
-  /^dist\/dmsnap\.js$/,
+  /^dist\/dmsnap(-cli)?\.js$/,
   /^dist\/lib\/(?!cli\/)[\w/-]+\.(js|d\.ts)$/,
   /^prebuilds\/linux-(x64|arm64)\/(dmsnap\.node|dmsnap-guardian)$/,
   /^native\/\w+\.(cc|h)$/,
@@ -71,7 +71,7 @@ describe('the npm package (npm pack --dry-run)', () => {
     expect([...files.keys()].filter((path) => /\.map$|^dist\/lib\/cli\/|^test\/|^lib\/|\.ts$(?<!\.d\.ts)/.test(path))).toEqual([]);
     const gypSources = [...readFileSync(join(root, 'binding.gyp'), 'utf8').matchAll(/"(native\/\w+\.cc)"/g)].map((m) => m[1]!);
     const headers = readdirSync(join(root, 'native')).filter((name) => name.endsWith('.h')).map((name) => `native/${name}`);
-    for (const path of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/dmsnap.js', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'binding.gyp', 'CMakeLists.txt', 'scripts/install.js', 'systemd/dmsnap-prepare@.service', ...gypSources, ...headers]) {
+    for (const path of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/dmsnap.js', 'dist/dmsnap-cli.js', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'binding.gyp', 'CMakeLists.txt', 'scripts/install.js', 'systemd/dmsnap-prepare@.service', ...gypSources, ...headers]) {
       expect({ path, packed: files.has(path) }).toEqual({ path, packed: true });
     }
   });
@@ -89,8 +89,9 @@ describe('the npm package (npm pack --dry-run)', () => {
   it('needs nothing it does not ship: every relative import resolves, the library never loads the CLI', () => {
     const shipped = [...files.keys()].filter((path) => /^dist\/.*\.(js|d\.ts)$/.test(path));
     expect(shipped.flatMap((file) => danglingImports(files, file).map((spec) => `${file}: ${spec}`))).toEqual([]);
-    // The bundle needs only Node's modules and the package's dependencies.
-    const bare = [...readFileSync(join(root, 'dist/dmsnap.js'), 'utf8').matchAll(/require\("([^."][^"]*)"\)/g)].map((m) => m[1]!);
+    // The executable and the CLI bundle need only Node's modules and the package's dependencies.
+    const bundles = ['dist/dmsnap.js', 'dist/dmsnap-cli.js'].map((path) => readFileSync(join(root, path), 'utf8')).join('\n');
+    const bare = [...bundles.matchAll(/require\("([^."][^"]*)"\)/g)].map((m) => m[1]!);
     const builtin = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
     expect([...new Set(bare)].filter((name) => !builtin.has(name) && !(name in pkg.dependencies))).toEqual([]);
   });
