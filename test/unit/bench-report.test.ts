@@ -45,11 +45,37 @@ describe('benchmark report', () => {
     const withKinds = report({
       ...results,
       contenders: { ...results.contenders, 'dmsnap-lib-cow-file': samples(60, 45, 44) },
-      cowKinds: { fio: { none: [fio(2000), fio(2100)], 'cow-device': [fio(1000), fio(1000)], 'cow-file': [fio(700), fio(700)], 'cow-file-preallocated': [fio(900)] }, fioArgs: ['randwrite bs=4k'] },
+      cowKinds: {
+        fio: {
+          none: [fio(2000), fio(2100)],
+          'cow-device': [fio(1000), fio(1000)],
+          'cow-device-2': [fio(800)],
+          'cow-file': [fio(700), fio(700)],
+          'cow-file-preallocated': [fio(900)],
+          'lvm-none': [fio(2000)],
+          'lvm-1': [fio(1100)],
+          'lvm-2': [fio(700)],
+        },
+        fioArgs: ['randwrite bs=4k'],
+        chunkKiB: 16,
+      },
     });
-    expect(withKinds).toContain('| snapshot, COW device (loop over a file) | 1000.0 | 3.9 | 2.0 | 0.49 |');
+    expect(withKinds).toContain('| dmsnap | 1 | COW device (loop over a file) | 1000.0 | 3.9 | 2.00 | 0.49 | 0.91 |');
+    expect(withKinds).toContain('| dmsnap | 1 | preallocated COW file on ext4 | 900.0 | 3.5 | 2.00 | 0.44 | 0.82 |');
+    expect(withKinds).toContain('| LVM | 2 | snapshot LVs in the VG | 700.0 | 2.7 | 2.00 | 0.35 | — |');
+    expect(withKinds).toContain('- MISSED: origin writes under 1 dmsnap snapshot (COW device) ≥ under 1 LVM snapshot, IOPS (0.91;');
+    expect(withKinds).toContain('- met: origin writes under 2 dmsnap snapshots (COW devices) ≥ under 2 LVM snapshots, IOPS (1.14;');
     expect(withKinds).toContain('- met: writer stall with a COW file ≤ 1.25 × with a COW device (1.10)');
-    expect(withKinds).toContain('| snapshot, preallocated COW file on ext4 | 900.0 | 3.5 | 2.0 | 0.44 |');
+  });
+
+  it("reports dmsnap monitor's CPU and memory while idle, against its targets", () => {
+    const monitorIdle = { snapshots: 10, intervalS: 2, settleS: 5, sampleS: 30, cpuSeconds: 0.15, cpuPercent: 0.5, rssMiB: [50, 52, 61], hwmMiB: 62, watched: 10, otherMessages: [], exitCode: 0, exitSignal: null, exitMs: 120 };
+    const text = report({ ...results, monitorIdle });
+    expect(text).toContain('| CPU, user + system | 0.50 % of a core (0.15 s in 30 s) |');
+    expect(text).toContain('| RSS (VmRSS), median / max over the window | 52.0 / 61.0 MiB |');
+    expect(text).toContain('- met: dmsnap monitor idle with 10 snapshots < 1 % of a core (0.50 %)');
+    expect(text).toContain('- MISSED: dmsnap monitor idle with 10 snapshots < 60 MiB RSS (61.0 MiB at most)');
+    expect(text).toContain('- met: SIGTERM ends dmsnap monitor with exit status 0 (0)');
   });
 
   it('compares an incremental image with a full one', () => {
