@@ -3,7 +3,7 @@
  * what is built on it (holders), all the way down and up. A COW device must lie outside
  * the origin's stack: writing to any of those would corrupt the origin.
  */
-import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
 import { devKey, splitDev, type DevNumber } from '../dev-number';
@@ -13,7 +13,8 @@ export { devKey, splitDev, type DevNumber };
 
 function sysfsDir(key: string): string | undefined {
   try {
-    return realpathSync(`/sys/dev/block/${key}`);
+    // realpath(3): one call, where Node's own realpathSync lstats every component.
+    return realpathSync.native(`/sys/dev/block/${key}`);
   } catch {
     return undefined;
   }
@@ -39,8 +40,9 @@ function related(dir: string, kind: 'slaves' | 'holders'): string[] {
 
 /** The parent disk of a partition (sda for sda1), which shares its blocks. */
 function partitionParent(dir: string): string | undefined {
+  // existsSync: most devices are not partitions, and a thrown ENOENT costs more than the stat.
+  if (!existsSync(`${dir}/partition`)) return undefined;
   try {
-    readFileSync(`${dir}/partition`, 'utf8');
     return readFileSync(`${dir}/../dev`, 'utf8').trim();
   } catch {
     return undefined;
@@ -58,8 +60,8 @@ function partitionsOf(dir: string): string[] {
     return keys;
   }
   for (const entry of entries) {
+    if (!existsSync(`${dir}/${entry}/partition`)) continue;
     try {
-      readFileSync(`${dir}/${entry}/partition`, 'utf8');
       keys.push(readFileSync(`${dir}/${entry}/dev`, 'utf8').trim());
     } catch {
       // not a partition

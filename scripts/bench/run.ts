@@ -44,6 +44,8 @@ interface Contender {
 
 
 async function main(): Promise<void> {
+  // The CLI's compile cache: the guest's /var is the host's, read-only; /run is the guest's own.
+  process.env.DMSNAP_CACHE_DIR ??= '/run/dmsnap/cache';
   const work = mkdtempSync('/tmp/dmsnap-bench-');
   const dm = await DeviceMapper.open();
   const cleanups: (() => Promise<void> | void)[] = [];
