@@ -12,6 +12,7 @@ import type { Command } from './command';
 import { commandName, EXIT_CODES_HELP, GLOBAL_OPTIONS_HELP, TAGLINE } from './help';
 import { type Definition, parseHelp } from './help-text';
 import { bold, definitions, escape, helpBlocks, literal, macro, markup, textLine } from './roff';
+import { DEFAULT_CACHE_DIR } from './compile-cache';
 
 const DESCRIPTION = [
   `dmsnap takes consistent, block-level snapshots of live Linux filesystems through the
@@ -33,6 +34,8 @@ const ENVIRONMENT: Definition[] = [
   { term: 'DMSNAP_LOCK_DIR', text: [`the directory of the per-origin locks (default ${DEFAULT_LOCK_DIR}, created mode 0700); it must be root's alone`] },
   { term: 'DMSNAP_LOCK_TIMEOUT', text: [`how long a command waits for an origin's lock, in seconds (default ${DEFAULT_LOCK_TIMEOUT_MS / 1000})`] },
   { term: 'DMSNAP_HOOK_DIR', text: [`the hook directory when --hook-dir is not given (default ${DEFAULT_HOOK_DIR})`] },
+  { term: 'DMSNAP_CACHE_DIR', text: [`the directory of the compile cache (default ${DEFAULT_CACHE_DIR}, created mode 0700); it must be the user's alone`] },
+  { term: 'DMSNAP_COMPILE_CACHE', text: ['0: no compile cache, nothing read or written'] },
 ];
 
 const SET_FOR_HOOKS: Definition[] = [
@@ -52,6 +55,7 @@ const FILES: Definition[] = [
   { term: '/dev/mapper/NAME-snap', text: ["a snapshot's device, by default (--snapshot-name names it)"] },
   { term: DEFAULT_HOOK_DIR, text: ['the hook directory: executables run around the freeze, when it exists'] },
   { term: DEFAULT_LOCK_DIR, text: ['the per-origin locks (DMSNAP_LOCK_DIR)'] },
+  { term: `${DEFAULT_CACHE_DIR}/cli-COMMAND.bin`, text: ["the compile cache: V8's code for each command, written by root after the command ran, used by its next run (DMSNAP_CACHE_DIR); safe to delete"] },
   { term: '/etc/dmsnap/INSTANCE.conf', text: ['DMSNAP_PREPARE_ARGS for the unit dmsnap-prepare@INSTANCE.service (e.g. --attach COW)'] },
 ];
 
