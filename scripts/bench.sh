@@ -10,7 +10,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -f dist/scripts/bench/run.js ]] || { echo "bench.sh: run 'npm run build:ts' first" >&2; exit 1; }
 share=$(mktemp -d /tmp/dmsnap-bench.XXXXXX)
 trap 'rm -rf "$share"' EXIT
-scripts/vm/run.sh --share "$share" "$@" -- node dist/scripts/bench/run.js
+# The guest's /tmp (a tmpfs) holds every loop device's file: origins, COWs, LVM's disk,
+# the incremental image; 3 GiB of guest memory is not enough for all of them.
+scripts/vm/run.sh --memory "${DMSNAP_VM_MEMORY:-6144}" --share "$share" "$@" -- node dist/scripts/bench/run.js
 # DMSNAP_BENCH_ONLY runs a part alone and keeps no results file.
 [[ -f $share/bench.json ]] || exit 0
 mkdir -p bench
